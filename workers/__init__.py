@@ -1,0 +1,5 @@
+"""workers: a fleet of SQS worker daemons."""
+
+QUEUES = ("post-sent", "analytics", "push", "email")
+
+__all__ = ["QUEUES"]

@@ -1,0 +1,268 @@
+"""The consumer loop of one queue: receive, handle concurrently, acknowledge in batches.
+
+``process_batch`` is one step (one receive, its handling, its acknowledgements) and is what
+tests drive; ``run`` keeps several of those steps ("lanes") going until shutdown, so a receive
+is in flight while another lane's handlers run.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, fields
+from typing import Any
+
+import structlog
+
+from workers import handlers, logs
+from workers.backoff import ExponentialBackoff
+from workers.deps import Deps
+from workers.errors import PermanentError, TransientError
+from workers.events import decode
+from workers.heartbeat import Heartbeat
+from workers.message import Message
+from workers.settings import (
+    DEFAULT_CONCURRENCY,
+    LONG_POLL_SECONDS,
+    SQS_BATCH_MAX,
+    Settings,
+)
+from workers.shutdown import Shutdown
+from workers.sqs import SQS_ERRORS, SQSQueue, client
+
+SUCCEEDED, RETRIED, DEAD_LETTERED, RETURNED = "succeeded", "retried", "dead_lettered", "returned"
+# While SQS or every handler's peer is away, wait between receives: 1 s, doubling, up to this.
+MAX_PAUSE_SECONDS = 30
+# How often a waiting batch looks at the shutdown flag.
+SHUTDOWN_POLL_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class Outcome:
+    message: Message
+    kind: str
+    reason: str | None = None
+    retry_after: float | None = None
+
+
+@dataclass
+class BatchResult:
+    received: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    returned: int = 0
+
+    def add(self, other: "BatchResult") -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+class Consumer:
+    def __init__(
+        self,
+        queue: str,
+        settings: Settings,
+        *,
+        sqs_queue: SQSQueue | None = None,
+        handler: handlers.Handler | None = None,
+        deps: Deps | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        shutdown: Shutdown | None = None,
+    ):
+        self.queue = queue
+        self.concurrency = max(1, concurrency)
+        self.sqs = sqs_queue or SQSQueue(
+            client(settings, pool=self.concurrency + 4),
+            settings.queue_name(queue), settings.dlq_name(queue))
+        self.handler = handler or handlers.get(queue)
+        self.deps = deps or Deps(settings)
+        self.shutdown = shutdown or Shutdown()
+        self.backoff = ExponentialBackoff(settings.visibility_timeout)
+        self.log = logs.get(queue=queue)
+        self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="handler")
+        self.heartbeat = Heartbeat(self.sqs.change_visibility, settings.visibility_timeout,
+                                   on_error=self._heartbeat_failed)
+        self.totals = BatchResult()
+        self._lock = threading.Lock()
+        self._pause = 0.0
+
+    # -- one step -------------------------------------------------------------------------
+
+    def process_batch(self, wait_seconds: int = LONG_POLL_SECONDS,
+                      max_messages: int = SQS_BATCH_MAX) -> BatchResult:
+        """One receive, its handling and its acknowledgements. SQS errors of the receive raise."""
+        if self.shutdown.requested:
+            return BatchResult()
+        messages = self.sqs.receive(min(max_messages, self.concurrency), wait_seconds)
+        if not messages:
+            return BatchResult()
+        if self.shutdown.requested:  # received during a long poll that outlived the daemon
+            outcomes = [Outcome(m, RETURNED) for m in messages]
+        else:
+            self.heartbeat.track(messages)
+            try:
+                outcomes = self._handle_all(messages)
+            finally:
+                self.heartbeat.untrack(messages)
+        result = self._acknowledge(outcomes)
+        with self._lock:
+            self.totals.add(result)
+        return result
+
+    def _handle_all(self, messages: list[Message]) -> list[Outcome]:
+        futures: dict[Future, Message] = {self.pool.submit(self._handle, m): m for m in messages}
+        pending = set(futures)
+        outcomes: list[Outcome] = []
+        while pending:
+            done, pending = wait(pending, timeout=SHUTDOWN_POLL_SECONDS)
+            outcomes.extend(f.result() for f in done)
+            if pending and self.shutdown.requested:
+                cancelled = self._cancel_unstarted(pending)
+                outcomes.extend(Outcome(futures[f], RETURNED) for f in cancelled)
+                pending -= cancelled
+        return outcomes
+
+    def _cancel_unstarted(self, pending: set[Future]) -> set[Future]:
+        """Give back what has not started: it would otherwise wait out its timeout."""
+        return {f for f in pending if f.cancel()}
+
+    def _handle(self, message: Message) -> Outcome:
+        # Bound for this thread, so the handler's own log lines carry the message too.
+        with structlog.contextvars.bound_contextvars(
+                queue=self.queue, message_id=message.id, receive_count=message.receive_count):
+            return self._handle_bound(message)
+
+    def _handle_bound(self, message: Message) -> Outcome:
+        started = time.perf_counter()
+        log = self.log
+        extra: dict[str, Any] = {}
+        try:
+            extra = self.handler(decode(self.queue, message), self.deps) or {}
+            outcome = Outcome(message, SUCCEEDED)
+        except PermanentError as exc:
+            outcome = Outcome(message, DEAD_LETTERED, exc.reason)
+        except TransientError as exc:
+            outcome = Outcome(message, RETRIED, exc.reason, exc.retry_after)
+        except Exception as exc:  # a bug, not the message's fault: retry, then the DLQ
+            log.exception("handler.crashed")
+            outcome = Outcome(message, RETRIED, f"unexpected {type(exc).__name__}: {exc}")
+        level = log.info if outcome.kind == SUCCEEDED else log.warning
+        if outcome.reason:
+            extra = {**extra, "reason": outcome.reason}
+        level("message.handled", outcome=outcome.kind,
+              duration_ms=round((time.perf_counter() - started) * 1000, 2), **extra)
+        return outcome
+
+    def _acknowledge(self, outcomes: list[Outcome]) -> BatchResult:
+        by_kind: dict[str, list[Outcome]] = {SUCCEEDED: [], RETRIED: [], DEAD_LETTERED: [],
+                                             RETURNED: []}
+        for outcome in outcomes:
+            by_kind[outcome.kind].append(outcome)
+        copied = self._dead_letter(by_kind[DEAD_LETTERED])
+        self._delete([o.message for o in by_kind[SUCCEEDED]] + copied)
+        self._change_visibility(
+            [(o.message, self.backoff.visibility(o.message.receive_count, o.retry_after))
+             for o in by_kind[RETRIED]] + [(o.message, 0) for o in by_kind[RETURNED]])
+        return BatchResult(received=len(outcomes), succeeded=len(by_kind[SUCCEEDED]),
+                           retried=len(by_kind[RETRIED]) + len(by_kind[DEAD_LETTERED]) -
+                           len(copied), dead_lettered=len(copied),
+                           returned=len(by_kind[RETURNED]))
+
+    def _dead_letter(self, dead: list[Outcome]) -> list[Message]:
+        """Copies permanent failures to the DLQ; only those copied may then be deleted."""
+        if not dead:
+            return []
+        try:
+            copied = self.sqs.dead_letter([(o.message, o.reason or "permanent") for o in dead])
+        except SQS_ERRORS as exc:
+            copied = []
+            self.log.warning("dlq.unavailable", error=str(exc), messages=len(dead))
+        for o in dead:
+            if o.message in copied:
+                self.log.warning("message.dead_lettered", message_id=o.message.id,
+                                 reason=o.reason)
+        return copied
+
+    def _delete(self, messages: list[Message]) -> None:
+        if not messages:
+            return
+        try:
+            failed = self.sqs.delete(messages)
+        except SQS_ERRORS as exc:
+            failed = messages
+            self.log.warning("delete.failed", error=str(exc), messages=len(messages))
+        for m in failed:  # it comes back and is handled again, harmlessly: handlers are idempotent
+            self.log.warning("message.not_deleted", message_id=m.id)
+
+    def _change_visibility(self, pairs: list[tuple[Message, int]]) -> None:
+        if not pairs:
+            return
+        try:
+            self.sqs.change_visibility(pairs)
+        except SQS_ERRORS as exc:  # it comes back after its current timeout instead
+            self.log.warning("visibility.failed", error=str(exc), messages=len(pairs))
+
+    def _heartbeat_failed(self, exc: Exception) -> None:
+        self.log.warning("heartbeat.failed", error=str(exc))
+
+    # -- the daemon -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Runs until SIGTERM/SIGINT, then finishes what it holds and returns 0."""
+        self.shutdown.install()
+        self.heartbeat.start()
+        sizes = lane_sizes(self.concurrency)
+        self.log.info("daemon.started", concurrency=self.concurrency, lanes=len(sizes))
+        lanes = [threading.Thread(target=self._lane, args=(size,), name=f"lane-{i}")
+                 for i, size in enumerate(sizes)]
+        for lane in lanes:
+            lane.start()
+        self.log.info("shutdown.requested", signal=self.shutdown.watch())
+        for lane in lanes:
+            while lane.is_alive():
+                lane.join(timeout=0.5)
+        self.heartbeat.stop()
+        self.pool.shutdown(wait=True)
+        self.log.info("daemon.stopped", **vars(self.totals))
+        return 0
+
+    def _lane(self, size: int) -> None:
+        sqs_pause = 0.0
+        while not self.shutdown.requested:
+            try:
+                result = self.process_batch(LONG_POLL_SECONDS, size)
+                sqs_pause = 0.0
+            except SQS_ERRORS as exc:
+                sqs_pause = min(max(1.0, sqs_pause * 2), MAX_PAUSE_SECONDS)
+                self.log.warning("sqs.unavailable", error=str(exc), retry_in=sqs_pause)
+                self.shutdown.wait(sqs_pause)
+                continue
+            except Exception:
+                self.log.exception("lane.error")
+                self.shutdown.wait(1)
+                continue
+            self._pause_if_peers_down(result)
+
+    def _pause_if_peers_down(self, result: BatchResult) -> None:
+        # Every message failed transiently: a peer (Redis, an API) is probably down. Receiving
+        # more now would only burn their receive counts; wait, doubling, until one succeeds.
+        with self._lock:
+            if result.retried and not result.succeeded:
+                self._pause = min(max(1.0, self._pause * 2), MAX_PAUSE_SECONDS)
+            elif result.succeeded:
+                self._pause = 0.0
+            pause = self._pause
+        if pause:
+            self.log.warning("consumer.paused", seconds=pause)
+            self.shutdown.wait(pause)
+
+
+def lane_sizes(concurrency: int) -> list[int]:
+    """Concurrency in lanes of at most 10 (one receive each): 25 -> [10, 10, 5]."""
+    full, rest = divmod(max(1, concurrency), SQS_BATCH_MAX)
+    return [SQS_BATCH_MAX] * full + ([rest] if rest else [])
+
+
+__all__ = ["BatchResult", "Consumer", "Outcome"]

@@ -1,0 +1,27 @@
+"""The two kinds of failure a handler may raise; the runtime decides what each means for SQS."""
+
+from __future__ import annotations
+
+
+class HandlerError(Exception):
+    """Base of the errors the runtime understands."""
+
+
+class PermanentError(HandlerError):
+    """Retrying cannot help (bad input, unknown service): the message goes to its DLQ at once."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TransientError(HandlerError):
+    """A peer is down or slow: leave the message for SQS to redeliver after a backoff.
+
+    ``retry_after`` (seconds), when a peer said when to come back (HTTP 429), overrides the backoff.
+    """
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after

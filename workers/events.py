@@ -1,0 +1,123 @@
+"""Event schemas, one per queue, and the one place a message body becomes a validated event."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from workers.errors import PermanentError
+from workers.message import Message
+
+# Identifiers are strings (the API's ids are Mongo-style hex), never blank.
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"\S")]
+Text = Annotated[str, StringConstraints(max_length=100_000)]
+# A post never names thousands of links; a bound keeps one event's work bounded.
+MAX_URLS_PER_EVENT = 1000
+SERVICES = ("twitter", "facebook", "linkedin")
+
+
+class InvalidEvent(PermanentError):
+    """The body is JSON but not a valid event for its queue."""
+
+
+class Event(BaseModel):
+    # Unknown fields are ignored (SPEC.md); events never change once decoded.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class PostSent(Event):
+    update_id: Id
+    profile_id: Id
+    created_at: float | None = None
+    url: str | None = None
+    urls: list[str] = Field(default_factory=list, max_length=MAX_URLS_PER_EVENT)
+    service: str | None = None
+
+    @field_validator("created_at", mode="before")
+    @classmethod
+    def _unix_seconds(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError("must be Unix seconds, as a number or a numeric string")
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise ValueError("must be Unix seconds, as a number or a numeric string") from None
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError("must be a non-negative finite number of seconds")
+        return seconds
+
+    @property
+    def all_urls(self) -> list[str]:
+        """``url`` and ``urls`` together, in order, as given (not yet normalized)."""
+        return ([self.url] if self.url is not None else []) + list(self.urls)
+
+
+class Analytics(Event):
+    update_id: Id
+    profile_id: Id
+    service: Literal["twitter", "facebook", "linkedin"]
+    service_update_id: Id
+
+
+class Push(Event):
+    user_id: Id
+    target_arn: Annotated[str, StringConstraints(pattern=r"^arn:")]
+    title: Text
+    body: Text
+    data: dict[str, Any] | None = None
+
+
+class Email(Event):
+    to: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)]
+    subject: Text | None = None
+    text: Text | None = None
+    html: Text | None = None
+    template: Id | None = None
+    params: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _content(self) -> "Email":
+        if self.template is None and self.subject is None:
+            raise ValueError("needs a subject with text or html, or a template with params")
+        if self.template is None and self.text is None and self.html is None:
+            raise ValueError("needs text or html (or a template)")
+        return self
+
+
+SCHEMAS: dict[str, type[Event]] = {
+    "post-sent": PostSent,
+    "analytics": Analytics,
+    "push": Push,
+    "email": Email,
+}
+
+
+def validate(queue: str, data: Any) -> Event:
+    """A validated event of ``queue``'s schema, or InvalidEvent saying what is wrong."""
+    try:
+        return SCHEMAS[queue].model_validate(data)
+    except ValidationError as exc:
+        raise InvalidEvent(f"invalid {queue} event: {_describe(exc)}") from None
+
+
+def decode(queue: str, message: Message) -> Event:
+    return validate(queue, message.json())
+
+
+def _describe(exc: ValidationError, limit: int = 3) -> str:
+    errors = exc.errors(include_url=False, include_input=False)
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in errors[:limit]]
+    more = f" (+{len(errors) - limit} more)" if len(errors) > limit else ""
+    return "; ".join(parts) + more

@@ -1,0 +1,40 @@
+"""post-sent: count each link of a sent post once, in Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+import structlog
+
+from workers.deps import Deps
+from workers.errors import TransientError
+from workers.events import PostSent
+from workers.handlers import handler
+from workers.urls import InvalidURL, normalize_url
+
+log = structlog.get_logger()
+
+
+@handler("post-sent")
+def post_sent(event: PostSent, deps: Deps) -> dict[str, Any]:
+    keys, invalid = distinct_keys(event.all_urls)
+    for url, reason in invalid:
+        log.warning("url.invalid", update_id=event.update_id, reason=reason, url=url[:200])
+    try:
+        counted = deps.links.record(event.update_id, keys)
+    except redis.RedisError as exc:
+        raise TransientError(f"redis unavailable: {type(exc).__name__}: {exc}") from None
+    return {"urls": len(keys), "counted": sum(counted), "invalid_urls": len(invalid)}
+
+
+def distinct_keys(urls: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The event's normalized keys, each once, in order; and the invalid URLs with reasons."""
+    keys: dict[str, None] = {}
+    invalid = []
+    for url in urls:
+        try:
+            keys[normalize_url(url)] = None
+        except InvalidURL as exc:
+            invalid.append((url, str(exc)))
+    return list(keys), invalid

@@ -1,0 +1,94 @@
+"""Enqueue validated events, in batches: what the API imports.
+
+    from workers.producer import Producer
+    Producer().send_many("post-sent", [{"update_id": "1", "profile_id": "2", "url": "..."}])
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Sequence
+
+from workers.events import Event, InvalidEvent, validate
+from workers.settings import Settings, check_queue
+from workers.sqs import SQSQueue, client
+
+# SQS refuses a batch whose bodies add up to more than its maximum message size; we stay
+# under the older, smaller limit (256 KiB) so any queue configuration accepts our batches.
+MAX_BATCH_BYTES = 256 * 1024
+# Entries SQS refused in a batch (throttling, internal errors) are sent again this many times.
+SEND_ATTEMPTS = 3
+
+
+class SendError(RuntimeError):
+    """SQS refused some events even after retries; ``unsent`` lists their indexes."""
+
+    def __init__(self, unsent: list[int]):
+        super().__init__(f"SQS refused {len(unsent)} event(s) after {SEND_ATTEMPTS} attempts")
+        self.unsent = unsent
+
+
+class Producer:
+    def __init__(self, settings: Settings | None = None, sqs: Any = None):
+        self.settings = settings or Settings.from_env()
+        self._sqs = sqs or client(self.settings)
+        self._queues: dict[str, SQSQueue] = {}
+
+    def send(self, queue: str, event: dict[str, Any] | Event) -> None:
+        self.send_many(queue, [event])
+
+    def send_many(self, queue: str, events: Iterable[dict[str, Any] | Event]) -> int:
+        """Validates every event first (InvalidEvent names the first bad one, nothing sent),
+        then sends them in batches. Returns how many were sent."""
+        bodies = encode_all(queue, events)
+        target = self._queue(queue)
+        pending = list(range(len(bodies)))
+        for _ in range(SEND_ATTEMPTS):
+            if not pending:
+                break
+            refused: list[int] = []
+            for group in batches([bodies[i] for i in pending]):
+                indexes = [pending[j] for j in group]
+                refused.extend(indexes[k] for k in target.send([bodies[i] for i in indexes]))
+            pending = refused
+        if pending:
+            raise SendError(pending)
+        return len(bodies)
+
+    def _queue(self, queue: str) -> SQSQueue:
+        if queue not in self._queues:
+            self._queues[queue] = SQSQueue(self._sqs, self.settings.queue_name(check_queue(queue)))
+        return self._queues[queue]
+
+
+def encode_all(queue: str, events: Iterable[dict[str, Any] | Event]) -> list[str]:
+    bodies = []
+    for number, event in enumerate(events, 1):
+        try:
+            bodies.append(encode(queue, event))
+        except InvalidEvent as exc:
+            raise InvalidEvent(f"event {number}: {exc.reason}") from None
+    return bodies
+
+
+def encode(queue: str, event: dict[str, Any] | Event) -> str:
+    """The message body of a valid event: the caller's JSON as given, unknown fields kept."""
+    if isinstance(event, Event):
+        return event.model_dump_json(exclude_none=True)
+    validate(queue, event)
+    return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+
+
+def batches(bodies: Sequence[str]) -> Iterable[list[int]]:
+    """Indexes of ``bodies`` in groups that fit one SendMessageBatch (10 entries, 256 KiB)."""
+    group: list[int] = []
+    size = 0
+    for i, body in enumerate(bodies):
+        length = len(body.encode())
+        if group and (len(group) == 10 or size + length > MAX_BATCH_BYTES):
+            yield group
+            group, size = [], 0
+        group.append(i)
+        size += length
+    if group:
+        yield group

@@ -1,0 +1,109 @@
+"""Settings, resolved once from the environment (12-factor) and passed down explicitly."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from workers import QUEUES
+
+# SQS caps WaitTimeSeconds at 20; the longest wait means the fewest empty receives (each is billed).
+LONG_POLL_SECONDS = 20
+# SQS caps a receive, and every batch call, at 10 entries.
+SQS_BATCH_MAX = 10
+# SQS's own default; the spec bounds how long a crashed daemon's messages wait by this.
+DEFAULT_VISIBILITY_TIMEOUT = 30
+# SQS never keeps a message invisible longer than 12 hours after its first receive.
+MAX_VISIBILITY_SECONDS = 12 * 60 * 60
+# A few receives before a message goes to its DLQ: enough to ride out a short outage.
+DEFAULT_MAX_RECEIVES = 5
+# The dead-letter queue keeps messages longest (14 days), since SQS keeps a message's
+# original enqueue time when it moves it there.
+DLQ_RETENTION_SECONDS = 14 * 24 * 60 * 60
+# One lane (one receive of 10 at a time) per 10 handlers; two lanes keep a receive in flight
+# while the other lane's handlers run.
+DEFAULT_CONCURRENCY = 20
+# The spec promises no double count for at least 30 days; a day of margin.
+IDEMPOTENCY_TTL_SECONDS = 31 * 24 * 60 * 60
+# 2**18 buckets keep ~100 counters per hash at ~26M URLs: small enough for Redis's compact
+# listpack encoding (hash-max-listpack-entries, 128 by default), large enough that few
+# buckets hold a lone counter at 1M URLs. Changing it needs a backfill.
+DEFAULT_LINK_BUCKETS = 2**18
+
+
+@dataclass(frozen=True)
+class Settings:
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    queue_prefix: str = ""
+    max_receives: int = DEFAULT_MAX_RECEIVES
+    visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    archive_bucket: str | None = None
+    link_buckets: int = DEFAULT_LINK_BUCKETS
+    pusher_app_id: str | None = None
+    pusher_key: str | None = None
+    pusher_secret: str | None = None
+    pusher_cluster: str | None = None
+    pusher_host: str | None = None
+    pusher_port: int | None = None
+    pusher_ssl: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        return cls(
+            region=env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            queue_prefix=env.get("WORKERS_QUEUE_PREFIX", ""),
+            max_receives=_int(env, "WORKERS_MAX_RECEIVES", DEFAULT_MAX_RECEIVES, 1, 1000),
+            visibility_timeout=_int(
+                env, "WORKERS_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT, 0,
+                MAX_VISIBILITY_SECONDS,
+            ),
+            redis_url=env.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+            archive_bucket=env.get("WORKERS_ARCHIVE_BUCKET") or None,
+            link_buckets=_int(env, "WORKERS_LINK_BUCKETS", DEFAULT_LINK_BUCKETS, 1, 2**32),
+            pusher_app_id=env.get("PUSHER_APP_ID") or None,
+            pusher_key=env.get("PUSHER_KEY") or None,
+            pusher_secret=env.get("PUSHER_SECRET") or None,
+            pusher_cluster=env.get("PUSHER_CLUSTER") or None,
+            pusher_host=env.get("PUSHER_HOST") or None,
+            pusher_port=_int(env, "PUSHER_PORT", 0, 0, 65535) or None,
+            pusher_ssl=env.get("PUSHER_SSL", "true").lower() not in ("0", "false", "no"),
+        )
+
+    def queue_name(self, queue: str) -> str:
+        """The SQS name of a logical queue."""
+        return self.queue_prefix + queue
+
+    def dlq_name(self, queue: str) -> str:
+        return self.queue_name(queue) + "-dlq"
+
+    @property
+    def pusher_enabled(self) -> bool:
+        return bool(self.pusher_app_id and self.pusher_key and self.pusher_secret)
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value we cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
+def check_queue(queue: str) -> str:
+    if queue not in QUEUES:
+        raise SettingsError(f"unknown queue {queue!r}; expected one of: {', '.join(QUEUES)}")
+    return queue

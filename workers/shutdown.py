@@ -1,0 +1,54 @@
+"""Shutdown is a flag: the signal handler sets it, the loop reads it between batches."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+# How often the main thread looks for a signal's flag.
+WATCH_SECONDS = 0.2
+
+
+class Shutdown:
+    """The signal handler only assigns an attribute: it runs between two bytecodes of the main
+    thread, which may hold a lock at that moment (a log write, an Event's condition), so
+    taking any lock there could deadlock. ``watch`` turns the flag into an Event that wakes
+    every sleeping thread."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.signal_name: str | None = None
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None or self._event.is_set()
+
+    def request(self, reason: str = "requested") -> None:
+        self.signal_name = self.signal_name or reason
+        self._event.set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleeps up to ``seconds``, waking early on shutdown; True if shutdown was requested."""
+        return self._event.wait(seconds) or self.requested
+
+    def watch(self) -> str:
+        """Main thread: sleeps until shutdown is requested, wakes every waiter, says why."""
+        while not self.requested:
+            time.sleep(WATCH_SECONDS)
+        self.request()
+        return self.signal_name or "requested"
+
+    def install(self) -> None:
+        """SIGTERM/SIGINT request a warm stop; a second one stops now (work not deleted comes
+        back from SQS after its visibility timeout, so nothing is lost)."""
+
+        def handle(signum: int, _frame: object) -> None:
+            if self.signal_name is not None:
+                os.write(2, b"second signal: stopping now\n")
+                os._exit(1)
+            self.signal_name = signal.Signals(signum).name
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
