@@ -1,0 +1,37 @@
+# `make run` starts the fleet on a local stack; `make test` runs every test. Both set up what
+# they need first: a virtualenv in .venv with the project installed, and redis-server.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install redis run test bench lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed  ## create .venv and install the project with its test tools
+
+$(VENV)/.installed: setup.cfg setup.py
+	@python3 -m venv $(VENV) 2>/dev/null || { apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv $(VENV); }
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[test]'
+	@touch $@
+
+redis:  ## install redis-server through apt-get when it is missing
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+
+run: install redis  ## the whole fleet on a local stack (moto, redis-server, supervisord); Ctrl-C stops it
+	$(PY) bin/run-local
+
+test: install redis  ## every test: unit and integration against real local servers
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install redis  ## throughput, SQS requests, CPU and Redis memory, side by side with baselines
+	$(PY) bench/bench.py
+
+lint: install  ## ruff
+	$(VENV)/bin/ruff check workers tests bench bin
+
+clean:  ## remove the virtualenv and caches
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
