@@ -1,0 +1,84 @@
+"""Shared fixtures: real servers (redis-server, moto's server) on free loopback ports, started
+once per session and stopped by PID; a fresh queue prefix per test, so tests never share queues."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Iterator
+
+import boto3
+import pytest
+import redis
+
+from workers import devstack, provision
+from workers.settings import Settings
+
+# boto3 must never reach real AWS from a test, whatever the machine's environment says.
+os.environ.update(devstack.FAKE_CREDENTIALS)
+os.environ.pop("AWS_ENDPOINT_URL", None)
+os.environ.pop("AWS_PROFILE", None)
+
+
+@pytest.fixture(scope="session")
+def redis_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Service]:
+    service = devstack.redis_server(log_path=tmp_path_factory.mktemp("redis") / "redis.log")
+    yield service.start()
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Service]:
+    service = devstack.moto_server(log_path=tmp_path_factory.mktemp("moto") / "moto.log")
+    yield service.start()
+    service.stop()
+
+
+@pytest.fixture
+def redis_client(redis_service: devstack.Service) -> redis.Redis:
+    client = redis.Redis(port=redis_service.port)
+    client.flushall()
+    return client
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}-"
+
+
+@pytest.fixture
+def settings(moto_service: devstack.Service, redis_service: devstack.Service,
+             prefix: str) -> Settings:
+    """Settings for the local stack; a 2 s visibility timeout so redeliveries come quickly."""
+    return Settings(
+        endpoint_url=f"http://127.0.0.1:{moto_service.port}",
+        queue_prefix=prefix,
+        visibility_timeout=2,
+        max_receives=3,
+        redis_url=f"redis://127.0.0.1:{redis_service.port}/0",
+    )
+
+
+@pytest.fixture
+def env(settings: Settings, moto_service: devstack.Service,
+        redis_service: devstack.Service) -> dict[str, str]:
+    """The environment of a `workers` process pointed at the same stack as ``settings``."""
+    return devstack.stack_env(
+        moto_service.port, redis_service.port,
+        WORKERS_QUEUE_PREFIX=settings.queue_prefix,
+        WORKERS_VISIBILITY_TIMEOUT=str(settings.visibility_timeout),
+        WORKERS_MAX_RECEIVES=str(settings.max_receives),
+    )
+
+
+@pytest.fixture
+def sqs(settings: Settings):
+    """A plain boto3 client, as the API that enqueues events would have."""
+    return boto3.client("sqs", region_name=settings.region, endpoint_url=settings.endpoint_url)
+
+
+@pytest.fixture
+def queues(settings: Settings, sqs) -> dict[str, str]:
+    """Creates every queue of this test's prefix; maps SQS queue name to URL."""
+    urls = provision.create_queues(settings, sqs)
+    return {url.rsplit("/", 1)[1]: url for url in urls}

@@ -1,0 +1,75 @@
+"""Helpers for tests that drive real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:
+    """Polls ``predicate`` until it is truthy; returns its value, or fails after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            assert value, f"not true after {timeout}s: {getattr(predicate, '__name__', predicate)}"
+            return value
+        time.sleep(interval)
+
+
+def workers_cmd(*args: str, env: dict[str, str], stdin: str | None = None,
+                timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "workers", *args], env=env, input=stdin,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_daemon(queue: str, env: dict[str, str], log_path: Path, *args: str) -> subprocess.Popen:
+    out = open(log_path, "ab")
+    return subprocess.Popen([sys.executable, "-m", "workers", "run", queue, *args], env=env,
+                            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def log_events(log_path: Path) -> list[dict[str, Any]]:
+    events = []
+    for line in log_path.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            pass
+    return events
+
+
+def queue_depth(sqs: Any, url: str) -> int:
+    """Visible + in flight + delayed."""
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed"])["Attributes"]
+    return sum(int(v) for v in attrs.values())
+
+
+def drain(sqs: Any, url: str) -> list[dict[str, Any]]:
+    """Every message now visible in ``url`` (received, not deleted), with its attributes."""
+    got: dict[str, dict[str, Any]] = {}
+    while True:
+        batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                    VisibilityTimeout=60, MessageAttributeNames=["All"]
+                                    ).get("Messages", [])
+        if not batch:
+            return list(got.values())
+        got.update((m["MessageId"], m) for m in batch)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,199 @@
+"""The consumer, one process_batch at a time, against moto's server and a real redis-server."""
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from helpers import drain, queue_depth
+from workers.consumer import Consumer, lane_sizes
+from workers.deps import Deps
+from workers.errors import PermanentError, TransientError
+from workers.handlers.post_sent import post_sent
+from workers.links import LinkCounter
+from workers.settings import Settings
+from workers.sqs import ERROR_ATTRIBUTE
+
+
+def post(update_id: str, *urls: str) -> str:
+    return json.dumps({"update_id": update_id, "profile_id": "p1", "urls": list(urls)})
+
+
+@pytest.fixture
+def send(sqs, queues, prefix):
+    def send(*bodies: str, queue: str = "post-sent") -> None:
+        for body in bodies:
+            sqs.send_message(QueueUrl=queues[prefix + queue], MessageBody=body)
+    return send
+
+
+@pytest.fixture
+def source(queues, prefix) -> str:
+    return queues[prefix + "post-sent"]
+
+
+@pytest.fixture
+def dlq(queues, prefix) -> str:
+    return queues[prefix + "post-sent-dlq"]
+
+
+def counts(settings: Settings, redis_client, *keys: str) -> list[int]:
+    return LinkCounter(redis_client, settings.link_buckets).counts(keys)
+
+
+def test_handled_messages_are_counted_and_deleted(settings, send, sqs, source, redis_client):
+    send(post("u1", "https://a.com"), post("u2", "https://a.com", "https://www.b.com/"))
+    consumer = Consumer("post-sent", settings)
+    result = consumer.process_batch(wait_seconds=1)
+    if result.received < 2:  # SQS may hand out fewer than asked
+        result.add(consumer.process_batch(wait_seconds=1))
+    assert (result.received, result.succeeded) == (2, 2)
+    assert counts(settings, redis_client, "a.com", "b.com") == [2, 1]
+    assert queue_depth(sqs, source) == 0
+
+
+def test_a_redelivered_message_counts_once(settings, send, sqs, source, redis_client):
+    body = post("u1", "https://a.com")
+    send(body, body)  # the API enqueued it twice
+    consumer = Consumer("post-sent", settings)
+    while consumer.process_batch(wait_seconds=1).received:
+        pass
+    assert counts(settings, redis_client, "a.com") == [1]
+    assert queue_depth(sqs, source) == 0
+
+
+def test_a_transient_failure_is_redelivered_later_and_counted_once(settings, send, sqs, source,
+                                                                   redis_client):
+    attempts = []
+
+    def fails_after_counting_once(event, deps):
+        post_sent(event, deps)
+        attempts.append(event.update_id)
+        if len(attempts) == 1:
+            raise TransientError("archive unavailable")
+
+    send(post("u1", "https://a.com"))
+    consumer = Consumer("post-sent", settings, handler=fails_after_counting_once)
+    first = consumer.process_batch(wait_seconds=1)
+    assert (first.retried, first.succeeded) == (1, 0)
+    assert queue_depth(sqs, source) == 1  # kept, not deleted
+    assert consumer.process_batch(wait_seconds=0).received == 0  # hidden for its backoff
+    time.sleep(settings.visibility_timeout + 0.5)
+    second = consumer.process_batch(wait_seconds=1)
+    assert second.succeeded == 1
+    assert counts(settings, redis_client, "a.com") == [1]
+    assert queue_depth(sqs, source) == 0
+
+
+def test_backoff_grows_with_the_receive_count(settings, send, sqs, source):
+    def always_fails(event, deps):
+        raise TransientError("down")
+
+    send(post("u1", "https://a.com"))
+    consumer = Consumer("post-sent", settings, handler=always_fails)
+    consumer.process_batch(wait_seconds=1)  # receive 1: hidden for 2 s
+    time.sleep(2.5)
+    consumer.process_batch(wait_seconds=1)  # receive 2: hidden for 4 s
+    time.sleep(2.5)
+    assert consumer.process_batch(wait_seconds=0).received == 0
+    time.sleep(2.0)
+    assert consumer.process_batch(wait_seconds=1).received == 1
+
+
+def test_retry_after_sets_the_visibility(settings, send, sqs, source):
+    def throttled(event, deps):
+        raise TransientError("429", retry_after=1)
+
+    settings = Settings(**{**vars(settings), "visibility_timeout": 60})
+    send(post("u1", "https://a.com"))
+    consumer = Consumer("post-sent", settings, handler=throttled)
+    consumer.process_batch(wait_seconds=1)
+    time.sleep(1.5)
+    assert consumer.process_batch(wait_seconds=1).received == 1
+
+
+@pytest.mark.parametrize("body, reason", [
+    ("{not json", "not JSON"),
+    ("[1]", "not an object"),
+    (json.dumps({"profile_id": "p1"}), "update_id"),
+])
+def test_bad_messages_go_to_the_dlq_at_once_with_their_reason(settings, send, sqs, source, dlq,
+                                                              body, reason):
+    send(body)
+    result = Consumer("post-sent", settings).process_batch(wait_seconds=1)
+    assert result.dead_lettered == 1
+    [dead] = drain(sqs, dlq)
+    assert dead["Body"] == body
+    assert reason in dead["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"]
+    assert queue_depth(sqs, source) == 0
+
+
+def test_a_permanent_error_keeps_the_message_attributes(settings, sqs, source, dlq):
+    def refuses(event, deps):
+        raise PermanentError("unknown service")
+
+    sqs.send_message(QueueUrl=source, MessageBody=post("u1"), MessageAttributes={
+        "trace": {"DataType": "String", "StringValue": "abc"}})
+    Consumer("post-sent", settings, handler=refuses).process_batch(wait_seconds=1)
+    [dead] = drain(sqs, dlq)
+    assert dead["MessageAttributes"]["trace"]["StringValue"] == "abc"
+    assert dead["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"] == "unknown service"
+
+
+def test_a_crashing_handler_is_retried_not_fatal(settings, send, sqs, source):
+    def buggy(event, deps):
+        raise ZeroDivisionError("oops")
+
+    send(post("u1", "https://a.com"))
+    result = Consumer("post-sent", settings, handler=buggy).process_batch(wait_seconds=1)
+    assert result.retried == 1
+    assert queue_depth(sqs, source) == 1
+
+
+def test_redis_away_is_transient(settings, send, sqs, source):
+    away = Deps(Settings(**{**vars(settings), "redis_url": "redis://127.0.0.1:1/0"}))
+    send(post("u1", "https://a.com"))
+    result = Consumer("post-sent", settings, deps=away).process_batch(wait_seconds=1)
+    assert result.retried == 1
+    assert queue_depth(sqs, source) == 1
+
+
+def test_shutdown_gives_back_what_has_not_started(settings, send, sqs, source):
+    started, cancelled = threading.Event(), threading.Event()
+
+    def slow(event, deps):
+        started.set()
+        cancelled.wait(10)  # still running while the others are given back
+
+    send(*[post(f"u{i}", "https://a.com") for i in range(3)])
+    consumer = Consumer("post-sent", settings, handler=slow, concurrency=3)
+    consumer.pool = ThreadPoolExecutor(1)  # three received, one running at a time
+    cancel = consumer._cancel_unstarted
+    consumer._cancel_unstarted = lambda pending: (cancel(pending), cancelled.set())[0]
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.update(
+        result=consumer.process_batch(wait_seconds=1, max_messages=3)))
+    worker.start()
+    assert started.wait(10)
+    consumer.shutdown.request()
+    worker.join(10)
+    result = outcome["result"]
+    assert result.succeeded == 1
+    assert result.returned == result.received - 1
+    # given back with visibility 0: receivable again at once, not after the 2 s timeout
+    assert len(drain(sqs, source)) == result.returned
+
+
+def test_no_receive_after_shutdown(settings, send):
+    send(post("u1", "https://a.com"))
+    consumer = Consumer("post-sent", settings)
+    consumer.shutdown.request()
+    assert consumer.process_batch(wait_seconds=0).received == 0
+
+
+def test_lanes_split_concurrency_into_receives_of_ten():
+    assert lane_sizes(1) == [1]
+    assert lane_sizes(20) == [10, 10]
+    assert lane_sizes(25) == [10, 10, 5]

@@ -1,0 +1,51 @@
+"""`make run`'s script: the local stack comes up, sample events get counted, it all stops."""
+
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO, alive, wait_until
+
+
+def env_of(path: Path) -> dict[str, str]:
+    env = {}
+    for line in path.read_text().splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = value.strip('"')
+    return env
+
+
+def test_run_local_counts_sample_events_and_stops_what_it_started():
+    run_dir = Path(tempfile.mkdtemp(prefix="wrl"))
+    proc = subprocess.Popen([sys.executable, str(REPO / "bin" / "run-local"), "--duration", "6",
+                             "--rate", "10", "--run-dir", str(run_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_until(lambda: (run_dir / "env").exists(), timeout=60)
+        env = {**env_of(run_dir / "env"), "PATH": "/usr/bin:/bin"}
+
+        def counted() -> bool:
+            out = subprocess.run([sys.executable, "-m", "workers", "links", "count",
+                                  "https://buffer.com", "https://buffer.com/blog"],
+                                 env=env, capture_output=True, text=True).stdout
+            return all(int(line.split("\t")[0]) > 0 for line in out.splitlines()) and bool(out)
+
+        wait_until(counted, timeout=60, interval=0.5)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "daemon.stopped" in out
+    pids = [int(pid) for pid in re.findall(r"with pid (\d+)",
+                                           (run_dir / "supervisord.log").read_text())]
+    assert pids and not any(alive(pid) for pid in pids)
+    for url in (env["AWS_ENDPOINT_URL"], env["REDIS_URL"]):  # moto and redis-server stopped
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
