@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from workers import handlers, logs
+from workers import handlers, logs, metrics
 from workers.backoff import ExponentialBackoff
 from workers.deps import Deps
 from workers.errors import PermanentError, TransientError
@@ -82,8 +82,9 @@ class Consumer:
         self.backoff = ExponentialBackoff(settings.visibility_timeout)
         self.log = logs.get(queue=queue)
         self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="handler")
-        self.heartbeat = Heartbeat(self.sqs.change_visibility, settings.visibility_timeout,
+        self.heartbeat = Heartbeat(self._extend, settings.visibility_timeout,
                                    on_error=self._heartbeat_failed)
+        self.last_poll = 0.0
         self.totals = BatchResult()
         self._lock = threading.Lock()
         self._pause = 0.0
@@ -96,8 +97,13 @@ class Consumer:
         if self.shutdown.requested:
             return BatchResult()
         messages = self.sqs.receive(min(max_messages, self.concurrency), wait_seconds)
+        self.last_poll = time.time()
+        metrics.LAST_POLL.labels(self.queue).set(self.last_poll)
         if not messages:
             return BatchResult()
+        metrics.RECEIVED.labels(self.queue).inc(len(messages))
+        for m in messages:
+            metrics.RECEIVE_COUNT.labels(self.queue).observe(m.receive_count)
         if self.shutdown.requested:  # received during a long poll that outlived the daemon
             outcomes = [Outcome(m, RETURNED) for m in messages]
         else:
@@ -148,11 +154,16 @@ class Consumer:
         except Exception as exc:  # a bug, not the message's fault: retry, then the DLQ
             log.exception("handler.crashed")
             outcome = Outcome(message, RETRIED, f"unexpected {type(exc).__name__}: {exc}")
+        elapsed = time.perf_counter() - started
+        metrics.DURATION.labels(self.queue).observe(elapsed)
+        if outcome.kind != SUCCEEDED:
+            kind = "permanent" if outcome.kind == DEAD_LETTERED else "transient"
+            metrics.FAILED.labels(self.queue, kind).inc()
         level = log.info if outcome.kind == SUCCEEDED else log.warning
         if outcome.reason:
             extra = {**extra, "reason": outcome.reason}
         level("message.handled", outcome=outcome.kind,
-              duration_ms=round((time.perf_counter() - started) * 1000, 2), **extra)
+              duration_ms=round(elapsed * 1000, 2), **extra)
         return outcome
 
     def _acknowledge(self, outcomes: list[Outcome]) -> BatchResult:
@@ -165,6 +176,9 @@ class Consumer:
         self._change_visibility(
             [(o.message, self.backoff.visibility(o.message.receive_count, o.retry_after))
              for o in by_kind[RETRIED]] + [(o.message, 0) for o in by_kind[RETURNED]])
+        metrics.SUCCEEDED.labels(self.queue).inc(len(by_kind[SUCCEEDED]))
+        metrics.DEAD_LETTERED.labels(self.queue).inc(len(copied))
+        metrics.RETURNED.labels(self.queue).inc(len(by_kind[RETURNED]))
         return BatchResult(received=len(outcomes), succeeded=len(by_kind[SUCCEEDED]),
                            retried=len(by_kind[RETRIED]) + len(by_kind[DEAD_LETTERED]) -
                            len(copied), dead_lettered=len(copied),
@@ -203,6 +217,10 @@ class Consumer:
             self.sqs.change_visibility(pairs)
         except SQS_ERRORS as exc:  # it comes back after its current timeout instead
             self.log.warning("visibility.failed", error=str(exc), messages=len(pairs))
+
+    def _extend(self, pairs: list[tuple[Message, int]]) -> None:
+        self.sqs.change_visibility(pairs)
+        metrics.VISIBILITY_EXTENSIONS.labels(self.queue).inc(len(pairs))
 
     def _heartbeat_failed(self, exc: Exception) -> None:
         self.log.warning("heartbeat.failed", error=str(exc))

@@ -7,6 +7,7 @@ from typing import Any
 import redis
 import structlog
 
+from workers import metrics
 from workers.deps import Deps
 from workers.errors import TransientError
 from workers.events import PostSent
@@ -19,6 +20,8 @@ log = structlog.get_logger()
 @handler("post-sent")
 def post_sent(event: PostSent, deps: Deps) -> dict[str, Any]:
     keys, invalid = distinct_keys(event.all_urls)
+    if invalid:
+        metrics.INVALID_URLS.labels("post-sent").inc(len(invalid))
     for url, reason in invalid:
         log.warning("url.invalid", update_id=event.update_id, reason=reason, url=url[:200])
     try:
