@@ -1,0 +1,176 @@
+"""`make bench`: our post-sent daemon beside a naive boto3 loop, on a local stack of its own.
+
+One run gives, for ours and for the baseline: messages/s, SQS requests per message (counted at
+a proxy in front of moto), consumer CPU seconds per 1,000 messages and peak RSS, and Redis bytes
+per counted URL and per idempotency key. It prints a table and writes the same as JSON to
+bench/results/bench-<UTC timestamp>.json (or --json-out).
+
+    .venv/bin/python bench/bench.py [--messages 3000] [--urls 1000000] [--concurrency 20]
+    .venv/bin/python bench/bench.py --quick          # well under a minute; what the tests run
+
+Everything it starts (moto, redis-server, the proxy, the consumers) runs on free loopback
+ports and is stopped by PID when it ends, Ctrl-C and errors included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import procstat
+import redismem
+import report
+import scenario
+import workload
+
+from workers import devstack
+from workers.settings import DEFAULT_CONCURRENCY
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+FULL = {"messages": 3000, "urls": 1_000_000, "pairs": 200_000}
+QUICK = {"messages": 300, "urls": 20_000, "pairs": 20_000}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes (300 messages, 20,000 URLs): well under a minute")
+    parser.add_argument("--messages", type=int, help="post-sent events each consumer drains")
+    parser.add_argument("--urls", type=int, help="distinct URLs for the Redis memory figure")
+    parser.add_argument("--pairs", type=int, help="(update_id, url) idempotency keys to measure")
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
+                        help="our daemon's --concurrency (default: %(default)s)")
+    parser.add_argument("--backlog", type=int, default=scenario.DEFAULT_BACKLOG,
+                        help="messages kept queued beyond what the consumer holds "
+                             "(default: %(default)s; moto slows down linearly with depth)")
+    parser.add_argument("--only", choices=("ours", "naive", "redis"), action="append",
+                        help="run only these parts (repeatable); the table needs all three")
+    parser.add_argument("--json-out", type=Path, help="where to write the JSON results")
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="keep the consumers' and servers' logs (their directory is printed)")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    for name, default in sizes.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be positive")
+    return args
+
+
+def throughput(args: argparse.Namespace, kinds: list[str], workdir: Path) -> dict[str, Any]:
+    """Both consumers, one after the other, on one moto and one redis-server."""
+    moto = devstack.moto_server(log_path=workdir / "moto.log")
+    redis_srv = devstack.redis_server(log_path=workdir / "redis.log")
+    results: dict[str, Any] = {}
+    try:
+        for service in (moto, redis_srv):
+            procstat.remember(service.start().proc.pid)
+        stack = scenario.Stack(moto, redis_srv, workdir)
+        for kind in kinds:
+            events = workload.build(args.messages, run_id=f"{kind}-{time.time_ns()}")
+            log(f"{kind}: draining {args.messages} post-sent events "
+                f"({events.pairs} links to count)...")
+            consumer = scenario.Consumer.of(kind, args.concurrency)
+            results[kind] = scenario.Scenario(stack, consumer, events, args.backlog).run()
+            log(f"{kind}: {results[kind]['msgs_per_s']:.0f} msgs/s, "
+                f"{results[kind]['sqs_requests_per_msg']:.3f} SQS requests/msg")
+    finally:
+        redismem.stop_redis(redis_srv)
+        moto.stop()
+    return results
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    parts = args.only or ["ours", "naive", "redis"]
+    started = time.monotonic()
+    result: dict[str, Any] = {
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "params": {"quick": args.quick, "messages": args.messages, "urls": args.urls,
+                   "pairs": args.pairs, "concurrency": args.concurrency,
+                   "backlog": args.backlog,
+                   "cpus": _cpus(), "python": sys.version.split()[0]},
+    }
+    kinds = [k for k in ("ours", "naive") if k in parts]
+    result["throughput"] = throughput(args, kinds, workdir) if kinds else {}
+    if "redis" in parts:
+        log(f"redis: {args.urls:,} URLs and {args.pairs:,} idempotency keys...")
+        result["redis"] = redismem.measure(args.urls, args.pairs)
+    if len(parts) == 3:
+        result["figures"] = report.figures(result["throughput"]["ours"],
+                                           result["throughput"]["naive"], result["redis"])
+    result["all_counted"] = all(r["all_counted"] for r in result["throughput"].values())
+    result["seconds"] = time.monotonic() - started
+    result["started_pids"] = list(procstat.STARTED)
+    result["still_running"] = [pid for pid in procstat.STARTED if procstat.alive(pid)]
+    return result
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def write_json(result: dict[str, Any], path: Path | None) -> Path:
+    if path is None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        path = RESULTS_DIR / f"bench-{stamp}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, sort_keys=True, default=_jsonable) + "\n")
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    return str(value)
+
+
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    # SIGTERM (a test's timeout, a CI runner) unwinds like Ctrl-C: every finally stops what
+    # it started. SIGINT too, even when the shell that started us in the background ignores it.
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)
+    workdir = Path(tempfile.mkdtemp(prefix="workers-bench-"))
+    try:
+        result = run(args, workdir)
+    except scenario.BenchError as exc:
+        log(f"bench failed: {exc}")
+        args.keep_logs = True
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted; everything started was stopped")
+        return 130
+    finally:
+        if args.keep_logs:
+            log(f"logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    if "figures" in result:
+        print(report.table(result))
+    else:
+        print(json.dumps(result, indent=2, default=_jsonable))
+    if result["still_running"]:
+        log(f"warning: still running after the bench: {result['still_running']}")
+    path = write_json(result, args.json_out)
+    log(f"results written to {path} in {result['seconds']:.0f}s")
+    return 0 if result["all_counted"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,285 @@
+"""One throughput scenario: a consumer process drains N post-sent events from its own queue
+while the feeder keeps that queue topped up; we time it, count its SQS requests at the proxy,
+read its CPU and memory from /proc, and check every count in Redis at the end."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import procstat
+import redis
+import sqsproxy
+from feeder import Feeder
+from workload import Workload
+
+from workers import devstack
+from workers.links import LinkCounter
+from workers.provision import create_queues
+from workers.settings import Settings
+
+QUEUE = "post-sent"
+BENCH_DIR = Path(__file__).resolve().parent
+POLL_SECONDS = 0.25
+FAST_POLL_SECONDS = 0.02
+# After its first receive, a consumer's other lanes are a moment behind: let them poll too.
+SETTLE_SECONDS = 0.5
+# A warm stop may wait out a 20 s long poll; a bench has no use for that (the figures are
+# taken), so after this a second SIGTERM stops it at once, as it would in production.
+STOP_GRACE_SECONDS = 2.0
+# Messages the feeder keeps queued beyond what the consumer holds: enough that every receive
+# finds a full batch, few enough that moto's depth-linear work stays small.
+DEFAULT_BACKLOG = 10
+
+
+class BenchError(RuntimeError):
+    """The run cannot give trustworthy figures: said loudly, never papered over."""
+
+
+@dataclass
+class Stack:
+    moto: devstack.Service
+    redis: devstack.Service
+    workdir: Path
+
+    @property
+    def moto_url(self) -> str:
+        return f"http://127.0.0.1:{self.moto.port}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis.port}/0"
+
+    def sqs(self) -> Any:
+        """A client straight to moto, for the bench's own calls (never counted)."""
+        creds = devstack.FAKE_CREDENTIALS
+        return boto3.client("sqs", endpoint_url=self.moto_url,
+                            region_name=creds["AWS_DEFAULT_REGION"],
+                            aws_access_key_id=creds["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=creds["AWS_SECRET_ACCESS_KEY"])
+
+
+@dataclass
+class Consumer:
+    """What runs: its command line, and how many messages it holds at once."""
+
+    kind: str
+    argv: list[str]
+    holds: int
+
+    @classmethod
+    def of(cls, kind: str, concurrency: int) -> "Consumer":
+        if kind == "ours":
+            return cls(kind, [sys.executable, "-m", "workers", "run", QUEUE,
+                              "--concurrency", str(concurrency)], concurrency)
+        return cls(kind, [sys.executable, str(BENCH_DIR / "naive_consumer.py")], 1)
+
+
+class Scenario:
+    def __init__(self, stack: Stack, consumer: Consumer, workload: Workload,
+                 backlog: int = DEFAULT_BACKLOG):
+        self.stack, self.consumer, self.workload = stack, consumer, workload
+        self.settings = Settings(endpoint_url=stack.moto_url, redis_url=stack.redis_url,
+                                 queue_prefix=f"bench-{consumer.kind}-{uuid.uuid4().hex[:8]}-")
+        self.sqs = stack.sqs()
+        self.log_path = stack.workdir / f"{consumer.kind}.log"
+        self.backlog = backlog
+        self.proxy: devstack.Service | None = None
+        self.proc: subprocess.Popen | None = None
+        self.feeder: Feeder | None = None
+
+    def run(self) -> dict[str, Any]:
+        """Runs the consumer over the workload; its figures, or BenchError if any is off."""
+        queue_url, dlq_url = self._provision()
+        counter = LinkCounter(redis.Redis.from_url(self.stack.redis_url),
+                              buckets=self.settings.link_buckets)
+        counter.client.flushall()  # each scenario counts from zero
+        try:
+            self._start(queue_url)
+            figures = self._measure(counter)
+        finally:
+            self._stop_all()
+        figures["counted"] = self._verify(counter, queue_url, dlq_url)
+        figures["all_counted"] = figures["deleted"] >= len(self.workload.bodies)
+        return figures
+
+    def _provision(self) -> tuple[str, str]:
+        create_queues(self.settings, self.sqs)
+        return tuple(self.sqs.get_queue_url(QueueName=name)["QueueUrl"] for name in
+                     (self.settings.queue_name(QUEUE), self.settings.dlq_name(QUEUE)))
+
+    def _start(self, queue_url: str) -> None:
+        port = devstack.free_port()
+        # Kept before it starts: a proxy that never listens is still stopped by _stop_all.
+        self.proxy = devstack.Service(
+            "proxy", [sys.executable, str(BENCH_DIR / "sqsproxy.py"), "--port", str(port),
+                      "--upstream-port", str(self.stack.moto.port)],
+            port, self.stack.workdir / "proxy.log")
+        procstat.remember(self.proxy.start().proc.pid)
+        env = devstack.stack_env(port, self.stack.redis.port,
+                                 WORKERS_QUEUE_PREFIX=self.settings.queue_prefix)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.consumer.argv, env=env, stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+        procstat.remember(self.proc.pid)
+        low = self.consumer.holds + self.backlog
+        self.feeder = Feeder(self.sqs, queue_url, self.workload.bodies,
+                             consumed=lambda: sqsproxy.deleted(self._tally()),
+                             low=low, high=low + self.backlog)
+
+    def _tally(self) -> dict[str, Any]:
+        assert self.proxy is not None
+        return sqsproxy.fetch_counts(self.proxy.port)
+
+    def _cpu(self) -> dict[str, float]:
+        pids = {"consumer": self.proc, "moto": self.stack.moto.proc, "proxy": self.proxy.proc,
+                "redis": self.stack.redis.proc}
+        return {name: procstat.cpu_seconds(p.pid) for name, p in pids.items()}
+
+    def _measure(self, counter: LinkCounter) -> dict[str, Any]:
+        assert self.proc is not None and self.feeder is not None
+        self._wait_ready()
+        cpu_before = self._cpu()
+        self.feeder.start()
+        timing = self._watch(counter)
+        timing["drain_seconds"] = self._wait_deleted()
+        cpu = {k: v - cpu_before[k] for k, v in self._cpu().items()}
+        rss = procstat.peak_rss_bytes(self.proc.pid)
+        return self._figures(timing, cpu, rss, self._tally())
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        """Ready = its first receive reached the proxy: imports and set-up are behind it."""
+        deadline = time.monotonic() + timeout
+        while self._tally()["requests"].get("ReceiveMessage", 0) == 0:
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise BenchError(f"consumer made no receive in {timeout:.0f}s; "
+                                 f"see {self.log_path}")
+            time.sleep(0.05)
+        time.sleep(SETTLE_SECONDS)
+
+    def _watch(self, counter: LinkCounter) -> dict[str, float]:
+        """Times the run from the first count to the last one.
+
+        The first count is seen with DBSIZE (O(1): anything written after FLUSHALL is a count),
+        the last by reading every expected counter, slowly at first and often near the end,
+        so the bench's own polling takes little of the CPU the consumers share with it."""
+        total, n = self.workload.pairs, len(self.workload.bodies)
+        timeout = 60 + 0.2 * n  # slower than any sane consumer, even on moto
+        started = time.monotonic()
+        while counter.client.dbsize() == 0:
+            self._check_progress(0, total, time.monotonic() - started > timeout)
+            time.sleep(FAST_POLL_SECONDS)
+        first = time.monotonic()
+        while True:
+            counted = sum(counter.counts(self.workload.keys))
+            last = time.monotonic()
+            if counted >= total:
+                break
+            self._check_progress(counted, total, last - started > timeout)
+            time.sleep(FAST_POLL_SECONDS if counted >= 0.95 * total else POLL_SECONDS)
+        seconds = max(last - first, FAST_POLL_SECONDS)
+        return {"seconds": seconds, "msgs_per_s": n / seconds, "wall_seconds": last - started}
+
+    def _check_progress(self, counted: int, total: int, timed_out: bool) -> None:
+        self._check_alive()
+        if self.feeder is not None and self.feeder.error is not None:
+            raise BenchError(f"feeder failed: {self.feeder.error!r}")
+        if timed_out:
+            raise BenchError(f"only {counted}/{total} links counted in time; see {self.log_path}")
+
+    def _wait_deleted(self, timeout: float = 30.0) -> float:
+        """Counted is not yet deleted: wait for the deletes, so they are on the bill too."""
+        started = time.monotonic()
+        while sqsproxy.deleted(self._tally()) < len(self.workload.bodies):
+            self._check_alive()
+            if time.monotonic() - started > timeout:
+                raise BenchError(f"messages not all deleted after {timeout:.0f}s")
+            time.sleep(0.02)
+        return time.monotonic() - started
+
+    def _check_alive(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            tail = self.log_path.read_text(errors="replace")[-2000:]
+            raise BenchError(f"consumer exited with {self.proc.returncode}:\n{tail}")
+
+    def _stop_all(self) -> None:
+        if self.feeder is not None:
+            self.feeder.stop()
+        if self.proc is not None:
+            stop(self.proc)
+        if self.proxy is not None:
+            self.proxy.stop()
+
+    def _verify(self, counter: LinkCounter, queue_url: str, dlq_url: str) -> dict[str, int]:
+        """Every link's count is exactly the number of posts that named it; the queue is
+        empty (every message deleted) and so is its DLQ."""
+        keys, expected = self.workload.keys, self.workload.expected
+        wrong = sum(got != expected[k] for k, got in zip(keys, counter.counts(keys), strict=True))
+        left, dead = self._depth(queue_url), self._depth(dlq_url)
+        if wrong or left or dead:
+            raise BenchError(f"{self.consumer.kind}: {wrong} of {len(keys)} link counts wrong, "
+                             f"{left} messages left in the queue, {dead} dead letters; "
+                             f"see {self.log_path}")
+        return {"links": len(keys), "pairs": self.workload.pairs, "wrong": wrong,
+                "left_in_queue": left, "dead_letters": dead}
+
+    def _depth(self, url: str, settle: float = 5.0) -> int:
+        """Messages in the queue, visible or not; waits a moment for deletes still landing."""
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        deadline = time.monotonic() + settle
+        while True:
+            attrs = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)
+            depth = sum(int(attrs["Attributes"][n]) for n in names)
+            if depth == 0 or time.monotonic() > deadline:
+                return depth
+            time.sleep(0.1)
+
+    def _figures(self, timing: dict[str, float], cpu: dict[str, float], rss: int,
+                 tally: dict[str, Any]) -> dict[str, Any]:
+        n = len(self.workload.bodies)
+        receives = tally["requests"].get("ReceiveMessage", 0)
+        return {
+            "messages": n,
+            "deleted": sqsproxy.deleted(tally),
+            "msgs_per_s": timing["msgs_per_s"],
+            "measured_seconds": timing["seconds"],
+            "wall_seconds": timing["wall_seconds"],
+            "drain_seconds": timing["drain_seconds"],
+            "sqs_requests": tally["total"],
+            "sqs_requests_per_msg": tally["total"] / n,
+            "sqs_requests_by_action": tally["requests"],
+            "msgs_per_receive": tally["received"] / receives if receives else 0.0,
+            "empty_receives": tally["empty_receives"],
+            "cpu_seconds": cpu["consumer"],
+            "cpu_s_per_1000_msgs": cpu["consumer"] / n * 1000,
+            # Where else the time went: moto's share is what real SQS would not cost us.
+            "stack_cpu_s_per_1000_msgs": {k: v / n * 1000 for k, v in cpu.items()
+                                          if k != "consumer"},
+            "peak_rss_bytes": rss,
+            "feeder_starved": self.feeder.starved if self.feeder else 0,
+            "backlog": self.backlog,
+        }
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGTERM again (the daemon's "stop now"), then SIGKILL; by PID only."""
+    for sig, wait in ((signal.SIGTERM, STOP_GRACE_SECONDS), (signal.SIGTERM, 5.0),
+                      (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

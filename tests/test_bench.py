@@ -1,0 +1,71 @@
+"""`make bench` in its quick mode: it runs end to end, reports every figure, counts every
+message and stops everything it started. No timing or ratio is asserted: those depend on the
+machine, and the project does not gate on them."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import REPO
+
+FIGURES = ("msgs_per_s", "sqs_requests_per_msg", "cpu_s_per_1000_msgs", "peak_rss_mb",
+           "redis_bytes_per_url", "redis_bytes_per_idempotency_key")
+
+
+def sane(value: object) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench.py"), "--quick",
+                           "--json-out", str(out)],
+                          capture_output=True, text=True, timeout=240, cwd=REPO,
+                          env={k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(Path(out).read_text()), proc.stdout
+
+
+def test_every_figure_has_a_sane_value_for_ours_and_the_baseline(quick_run):
+    result, _ = quick_run
+    for name in FIGURES:
+        row = result["figures"][name]
+        assert sane(row["ours"]), (name, row)
+        assert sane(row["naive"]), (name, row)
+        assert sane(row["ratio"]), (name, row)
+
+
+def test_every_message_is_counted_and_deleted_by_both_consumers(quick_run):
+    result, _ = quick_run
+    assert result["all_counted"] is True
+    for kind in ("ours", "naive"):
+        run = result["throughput"][kind]
+        assert run["messages"] == result["params"]["messages"] == 300
+        assert run["all_counted"] is True
+        assert run["counted"]["wrong"] == 0
+        assert run["counted"]["left_in_queue"] == run["counted"]["dead_letters"] == 0
+        assert run["deleted"] >= run["messages"]
+        assert run["sqs_requests_by_action"]["ReceiveMessage"] > 0
+
+
+def test_the_table_names_each_figure_and_its_goal(quick_run):
+    _, table = quick_run
+    for label in ("throughput", "SQS requests / msg", "CPU s / 1000 msgs", "peak RSS",
+                  "bytes / counted URL", "bytes / idempotency key"):
+        assert label in table
+    assert "≥ 10× naive" in table and "≤ 0.25" in table and "≤ 40" in table
+
+
+def test_it_stops_everything_it_started(quick_run):
+    result, _ = quick_run
+    # moto, redis-server (twice), a proxy and a consumer per scenario.
+    assert len(result["started_pids"]) >= 7
+    assert result["still_running"] == []
