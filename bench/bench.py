@@ -36,7 +36,7 @@ from workers import devstack
 from workers.settings import DEFAULT_CONCURRENCY
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-FULL = {"messages": 3000, "urls": 1_000_000, "pairs": 200_000}
+FULL = {"messages": 3000, "urls": 1_000_000, "pairs": 2_000_000}
 QUICK = {"messages": 300, "urls": 20_000, "pairs": 20_000}
 
 

@@ -54,7 +54,7 @@ LABELS = {
     "cpu_s_per_1000_msgs": "consumer CPU s / 1000 msgs",
     "peak_rss_mb": "consumer peak RSS (MiB)",
     "redis_bytes_per_url": "Redis bytes / counted URL",
-    "redis_bytes_per_idempotency_key": "Redis bytes / idempotency key",
+    "redis_bytes_per_idempotency_key": "Redis bytes / idempotency mark",
 }
 
 
@@ -114,7 +114,8 @@ def details(result: dict[str, Any]) -> list[str]:
     c, i = result["redis"]["counters"], result["redis"]["idempotency"]
     out.append(f"redis: {c['urls']:,} URLs (mean key {c['mean_url_length']:.0f} chars) in "
                f"{c['hashes']:,} hashes ({c['urls_per_hash']:.1f} per hash, "
-               f"{c['hash_encoding']}); {i['pairs']:,} idempotency keys")
+               f"{c['hash_encoding']}); {i['pairs']:,} (update, url) pairs in one 4-day window, "
+               f"{i['pairs_per_hash']:.1f} per mark hash")
     params = result["params"]
     out.append(f"ours = `workers run post-sent --concurrency {params['concurrency']}`; "
                "naive = receive 1, handle, delete 1, in one thread.")

@@ -1,3 +1,5 @@
+import time
+
 import redis
 
 from workers.links import LinkCounter
@@ -25,14 +27,37 @@ def test_counters_share_compact_hashes(redis_client):
     assert {redis_client.object("encoding", h) for h in hashes} == {b"listpack"}
 
 
-def test_idempotency_keys_expire_and_share_the_counters_slot(redis_client):
-    counter = LinkCounter(redis_client, ttl=3600)
+def test_idempotency_marks_expire_and_share_the_counters_slot(redis_client):
+    counter = LinkCounter(redis_client, ttl=31 * 86400)
     counter.record("u1", ["a.com"])
-    [seen] = redis_client.keys("li:*")
-    assert 0 < redis_client.ttl(seen) <= 3600
+    [marks] = redis_client.keys("li:*")
+    assert redis_client.type(marks) == b"hash"
+    assert 31 * 86400 < redis_client.ttl(marks) <= 40 * 86400
     hash_key, _ = counter.slot("a.com")
     tag = hash_key[hash_key.index("{"):hash_key.index("}") + 1]
-    assert tag.encode() in seen
+    assert tag.encode() in marks
+
+
+def test_a_redelivery_30_days_later_still_counts_once(redis_client):
+    start = time.time()  # window hashes expire at real times: start from now
+    now = [start]
+    counter = LinkCounter(redis_client, clock=lambda: now[0])
+    assert counter.record("u1", ["a.com"]) == [True]
+    for days in (1, 4, 13, 29, 30):
+        now[0] = start + days * 86400
+        assert counter.record("u1", ["a.com"]) == [False], days
+    assert counter.record("u2", ["a.com"]) == [True]
+    assert counter.counts(["a.com"]) == [2]
+
+
+def test_counting_is_one_round_trip(redis_client):
+    counter = LinkCounter(redis_client)
+    counter.record("u0", ["a.com"])  # loads the script
+    redis_client.config_resetstat()
+    counter.record("u1", ["a.com", "b.com"])
+    stats = redis_client.info("commandstats")
+    assert stats["cmdstat_evalsha"]["calls"] == 2
+    assert not any("script" in name for name in stats)
 
 
 def test_a_lost_script_cache_is_reloaded(redis_client):
