@@ -59,7 +59,7 @@ def test_every_message_is_counted_and_deleted_by_both_consumers(quick_run):
 def test_the_table_names_each_figure_and_its_goal(quick_run):
     _, table = quick_run
     for label in ("throughput", "SQS requests / msg", "CPU s / 1000 msgs", "peak RSS",
-                  "bytes / counted URL", "bytes / idempotency key"):
+                  "bytes / counted URL", "bytes / idempotency mark"):
         assert label in table
     assert "≥ 10× naive" in table and "≤ 0.25" in table and "≤ 40" in table
 
