@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from workers import handlers, logs, metrics
+from workers import handlers, health, logs, metrics
 from workers.backoff import ExponentialBackoff
 from workers.deps import Deps
 from workers.errors import PermanentError, TransientError
@@ -72,6 +72,7 @@ class Consumer:
         shutdown: Shutdown | None = None,
     ):
         self.queue = queue
+        self.settings = settings
         self.concurrency = max(1, concurrency)
         self.sqs = sqs_queue or SQSQueue(
             client(settings, pool=self.concurrency + 4),
@@ -230,6 +231,14 @@ class Consumer:
     def run(self) -> int:
         """Runs until SIGTERM/SIGINT, then finishes what it holds and returns 0."""
         self.shutdown.install()
+        if self.settings.metrics_port:
+            port = health.port_for(self.settings.metrics_port, self.queue,
+                                   self.settings.process_num)
+            try:
+                health.serve(port, lambda: self.last_poll)
+                self.log.info("metrics.serving", port=port)
+            except OSError as exc:  # a taken port costs the metrics, never the daemon
+                self.log.error("metrics.unavailable", port=port, error=str(exc))
         self.heartbeat.start()
         sizes = lane_sizes(self.concurrency)
         self.log.info("daemon.started", concurrency=self.concurrency, lanes=len(sizes))

@@ -30,6 +30,19 @@ IDEMPOTENCY_TTL_SECONDS = 31 * 24 * 60 * 60
 # listpack encoding (hash-max-listpack-entries, 128 by default), large enough that few
 # buckets hold a lone counter at 1M URLs. Changing it needs a backfill.
 DEFAULT_LINK_BUCKETS = 2**18
+# `workers dlq peek` hides what it shows only until it gives it back, at once; this bounds how
+# long a killed peek keeps messages hidden.
+PEEK_VISIBILITY_SECONDS = 30
+# `workers dlq replay` hides each batch while it copies it (a send and a delete, each retried up
+# to 3 times): a minute is ample, and a killed replay's last batch reappears after it.
+REPLAY_VISIBILITY_SECONDS = 60
+# `workers stats` advice: messages one daemon process handles per second. `make bench` measures
+# about 250/s for post-sent with the default concurrency; handlers calling remote APIs (analytics,
+# email) are slower, so the default errs low. Operators pass their own with --rate.
+DEFAULT_PROCESS_RATE = 100.0
+# ... and the time within which a backlog should be drained: a few minutes of delay is what users
+# of a scheduler barely notice.
+DEFAULT_DRAIN_TARGET_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,8 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     archive_bucket: str | None = None
     link_buckets: int = DEFAULT_LINK_BUCKETS
+    metrics_port: int = 0
+    process_num: int = 0
     pusher_app_id: str | None = None
     pusher_key: str | None = None
     pusher_secret: str | None = None
@@ -65,6 +80,8 @@ class Settings:
             redis_url=env.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
             archive_bucket=env.get("WORKERS_ARCHIVE_BUCKET") or None,
             link_buckets=_int(env, "WORKERS_LINK_BUCKETS", DEFAULT_LINK_BUCKETS, 1, 2**32),
+            metrics_port=_int(env, "WORKERS_METRICS_PORT", 0, 0, 65000),
+            process_num=_int(env, "WORKERS_PROCESS_NUM", 0, 0, 99),
             pusher_app_id=env.get("PUSHER_APP_ID") or None,
             pusher_key=env.get("PUSHER_KEY") or None,
             pusher_secret=env.get("PUSHER_SECRET") or None,

@@ -1,0 +1,94 @@
+"""A running daemon's /metrics and /health endpoint."""
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from workers import devstack
+from workers.health import port_for
+from helpers import log_events, start_daemon, wait_until
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") and 'queue="post-sent"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.fixture
+def base_port() -> int:
+    # a block of ports: post-sent's process 3 listens at base + 3
+    return devstack.free_port() // 1000 * 1000 + 500 - 3
+
+
+def test_metrics_show_what_the_daemon_processed(env, queues, prefix, sqs, tmp_path, base_port):
+    env = {**env, "WORKERS_METRICS_PORT": str(base_port), "WORKERS_PROCESS_NUM": "3"}
+    source = queues[prefix + "post-sent"]
+    for i in range(5):
+        sqs.send_message(QueueUrl=source, MessageBody=json.dumps(
+            {"update_id": f"u{i}", "profile_id": "p", "url": "https://a.com"}))
+    sqs.send_message(QueueUrl=source, MessageBody="not json")
+    proc = start_daemon("post-sent", env, tmp_path / "d.log")
+    try:
+        url = f"http://127.0.0.1:{port_for(base_port, 'post-sent', 3)}"
+        wait_until(lambda: metric(get(url + "/metrics")[1],
+                                  "workers_messages_succeeded_total") == 5, timeout=30)
+        text = get(url + "/metrics")[1]
+        assert metric(text, "workers_messages_received_total") == 6
+        assert metric(text, "workers_messages_dead_lettered_total") == 1
+        assert metric(text, "workers_handler_duration_seconds_count") == 6
+        status, body = get(url + "/health")
+        assert status == 200 and json.loads(body)["status"] == "ok"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_taken_port_costs_the_metrics_not_the_daemon(env, queues, tmp_path):
+    taken = devstack.redis_server().start()  # something already listens there
+    try:
+        env = {**env, "WORKERS_METRICS_PORT": str(taken.port), "WORKERS_PROCESS_NUM": "0"}
+        proc = start_daemon("post-sent", env, tmp_path / "d.log")
+        wait_until(lambda: any(e["event"] == "metrics.unavailable"
+                               for e in log_events(tmp_path / "d.log")), timeout=30)
+        assert proc.poll() is None
+        proc.kill()
+        proc.wait()
+    finally:
+        taken.stop()
+
+
+def test_ports_differ_across_queues_and_processes():
+    ports = {port_for(9100, q, n) for q in ("post-sent", "analytics", "push", "email")
+             for n in range(10)}
+    assert len(ports) == 40
+
+
+def test_health_is_503_when_the_daemon_stopped_polling():
+    import time
+
+    from workers.health import STALE_AFTER_SECONDS, serve
+
+    polled = [time.time()]
+    port = devstack.free_port()
+    server = serve(port, lambda: polled[0])
+    try:
+        assert get(f"http://127.0.0.1:{port}/health")[0] == 200
+        polled[0] = time.time() - STALE_AFTER_SECONDS - 1
+        status, body = get(f"http://127.0.0.1:{port}/health")
+        assert status == 503 and json.loads(body)["status"] == "stale"
+    finally:
+        server.shutdown()
