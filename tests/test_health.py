@@ -1,14 +1,15 @@
 """A running daemon's /metrics and /health endpoint."""
 
 import json
+import time
 import urllib.error
 import urllib.request
 
 import pytest
 
-from workers import devstack
-from workers.health import port_for
 from helpers import log_events, start_daemon, wait_until
+from workers import devstack
+from workers.health import STALE_AFTER_SECONDS, port_for, serve
 
 
 def get(url: str) -> tuple[int, str]:
@@ -78,9 +79,6 @@ def test_ports_differ_across_queues_and_processes():
 
 
 def test_health_is_503_when_the_daemon_stopped_polling():
-    import time
-
-    from workers.health import STALE_AFTER_SECONDS, serve
 
     polled = [time.time()]
     port = devstack.free_port()
