@@ -10,12 +10,12 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import structlog
 
-from workers import handlers, health, logs, metrics
+from workers import archive, handlers, health, logs, metrics
 from workers.backoff import ExponentialBackoff
 from workers.deps import Deps
 from workers.errors import PermanentError, TransientError
@@ -44,6 +44,7 @@ class Outcome:
     kind: str
     reason: str | None = None
     retry_after: float | None = None
+    staged: tuple = ()  # archive records the handler staged
 
 
 @dataclass
@@ -110,7 +111,7 @@ class Consumer:
         else:
             self.heartbeat.track(messages)
             try:
-                outcomes = self._handle_all(messages)
+                outcomes = self._archive(self._handle_all(messages))
             finally:
                 self.heartbeat.untrack(messages)
         result = self._acknowledge(outcomes)
@@ -139,7 +140,11 @@ class Consumer:
         # Bound for this thread, so the handler's own log lines carry the message too.
         with structlog.contextvars.bound_contextvars(
                 queue=self.queue, message_id=message.id, receive_count=message.receive_count):
-            return self._handle_bound(message)
+            with archive.staging() as staged:
+                outcome = self._handle_bound(message)
+        if staged and outcome.kind == SUCCEEDED:
+            outcome = replace(outcome, staged=tuple(staged))
+        return outcome
 
     def _handle_bound(self, message: Message) -> Outcome:
         started = time.perf_counter()
@@ -166,6 +171,22 @@ class Consumer:
         level("message.handled", outcome=outcome.kind,
               duration_ms=round(elapsed * 1000, 2), **extra)
         return outcome
+
+    def _archive(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """Writes the batch's staged records in one object before anything is deleted; if
+        that fails, their messages are retried (counting again is harmless)."""
+        records = [r for o in outcomes for r in o.staged]
+        if not records:
+            return outcomes
+        try:
+            self.deps.archive.write(records)
+            return outcomes
+        except Exception as exc:  # S3 away, bucket missing: transient for these messages
+            reason = f"archive unavailable: {type(exc).__name__}: {exc}"
+            self.log.warning("archive.failed", error=reason, records=len(records))
+            metrics.FAILED.labels(self.queue, "transient").inc(sum(1 for o in outcomes
+                                                                   if o.staged))
+            return [Outcome(o.message, RETRIED, reason) if o.staged else o for o in outcomes]
 
     def _acknowledge(self, outcomes: list[Outcome]) -> BatchResult:
         by_kind: dict[str, list[Outcome]] = {SUCCEEDED: [], RETRIED: [], DEAD_LETTERED: [],

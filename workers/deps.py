@@ -6,7 +6,7 @@ from functools import cached_property
 
 import redis
 
-from workers import links
+from workers import archive, links, sqs
 from workers.settings import Settings
 
 
@@ -21,3 +21,10 @@ class Deps:
     @cached_property
     def links(self) -> links.LinkCounter:
         return links.LinkCounter(self.redis, buckets=self.settings.link_buckets)
+
+    @cached_property
+    def archive(self) -> archive.Archive | None:
+        """The S3 link archive, or None when WORKERS_ARCHIVE_BUCKET is unset."""
+        if not self.settings.archive_bucket:
+            return None
+        return archive.Archive(sqs.client(self.settings, "s3"), self.settings.archive_bucket)

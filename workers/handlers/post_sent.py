@@ -7,7 +7,7 @@ from typing import Any
 import redis
 import structlog
 
-from workers import metrics
+from workers import archive, metrics
 from workers.deps import Deps
 from workers.errors import TransientError
 from workers.events import PostSent
@@ -28,6 +28,10 @@ def post_sent(event: PostSent, deps: Deps) -> dict[str, Any]:
         counted = deps.links.record(event.update_id, keys)
     except redis.RedisError as exc:
         raise TransientError(f"redis unavailable: {type(exc).__name__}: {exc}") from None
+    if deps.archive is not None:  # every key, counted now or before: the archive is a superset
+        archive.stage([{"update_id": event.update_id, "url": key,
+                        "profile_id": event.profile_id, "created_at": event.created_at,
+                        "service": event.service} for key in keys])
     return {"urls": len(keys), "counted": sum(counted), "invalid_urls": len(invalid)}
 
 
