@@ -37,9 +37,10 @@ class Fleet:
                               capture_output=True, text=True, timeout=30).stdout
 
     def pids(self) -> dict[str, int]:
-        """RUNNING processes: name -> pid."""
+        """RUNNING post-sent processes (the queue these tests load): name -> pid."""
         return {m[0]: int(m[1]) for m in
-                re.findall(r"^(\S+)\s+RUNNING\s+pid (\d+)", self.ctl("status"), re.M)}
+                re.findall(r"^(post-sent:\S+)\s+RUNNING\s+pid (\d+)", self.ctl("status"),
+                           re.M)}
 
     def stop(self) -> int | None:
         if self.proc is None or self.proc.poll() is not None:

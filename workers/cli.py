@@ -10,7 +10,14 @@ import click
 import redis
 
 from workers import QUEUES
-from workers.settings import DEFAULT_CONCURRENCY, Settings, SettingsError
+from workers.settings import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_DRAIN_TARGET_SECONDS,
+    DEFAULT_PROCESS_RATE,
+    REPLAY_VISIBILITY_SECONDS,
+    Settings,
+    SettingsError,
+)
 
 QUEUE = click.Choice(QUEUES)
 QUEUE_ARG = {"type": QUEUE, "metavar": "QUEUE"}
@@ -108,6 +115,117 @@ def links_count(settings: Settings, urls: tuple[str, ...], as_json: bool) -> Non
         raise Failure("invalid URL " + "; ".join(bad))
 
 
+@cli.group()
+def dlq() -> None:
+    """Inspect, replay and purge the dead-letter queues (QUEUE's is QUEUE-dlq)."""
+
+
+@dlq.command("list")
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
+@click.pass_obj
+def dlq_list(settings: Settings, as_json: bool) -> None:
+    """Each DLQ's messages, those in flight, and the age of the oldest of up to 10 sampled."""
+    import time
+
+    from workers import dlq as dead
+
+    summaries, now = dead.overview(settings), time.time()
+    click.echo(json.dumps([s.json(now) for s in summaries]) if as_json
+               else dead.render_overview(summaries, now))
+
+
+@dlq.command("peek")
+@click.argument("queue", **QUEUE_ARG)
+@click.option("--limit", "-n", type=click.IntRange(1), default=10, show_default=True,
+              help="Messages to show at most.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array, with bodies in full.")
+@click.pass_obj
+def dlq_peek(settings: Settings, queue: str, limit: int, as_json: bool) -> None:
+    """Show QUEUE's dead letters (id, receives, error, body) and leave them in place."""
+    import time
+
+    from workers import dlq as dead
+
+    messages = dead.DeadLetters(settings, queue).peek(limit)
+    if as_json or messages:
+        render = dead.render_messages_json if as_json else dead.render_messages
+        click.echo(render(messages, time.time()))
+
+
+@dlq.command("replay")
+@click.argument("queue", **QUEUE_ARG)
+@click.option("--limit", "-n", type=click.IntRange(1), help="Move at most N messages.")
+@click.option("--dry-run", is_flag=True, help="Show what would move, and move nothing.")
+@click.option("--method", type=click.Choice(["auto", "task", "copy"]), default="auto",
+              show_default=True, help="task: SQS's message-move task; copy: receive, send, then "
+              "delete; auto: the task where the endpoint runs it and no --limit is given.")
+@click.option("--visibility", type=click.IntRange(1, 43200), default=REPLAY_VISIBILITY_SECONDS,
+              show_default=True, help="Seconds a batch stays hidden in the DLQ while it is "
+              "copied; a killed replay's last batch reappears after this.")
+@click.pass_obj
+def dlq_replay(settings: Settings, queue: str, limit: int | None, dry_run: bool, method: str,
+               visibility: int) -> None:
+    """Move QUEUE's dead letters back to QUEUE, bodies and attributes kept (not workers.*).
+    Loses none, even if killed: a message leaves the DLQ only once its copy is in QUEUE."""
+    import time
+
+    from workers import dlq as dead
+
+    letters = dead.DeadLetters(settings, queue)
+    if dry_run:
+        messages = letters.peek(limit or letters.depth().visible)
+        if messages:
+            click.echo(dead.render_messages(messages, time.time()))
+        click.echo(f"dry run: would move {len(messages)} message(s) from {letters.dlq_name} "
+                   f"to {letters.name}", err=True)
+        return
+    result = letters.replay(limit, method, visibility,
+                            progress=lambda line: click.echo(f"replay: {line}", err=True))
+    click.echo(result.summary(letters.dlq_name, letters.name))
+    failure = result.failure(letters.dlq_name)
+    if failure:
+        raise Failure(failure)
+
+
+@dlq.command("purge")
+@click.argument("queue", **QUEUE_ARG)
+@click.option("--yes", is_flag=True, help="Yes, delete every message of QUEUE's DLQ.")
+@click.pass_obj
+def dlq_purge(settings: Settings, queue: str, yes: bool) -> None:
+    """Delete every message of QUEUE's DLQ, for good (needs --yes)."""
+    from workers.dlq import DeadLetters
+
+    letters = DeadLetters(settings, queue)
+    if not yes:
+        raise Failure(f"purge deletes every message of {letters.dlq_name} for good: add --yes")
+    click.echo(f"purged {letters.dlq_name} (about {letters.purge()} message(s))")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per sample.")
+@click.option("--watch", type=click.FloatRange(min=0.1), is_flag=False, flag_value=5.0,
+              default=None, metavar="[SECONDS]", help="Sample again every SECONDS (5 if not "
+              "given) until Ctrl-C, measuring each queue's drain rate.")
+@click.option("--target", type=click.FloatRange(min=1), default=DEFAULT_DRAIN_TARGET_SECONDS,
+              show_default=True, metavar="SECONDS",
+              help="Time within which PROCS processes drain the backlog.")
+@click.option("--rate", type=click.FloatRange(min=0.001), default=DEFAULT_PROCESS_RATE,
+              show_default=True, metavar="MSGS/S", help="Messages per second one process handles.")
+@click.pass_obj
+def stats(settings: Settings, as_json: bool, watch: float | None, target: float,
+          rate: float) -> None:
+    """Per queue: visible, in flight, delayed, DLQ depth, age of the oldest message (from
+    CloudWatch), the drain rate (with --watch) and PROCS, the processes that would drain the
+    backlog within --target seconds. See README.rst, Operations."""
+    from workers import stats as queue_stats
+
+    try:
+        queue_stats.show(settings, as_json=as_json, interval=watch, target_seconds=target,
+                         per_process_rate=rate, echo=click.echo)
+    except KeyboardInterrupt:  # how --watch ends
+        pass
+
+
 def _parse(text: str, where: str) -> Any:
     try:
         return json.loads(text)
@@ -119,6 +237,7 @@ def main() -> None:
     """Entry point: runs the CLI and turns every error into one line on stderr."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from workers.dlq import DLQError
     from workers.errors import PermanentError
     from workers.producer import SendError
 
@@ -130,7 +249,7 @@ def main() -> None:
         _fail(exc.format_message(), exc.exit_code)
     except PermanentError as exc:
         _fail(exc.reason)
-    except (SettingsError, SendError) as exc:
+    except (SettingsError, SendError, DLQError) as exc:
         _fail(str(exc))
     except redis.RedisError as exc:
         _fail(f"redis: {exc}")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
 import redis
 
-from workers import archive, links, sqs
+from workers import archive, engagement, links, mail, notify, social, sqs
 from workers.settings import Settings
 
 
@@ -23,8 +24,42 @@ class Deps:
         return links.LinkCounter(self.redis, buckets=self.settings.link_buckets)
 
     @cached_property
+    def notifier(self) -> notify.Notifier:
+        """Pusher, best effort; a no-op when PUSHER_* is unset."""
+        return notify.Notifier.from_settings(self.settings)
+
+    @cached_property
+    def credentials(self) -> social.CredentialStore:
+        return social.RedisCredentials(self.redis)
+
+    @cached_property
+    def social(self) -> dict[str, social.SocialAPI]:
+        """The social networks' APIs by service name."""
+        return social.apis(self.settings)
+
+    @cached_property
+    def engagement(self) -> engagement.EngagementStore:
+        return engagement.EngagementStore(self.redis)
+
+    @cached_property
     def archive(self) -> archive.Archive | None:
         """The S3 link archive, or None when WORKERS_ARCHIVE_BUCKET is unset."""
         if not self.settings.archive_bucket:
             return None
         return archive.Archive(sqs.client(self.settings, "s3"), self.settings.archive_bucket)
+
+    @cached_property
+    def sns(self) -> Any:
+        """Amazon SNS, for mobile push."""
+        return sqs.client(self.settings, "sns")
+
+    @cached_property
+    def ses(self) -> Any:
+        return sqs.client(self.settings, "ses")
+
+    @cached_property
+    def mailer(self) -> mail.Mailer:
+        """SES, or SMTP when WORKERS_EMAIL_BACKEND=smtp."""
+        if self.settings.email_backend == "smtp":
+            return mail.SMTPMailer.from_settings(self.settings)
+        return mail.SESMailer(self.ses)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 from workers import QUEUES
@@ -28,8 +28,21 @@ DEFAULT_CONCURRENCY = 20
 IDEMPOTENCY_TTL_SECONDS = 31 * 24 * 60 * 60
 # 2**18 buckets keep ~100 counters per hash at ~26M URLs: small enough for Redis's compact
 # listpack encoding (hash-max-listpack-entries, 128 by default), large enough that few
-# buckets hold a lone counter at 1M URLs. Changing it needs a backfill.
+# buckets hold a lone counter at 1M URLs. Changing it needs a rebuild from the archive.
 DEFAULT_LINK_BUCKETS = 2**18
+# Email goes through Amazon SES unless WORKERS_EMAIL_BACKEND says smtp: SES is what production
+# runs, and it needs no server of ours.
+EMAIL_BACKENDS = ("ses", "smtp")
+DEFAULT_EMAIL_BACKEND = "ses"
+# A local relay (an MTA on the host) is the conventional default, as in most mail libraries.
+DEFAULT_SMTP_HOST = "localhost"
+# The message submission port (RFC 6409): where providers expect STARTTLS and a login.
+DEFAULT_SMTP_PORT = 587
+# STARTTLS on by default, so a password and the mail never cross the network in clear text.
+DEFAULT_SMTP_STARTTLS = True
+# A relay that has not answered in this long is down: the message is retried later, and the
+# heartbeat keeps it invisible meanwhile.
+SMTP_TIMEOUT_SECONDS = 30
 # `workers dlq peek` hides what it shows only until it gives it back, at once; this bounds how
 # long a killed peek keeps messages hidden.
 PEEK_VISIBILITY_SECONDS = 30
@@ -43,6 +56,15 @@ DEFAULT_PROCESS_RATE = 100.0
 # ... and the time within which a backlog should be drained: a few minutes of delay is what users
 # of a scheduler barely notice.
 DEFAULT_DRAIN_TARGET_SECONDS = 300
+
+# The social networks' public API hosts; overridable (WORKERS_*_API_URL) for a proxy or a fake.
+DEFAULT_TWITTER_API_URL = "https://api.twitter.com"
+DEFAULT_FACEBOOK_API_URL = "https://graph.facebook.com"
+DEFAULT_LINKEDIN_API_URL = "https://api.linkedin.com"
+# Both networks retire API versions (Graph after about two years, LinkedIn after one): bump these,
+# or set WORKERS_FACEBOOK_API_VERSION / WORKERS_LINKEDIN_API_VERSION, before they do.
+DEFAULT_FACEBOOK_API_VERSION = "v25.0"
+DEFAULT_LINKEDIN_API_VERSION = "202510"
 
 
 @dataclass(frozen=True)
@@ -59,11 +81,23 @@ class Settings:
     process_num: int = 0
     pusher_app_id: str | None = None
     pusher_key: str | None = None
-    pusher_secret: str | None = None
+    pusher_secret: str | None = field(default=None, repr=False)  # a secret: never in a repr
     pusher_cluster: str | None = None
     pusher_host: str | None = None
     pusher_port: int | None = None
     pusher_ssl: bool = True
+    twitter_api_url: str = DEFAULT_TWITTER_API_URL
+    facebook_api_url: str = DEFAULT_FACEBOOK_API_URL
+    linkedin_api_url: str = DEFAULT_LINKEDIN_API_URL
+    facebook_api_version: str = DEFAULT_FACEBOOK_API_VERSION
+    linkedin_api_version: str = DEFAULT_LINKEDIN_API_VERSION
+    email_backend: str = DEFAULT_EMAIL_BACKEND
+    email_from: str | None = None
+    smtp_host: str = DEFAULT_SMTP_HOST
+    smtp_port: int = DEFAULT_SMTP_PORT
+    smtp_user: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)  # a secret: never in a repr
+    smtp_starttls: bool = DEFAULT_SMTP_STARTTLS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -89,6 +123,22 @@ class Settings:
             pusher_host=env.get("PUSHER_HOST") or None,
             pusher_port=_int(env, "PUSHER_PORT", 0, 0, 65535) or None,
             pusher_ssl=env.get("PUSHER_SSL", "true").lower() not in ("0", "false", "no"),
+            twitter_api_url=env.get("WORKERS_TWITTER_API_URL") or DEFAULT_TWITTER_API_URL,
+            facebook_api_url=env.get("WORKERS_FACEBOOK_API_URL") or DEFAULT_FACEBOOK_API_URL,
+            linkedin_api_url=env.get("WORKERS_LINKEDIN_API_URL") or DEFAULT_LINKEDIN_API_URL,
+            facebook_api_version=env.get("WORKERS_FACEBOOK_API_VERSION")
+            or DEFAULT_FACEBOOK_API_VERSION,
+            linkedin_api_version=env.get("WORKERS_LINKEDIN_API_VERSION")
+            or DEFAULT_LINKEDIN_API_VERSION,
+            email_backend=_choice(env, "WORKERS_EMAIL_BACKEND", DEFAULT_EMAIL_BACKEND,
+                                  EMAIL_BACKENDS),
+            email_from=env.get("WORKERS_EMAIL_FROM") or None,
+            smtp_host=env.get("WORKERS_SMTP_HOST") or DEFAULT_SMTP_HOST,
+            smtp_port=_int(env, "WORKERS_SMTP_PORT", DEFAULT_SMTP_PORT, 1, 65535),
+            smtp_user=env.get("WORKERS_SMTP_USER") or None,
+            smtp_password=env.get("WORKERS_SMTP_PASSWORD") or None,
+            smtp_starttls=env.get("WORKERS_SMTP_STARTTLS", "true").lower()
+            not in ("0", "false", "no"),
         )
 
     def queue_name(self, queue: str) -> str:
@@ -117,6 +167,13 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
         raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low} and {high}, not {value}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (env.get(name) or default).lower()
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
     return value
 
 

@@ -27,10 +27,10 @@ MAX_REASON_LENGTH = 1000
 T = TypeVar("T")
 
 
-def client(settings: Settings, service: str = "sqs", pool: int = 10) -> Any:
+def client(settings: Settings, service: str = "sqs", pool: int = 10, attempts: int = 3) -> Any:
     """A boto3 client whose read timeout outlasts a long poll."""
     config = Config(
-        retries={"mode": "standard", "max_attempts": 3},
+        retries={"mode": "standard", "max_attempts": attempts},
         max_pool_connections=pool,
         connect_timeout=5,
         read_timeout=LONG_POLL_SECONDS + 10,
@@ -57,13 +57,16 @@ class SQSQueue:
         return self.sqs.get_queue_url(QueueName=self.dlq_name or self.name + "-dlq")["QueueUrl"]
 
     def receive(self, max_messages: int, wait_seconds: int,
-                url: str | None = None) -> list[Message]:
+                url: str | None = None, visibility: int | None = None) -> list[Message]:
+        """``visibility`` overrides the queue's visibility timeout for these messages."""
+        extra = {} if visibility is None else {"VisibilityTimeout": visibility}
         response = self.sqs.receive_message(
             QueueUrl=url or self.url,
             MaxNumberOfMessages=max(1, min(max_messages, SQS_BATCH_MAX)),
             WaitTimeSeconds=wait_seconds,
             MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
             MessageAttributeNames=["All"],
+            **extra,
         )
         return [Message.from_sqs(raw) for raw in response.get("Messages", [])]
 
@@ -73,11 +76,12 @@ class SQSQueue:
                    for i, m in enumerate(messages)]
         return self._batch(self.sqs.delete_message_batch, url or self.url, entries, messages)
 
-    def change_visibility(self, pairs: Sequence[tuple[Message, int]]) -> list[Message]:
+    def change_visibility(self, pairs: Sequence[tuple[Message, int]],
+                          url: str | None = None) -> list[Message]:
         """Sets each message's visibility timeout, counted from now; returns the failures."""
         entries = [{"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": t}
                    for i, (m, t) in enumerate(pairs)]
-        return self._batch(self.sqs.change_message_visibility_batch, self.url, entries,
+        return self._batch(self.sqs.change_message_visibility_batch, url or self.url, entries,
                            [m for m, _ in pairs])
 
     def send(self, bodies: Sequence[str], url: str | None = None,
@@ -109,13 +113,17 @@ class SQSQueue:
 
 
 def dead_letter_attributes(message: Message, reason: str, queue: str) -> dict[str, Any]:
-    kept = {name: _sendable(value) for name, value in message.attributes.items()
-            if not name.startswith("workers.")}
-    kept = dict(itertools.islice(kept.items(), MAX_ATTRIBUTES - 3))
+    kept = dict(itertools.islice(original_attributes(message).items(), MAX_ATTRIBUTES - 3))
     kept[ERROR_ATTRIBUTE] = {"DataType": "String", "StringValue": _truncate(reason)}
     kept[QUEUE_ATTRIBUTE] = {"DataType": "String", "StringValue": queue}
     kept[RECEIVES_ATTRIBUTE] = {"DataType": "Number", "StringValue": str(message.receive_count)}
     return kept
+
+
+def original_attributes(message: Message) -> dict[str, Any]:
+    """The message's own attributes, ready to send again: ours (``workers.*``) dropped."""
+    return {name: _sendable(value) for name, value in message.attributes.items()
+            if not name.startswith("workers.")}
 
 
 def _sendable(value: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,9 @@ Handler = Callable[[Any, Deps], "dict[str, Any] | None"]
 _REGISTRY: dict[str, Handler] = {}
 _MODULES = {
     "post-sent": "workers.handlers.post_sent",
+    "analytics": "workers.handlers.analytics",
+    "push": "workers.handlers.push",
+    "email": "workers.handlers.email",
 }
 
 

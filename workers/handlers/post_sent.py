@@ -32,6 +32,7 @@ def post_sent(event: PostSent, deps: Deps) -> dict[str, Any]:
         archive.stage([{"update_id": event.update_id, "url": key,
                         "profile_id": event.profile_id, "created_at": event.created_at,
                         "service": event.service} for key in keys])
+    deps.notifier.update_sent(event.profile_id, event.update_id, keys)  # best effort, never raises
     return {"urls": len(keys), "counted": sum(counted), "invalid_urls": len(invalid)}
 
 

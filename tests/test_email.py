@@ -1,0 +1,283 @@
+"""email: templates and settings on their own, then the handler through the consumer against
+moto's SES and a real SMTP server (aiosmtpd on a free loopback port), and a real
+`workers run email` daemon."""
+
+from __future__ import annotations
+
+import dataclasses
+import email
+import json
+from email import policy
+
+import boto3
+import pytest
+from aiosmtpd.controller import Controller
+
+from helpers import drain, log_events, queue_depth, start_daemon, wait_until
+from moto_api import sent_emails
+from workers import devstack, rendering
+from workers.consumer import BatchResult, Consumer
+from workers.errors import PermanentError
+from workers.mail import SMTPMailer, build_message
+from workers.settings import Settings, SettingsError
+from workers.sqs import ERROR_ATTRIBUTE
+
+SENDER = "Scheduler <no-reply@workers.example.com>"
+SCRIPT = "<script>alert(1)</script>"
+WELCOME = {"name": SCRIPT, "dashboard_url": "https://app.example.com/?a=1&b=2"}
+
+
+def part(message, subtype: str) -> str | None:
+    body = message.get_body((subtype,))
+    return None if body is None else body.get_content()
+
+
+# -- templates and settings, no server ------------------------------------------------------
+
+def test_html_is_autoescaped_and_text_is_not():
+    rendered = rendering.render("welcome", WELCOME)
+    assert rendered.subject == f"Welcome aboard, {SCRIPT}!"
+    assert "Hi <script>alert(1)</script>," in rendered.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in rendered.html and SCRIPT not in rendered.html
+    assert 'href="https://app.example.com/?a=1&amp;b=2"' in rendered.html
+
+
+def test_every_shipped_template_renders_with_its_params():
+    params = {"welcome": WELCOME,
+              "post-failed": {"name": "Ada", "service": "twitter", "error": "token expired",
+                              "post_url": "https://app.example.com/posts/1"}}
+    assert rendering.names() == sorted(params)
+    for name, given in params.items():
+        rendered = rendering.render(name, given)
+        assert rendered.subject and rendered.text and "<html" in rendered.html
+
+
+def test_a_missing_param_is_a_permanent_error_naming_it():
+    with pytest.raises(rendering.RenderError, match="'dashboard_url' is undefined"):
+        rendering.render("welcome", {"name": "Ada"})
+
+
+@pytest.mark.parametrize("name", ["nope", "../welcome", "base.html", "welcome/body.txt", ""])
+def test_an_unknown_template_is_a_permanent_error(name):
+    with pytest.raises(rendering.UnknownTemplate, match="unknown email template"):
+        rendering.render(name, {})
+
+
+def test_email_settings_come_from_the_environment_and_the_password_stays_hidden():
+    settings = Settings.from_env({
+        "WORKERS_EMAIL_BACKEND": "SMTP", "WORKERS_EMAIL_FROM": SENDER,
+        "WORKERS_SMTP_HOST": "mail.example.com", "WORKERS_SMTP_PORT": "2525",
+        "WORKERS_SMTP_USER": "bot", "WORKERS_SMTP_PASSWORD": "hunter2",
+        "WORKERS_SMTP_STARTTLS": "false"})
+    assert (settings.email_backend, settings.smtp_port, settings.smtp_starttls) == ("smtp", 2525,
+                                                                                 False)
+    assert settings.smtp_password == "hunter2"
+    assert "hunter2" not in repr(settings)
+    assert "hunter2" not in repr(SMTPMailer.from_settings(settings))
+    defaults = Settings.from_env({})
+    assert (defaults.email_backend, defaults.smtp_port, defaults.smtp_starttls) == ("ses", 587,
+                                                                                 True)
+    with pytest.raises(SettingsError, match="WORKERS_EMAIL_BACKEND"):
+        Settings.from_env({"WORKERS_EMAIL_BACKEND": "pigeon"})
+
+
+def test_a_recipient_that_is_not_one_plain_address_is_refused():
+    with pytest.raises(PermanentError, match="invalid recipient"):
+        build_message(SENDER, "a,b@example.com", "Hi", "text", None)
+
+
+# -- fixtures of the integration tests ------------------------------------------------------
+
+@pytest.fixture
+def ses(settings):
+    client = boto3.client("ses", region_name=settings.region, endpoint_url=settings.endpoint_url)
+    client.verify_email_identity(EmailAddress="no-reply@workers.example.com")  # as SES requires
+    return client
+
+
+@pytest.fixture
+def ses_settings(settings, ses) -> Settings:
+    return dataclasses.replace(settings, email_from=SENDER)
+
+
+@pytest.fixture
+def to(prefix) -> str:
+    return f"{prefix}ada@example.com"
+
+
+@pytest.fixture
+def source(queues, prefix):
+    return queues[prefix + "email"]
+
+
+@pytest.fixture
+def dlq(queues, prefix):
+    return queues[prefix + "email-dlq"]
+
+
+class Mailbox:
+    """An aiosmtpd handler: keeps what it accepts; refuses recipients named bounce-* (550) and
+    busy-* (450)."""
+
+    def __init__(self):
+        self.received: list[tuple[str, list[str], email.message.EmailMessage]] = []
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.startswith("bounce-"):
+            return "550 5.1.1 no such mailbox"
+        if address.startswith("busy-"):
+            return "450 4.2.1 mailbox busy, try later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        message = email.message_from_bytes(envelope.content, policy=policy.default)
+        self.received.append((envelope.mail_from, list(envelope.rcpt_tos), message))
+        return "250 Message accepted for delivery"
+
+
+@pytest.fixture
+def smtp_server():
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=devstack.free_port())
+    controller.start()
+    mailbox.port = controller.port
+    yield mailbox
+    controller.stop()
+
+
+@pytest.fixture
+def smtp_settings(settings, smtp_server) -> Settings:
+    return dataclasses.replace(settings, email_from=SENDER, email_backend="smtp",
+                               smtp_host="127.0.0.1", smtp_port=smtp_server.port,
+                               smtp_starttls=False)
+
+
+def send(sqs, url: str, *events: dict) -> None:
+    for event in events:
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(event))
+
+
+def process_all(consumer: Consumer) -> BatchResult:
+    total = BatchResult()
+    while (result := consumer.process_batch(wait_seconds=1)).received:
+        total.add(result)
+    return total
+
+
+def reason_of(sqs, dlq: str) -> str:
+    [dead] = drain(sqs, dlq)
+    return dead["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"]
+
+
+# -- through SES ----------------------------------------------------------------------------
+
+def test_an_email_with_its_own_content_is_sent_through_ses(ses_settings, sqs, source, to):
+    send(sqs, source, {"to": to, "subject": "Weekly\nreport", "text": "plain <b>",
+                       "html": "<p>rich</p>"})
+    assert process_all(Consumer("email", ses_settings)).succeeded == 1
+    [sent] = sent_emails(ses_settings.endpoint_url, to)
+    assert (sent["From"], sent["To"], sent["Subject"]) == (SENDER, to, "Weekly report")
+    assert part(sent, "plain").strip() == "plain <b>"
+    assert part(sent, "html").strip() == "<p>rich</p>"
+    assert queue_depth(sqs, source) == 0
+
+
+def test_a_template_email_is_rendered_and_its_html_escaped(ses_settings, sqs, source, to):
+    send(sqs, source, {"to": to, "template": "welcome", "params": WELCOME})
+    assert process_all(Consumer("email", ses_settings)).succeeded == 1
+    [sent] = sent_emails(ses_settings.endpoint_url, to)
+    assert sent["Subject"] == f"Welcome aboard, {SCRIPT}!"
+    assert f"Hi {SCRIPT}," in part(sent, "plain")
+    html = part(sent, "html")
+    assert "Hi &lt;script&gt;alert(1)&lt;/script&gt;," in html and SCRIPT not in html
+
+
+@pytest.mark.parametrize("event, reason", [
+    ({"template": "nope", "params": {}}, "unknown email template 'nope'"),
+    ({"template": "welcome", "params": {"name": "Ada"}}, "'dashboard_url' is undefined"),
+])
+def test_a_template_that_cannot_render_goes_to_the_dlq(ses_settings, sqs, source, dlq, to,
+                                                       event, reason):
+    send(sqs, source, {"to": to, **event})
+    assert Consumer("email", ses_settings).process_batch(wait_seconds=1).dead_lettered == 1
+    assert reason in reason_of(sqs, dlq)
+    assert sent_emails(ses_settings.endpoint_url, to) == []
+    assert queue_depth(sqs, source) == 0
+
+
+def test_ses_rejecting_the_message_is_permanent(ses_settings, sqs, source, dlq, to):
+    unverified = dataclasses.replace(ses_settings, email_from="someone@unverified.example.org")
+    send(sqs, source, {"to": to, "subject": "Hi", "text": "hello"})
+    assert Consumer("email", unverified).process_batch(wait_seconds=1).dead_lettered == 1
+    assert reason_of(sqs, dlq).startswith("ses MessageRejected:")
+
+
+def test_no_configured_sender_is_retried(settings, sqs, source, dlq, to):
+    send(sqs, source, {"to": to, "subject": "Hi", "text": "hello"})
+    result = Consumer("email", settings).process_batch(wait_seconds=1)
+    assert result.retried == 1
+    assert (queue_depth(sqs, source), queue_depth(sqs, dlq)) == (1, 0)
+
+
+# -- through SMTP ---------------------------------------------------------------------------
+
+def test_an_email_is_delivered_to_the_smtp_server(smtp_settings, smtp_server, sqs, source, to):
+    send(sqs, source, {"to": to, "template": "welcome", "params": WELCOME})
+    assert process_all(Consumer("email", smtp_settings)).succeeded == 1
+    [(mail_from, rcpt_tos, message)] = smtp_server.received
+    assert (mail_from, rcpt_tos) == ("no-reply@workers.example.com", [to])
+    assert message["Subject"] == f"Welcome aboard, {SCRIPT}!"
+    assert f"Hi {SCRIPT}," in part(message, "plain")
+    assert "&lt;script&gt;" in part(message, "html")
+    assert queue_depth(sqs, source) == 0
+
+
+@pytest.mark.parametrize("mailbox, outcome", [("bounce", "dead_lettered"), ("busy", "retried")])
+def test_smtp_5xx_is_permanent_and_4xx_transient(smtp_settings, sqs, source, dlq, prefix,
+                                                 mailbox, outcome):
+    send(sqs, source, {"to": f"{mailbox}-{prefix}@example.com", "subject": "Hi", "text": "x"})
+    result = Consumer("email", smtp_settings).process_batch(wait_seconds=1)
+    assert getattr(result, outcome) == 1
+    if outcome == "dead_lettered":
+        assert reason_of(sqs, dlq) == "smtp 550: 5.1.1 no such mailbox"
+    else:
+        assert (queue_depth(sqs, source), queue_depth(sqs, dlq)) == (1, 0)
+
+
+@pytest.mark.parametrize("change", [
+    {"smtp_port": None},                 # nothing listens: connection refused
+    {"smtp_starttls": True},             # the server offers no STARTTLS: never send in clear
+])
+def test_smtp_server_unusable_is_retried_not_deleted(smtp_settings, sqs, source, dlq, to, change):
+    if "smtp_port" in change:
+        change = {"smtp_port": devstack.free_port()}
+    settings = dataclasses.replace(smtp_settings, **change)
+    send(sqs, source, {"to": to, "subject": "Hi", "text": "hello"})
+    result = Consumer("email", settings).process_batch(wait_seconds=1)
+    assert (result.retried, result.succeeded) == (1, 0)
+    assert (queue_depth(sqs, source), queue_depth(sqs, dlq)) == (1, 0)
+
+
+# -- a real daemon --------------------------------------------------------------------------
+
+def test_the_email_daemon_sends_through_ses(env, ses, sqs, source, dlq, to, settings, tmp_path):
+    log = tmp_path / "email.log"
+    proc = start_daemon("email", {**env, "WORKERS_EMAIL_FROM": SENDER}, log)
+    try:
+        send(sqs, source, {"to": to, "template": "welcome", "params": WELCOME},
+             {"to": to, "template": "nope", "params": {}})
+        wait_until(lambda: sent_emails(settings.endpoint_url, to), timeout=20)
+        wait_until(lambda: queue_depth(sqs, dlq) == 1, timeout=20)
+        wait_until(lambda: queue_depth(sqs, source) == 0, timeout=10)
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+    [sent] = sent_emails(settings.endpoint_url, to)
+    assert "&lt;script&gt;" in part(sent, "html")
+    handled = {e["outcome"]: e for e in log_events(log) if e["event"] == "message.handled"}
+    assert handled["succeeded"]["backend"] == "ses"
+    assert handled["succeeded"]["to_domain"] == "example.com"
+    assert "unknown email template" in handled["dead_lettered"]["reason"]
+    assert to not in log.read_text()  # the address stays out of the logs

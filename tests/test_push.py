@@ -1,0 +1,167 @@
+"""push: payloads per platform, then the handler against moto's SNS through the consumer and a
+real `workers run push` daemon."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+
+import boto3
+import pytest
+
+from helpers import drain, log_events, queue_depth, start_daemon, wait_until
+from moto_api import published
+from workers import devstack
+from workers.consumer import BatchResult, Consumer
+from workers.deps import Deps
+from workers.events import Push
+from workers.handlers.push import describe_target, sns_message
+from workers.sqs import ERROR_ATTRIBUTE
+
+
+def push_event(target_arn: str, **extra) -> dict:
+    return {"user_id": "u1", "target_arn": target_arn, "title": "Post sent",
+            "body": "Your post went out", **extra}
+
+
+# -- payloads, no server --------------------------------------------------------------------
+
+def test_every_platform_gets_its_own_payload_format():
+    event = Push(**push_event("arn:aws:sns:us-east-1:1:endpoint/GCM/app/x",
+                              data={"update_id": "42", "count": 3, "aps": "ignored"}))
+    message = {k: json.loads(v) if k != "default" else v
+               for k, v in json.loads(sns_message(event)).items()}
+    assert message["default"] == "Post sent: Your post went out"
+    alert = {"title": "Post sent", "body": "Your post went out"}
+    for apns in ("APNS", "APNS_SANDBOX"):
+        assert message[apns] == {"aps": {"alert": alert, "sound": "default"},
+                                 "update_id": "42", "count": 3}
+    assert message["GCM"] == {"fcmV1Message": {"message": {
+        "notification": alert, "data": {"update_id": "42", "count": "3", "aps": "ignored"}}}}
+
+
+def test_a_push_without_data_or_title_sends_only_the_body():
+    event = Push(**{**push_event("arn:aws:sns:us-east-1:1:endpoint/APNS/app/x"), "title": ""})
+    message = json.loads(sns_message(event))
+    assert message["default"] == "Your post went out"
+    assert json.loads(message["APNS"]) == {"aps": {"alert": {"body": "Your post went out"},
+                                                   "sound": "default"}}
+    assert json.loads(message["GCM"]) == {"fcmV1Message": {"message": {
+        "notification": {"body": "Your post went out"}}}}
+
+
+def test_the_target_is_described_without_its_arn():
+    arn = "arn:aws:sns:us-east-1:1:endpoint/APNS_SANDBOX/ios-app/0b6c-4e1a"
+    fields = describe_target(arn)
+    assert fields["platform"] == "APNS_SANDBOX" and fields["app"] == "ios-app"
+    assert "0b6c" not in json.dumps(fields)
+    assert describe_target("arn:aws:sns:us-east-1:1:user-42")["target_kind"] == "topic"
+
+
+# -- against moto's SNS ---------------------------------------------------------------------
+
+@pytest.fixture
+def sns(settings):
+    return boto3.client("sns", region_name=settings.region, endpoint_url=settings.endpoint_url)
+
+
+@pytest.fixture
+def endpoint(sns, prefix):
+    """Makes a platform endpoint of a fresh application; ``enabled=False`` disables it, as SNS
+    does when the platform reports the device token invalid."""
+    def make(platform: str = "GCM", enabled: bool = True) -> str:
+        app = sns.create_platform_application(
+            Name=f"{prefix}{platform.lower()}", Platform=platform,
+            Attributes={"PlatformCredential": "test-credential"})["PlatformApplicationArn"]
+        arn = sns.create_platform_endpoint(PlatformApplicationArn=app,
+                                           Token=uuid.uuid4().hex)["EndpointArn"]
+        if not enabled:
+            sns.set_endpoint_attributes(EndpointArn=arn, Attributes={"Enabled": "false"})
+        return arn
+    return make
+
+
+@pytest.fixture
+def source(queues, prefix):
+    return queues[prefix + "push"]
+
+
+@pytest.fixture
+def dlq(queues, prefix):
+    return queues[prefix + "push-dlq"]
+
+
+def send(sqs, url: str, *events: dict) -> None:
+    for event in events:
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(event))
+
+
+def process_all(consumer: Consumer) -> BatchResult:
+    total = BatchResult()
+    while (result := consumer.process_batch(wait_seconds=1)).received:
+        total.add(result)
+    return total
+
+
+def test_a_push_to_an_enabled_endpoint_is_published_and_deleted(settings, sqs, source, endpoint):
+    gcm, apns = endpoint("GCM"), endpoint("APNS")
+    send(sqs, source, push_event(gcm, data={"update_id": "42"}), push_event(apns))
+    result = process_all(Consumer("push", settings))
+    assert result.succeeded == 2
+    [to_android] = published(settings.endpoint_url, gcm)
+    assert to_android["GCM"]["fcmV1Message"]["message"] == {
+        "notification": {"title": "Post sent", "body": "Your post went out"},
+        "data": {"update_id": "42"}}
+    [to_iphone] = published(settings.endpoint_url, apns)
+    assert to_iphone["APNS"]["aps"]["alert"] == {"title": "Post sent",
+                                                 "body": "Your post went out"}
+    assert to_iphone["default"] == "Post sent: Your post went out"
+    assert queue_depth(sqs, source) == 0
+
+
+@pytest.mark.parametrize("target, reason", [
+    ("disabled", "sns EndpointDisabled: Endpoint is disabled"),
+    ("missing", "sns NotFound: Endpoint does not exist"),
+])
+def test_a_push_sns_refuses_goes_to_the_dlq_with_the_reason(settings, sqs, source, dlq, endpoint,
+                                                            target, reason):
+    arn = endpoint(enabled=False) if target == "disabled" else endpoint() + "-gone"
+    send(sqs, source, push_event(arn))
+    result = Consumer("push", settings).process_batch(wait_seconds=1)
+    assert result.dead_lettered == 1
+    [dead] = drain(sqs, dlq)
+    assert dead["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"] == reason
+    assert json.loads(dead["Body"])["target_arn"] == arn  # kept whole, for a replay
+    assert queue_depth(sqs, source) == 0
+
+
+def test_sns_unreachable_is_retried_not_deleted(settings, sqs, source, dlq, endpoint):
+    away = Deps(dataclasses.replace(
+        settings, endpoint_url=f"http://127.0.0.1:{devstack.free_port()}"))
+    send(sqs, source, push_event(endpoint()))
+    result = Consumer("push", settings, deps=away).process_batch(wait_seconds=1)
+    assert (result.retried, result.dead_lettered) == (1, 0)
+    assert queue_depth(sqs, source) == 1
+    assert queue_depth(sqs, dlq) == 0
+
+
+def test_the_push_daemon_publishes_and_dead_letters(env, sqs, source, dlq, endpoint, settings,
+                                                    tmp_path):
+    enabled, disabled = endpoint("GCM"), endpoint("APNS", enabled=False)
+    log = tmp_path / "push.log"
+    proc = start_daemon("push", env, log)
+    try:
+        send(sqs, source, push_event(enabled), push_event(disabled))
+        wait_until(lambda: published(settings.endpoint_url, enabled), timeout=20)
+        wait_until(lambda: queue_depth(sqs, dlq) == 1, timeout=20)
+        wait_until(lambda: queue_depth(sqs, source) == 0, timeout=10)
+        assert proc.poll() is None
+    finally:
+        proc.kill()
+        proc.wait()
+    handled = {e["outcome"]: e for e in log_events(log) if e["event"] == "message.handled"}
+    assert handled["succeeded"]["platform"] == "GCM"
+    assert "EndpointDisabled" in handled["dead_lettered"]["reason"]
+    text = log.read_text()
+    assert enabled not in text and disabled not in text  # device identifiers stay out of logs

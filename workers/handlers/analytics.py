@@ -1,0 +1,30 @@
+"""analytics: fetch a post's engagement from its network, store it in Redis, tell Pusher."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from workers.deps import Deps
+from workers.errors import TransientError
+from workers.events import Analytics
+from workers.handlers import handler
+
+
+@handler("analytics")
+def analytics(event: Analytics, deps: Deps) -> dict[str, Any]:
+    token = deps.credentials.token(event.profile_id, event.service)
+    counts = deps.social[event.service].engagement(event.service_update_id, token)
+    fetched_at = int(time.time())
+    fields = {**counts, "service": event.service, "service_update_id": event.service_update_id,
+              "profile_id": event.profile_id}
+    try:
+        stored = deps.engagement.store(event.update_id, fields, fetched_at)
+    except redis.RedisError as exc:
+        raise TransientError(f"redis unavailable: {type(exc).__name__}: {exc}") from None
+    if stored:  # a newer fetch already told the browser
+        deps.notifier.analytics_updated(event.profile_id, event.update_id, event.service,
+                                        counts, fetched_at)
+    return {"service": event.service, "stored": stored, **counts}

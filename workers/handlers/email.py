@@ -1,0 +1,38 @@
+"""email: one message through Amazon SES (or SMTP), from its own content or a shipped template.
+
+``{"to", "subject", "text"?, "html"?}`` is sent as given; ``{"to", "template", "params"}`` is
+rendered from ``workers/templates/`` (workers.rendering), a ``subject`` given beside it winning
+over the template's. Logs carry the recipient's domain, not the address.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers import rendering
+from workers.deps import Deps
+from workers.errors import TransientError
+from workers.events import Email
+from workers.handlers import handler
+from workers.mail import build_message
+
+
+@handler("email")
+def send_email(event: Email, deps: Deps) -> dict[str, Any]:
+    sender = deps.settings.email_from
+    if not sender:  # the operator's to fix; the message waits for it, then the DLQ
+        raise TransientError("WORKERS_EMAIL_FROM is not set")
+    content = compose(event)
+    message = build_message(sender, event.to, content.subject, content.text, content.html)
+    sent_id = deps.mailer.send(message)
+    return {"backend": deps.settings.email_backend, "template": event.template,
+            "to_domain": event.to.rpartition("@")[2], "email_id": sent_id}
+
+
+def compose(event: Email) -> rendering.Rendered:
+    if event.template is None:
+        return rendering.Rendered(rendering.one_line(event.subject or ""), event.text, event.html)
+    rendered = rendering.render(event.template, event.params)
+    if event.subject is not None:
+        return rendering.Rendered(rendering.one_line(event.subject), rendered.text, rendered.html)
+    return rendered

@@ -1,0 +1,119 @@
+"""Sending one email: a MIME message built with the stdlib, through Amazon SES or SMTP.
+
+Both backends send the same raw message (SES's SendRawEmail), so what a recipient gets does not
+depend on the backend. Each raises PermanentError when the mail can never go (SES rejects it,
+an SMTP server answers 5xx) and TransientError when it may go later (throttling, 5xx from SES,
+an SMTP 4xx, a server that does not answer).
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid, parseaddr
+from typing import Any, Protocol
+
+from workers.aws_errors import AWS_ERRORS, classify
+from workers.errors import PermanentError, TransientError
+from workers.settings import SMTP_TIMEOUT_SECONDS, Settings
+
+# SES's error codes that say this mail can never go: SES refused its content or an address
+# (MessageRejected also covers an unverified sender, which needs an operator, then a replay).
+SES_PERMANENT_CODES = frozenset({"MessageRejected", "InvalidParameterValue",
+                                 "MailFromDomainNotVerified", "ValidationError"})
+
+
+class Mailer(Protocol):
+    def send(self, message: EmailMessage) -> str:
+        """Sends ``message``; returns the backend's id for it."""
+
+
+def build_message(sender: str, to: str, subject: str, text: str | None,
+                  html: str | None) -> EmailMessage:
+    """A plain, HTML, or multipart/alternative (text first, as RFC 2046 orders) message."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = recipient(to)
+    message["Subject"] = subject
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = make_msgid(domain=parseaddr(sender)[1].rpartition("@")[2] or None)
+    if text is not None:
+        message.set_content(text)
+        if html is not None:
+            message.add_alternative(html, subtype="html")
+    elif html is not None:
+        message.set_content(html, subtype="html")
+    return message
+
+
+def recipient(to: str) -> str:
+    """``to`` as one plain address, or PermanentError: never a list, a name or a header."""
+    try:
+        address = Address(addr_spec=to)
+    except (ValueError, IndexError) as exc:
+        raise PermanentError(f"invalid recipient address: {exc}") from None
+    if address.addr_spec != to or not address.domain:
+        raise PermanentError("invalid recipient address")
+    return to
+
+
+class SESMailer:
+    def __init__(self, ses: Any):
+        self.ses = ses
+
+    def send(self, message: EmailMessage) -> str:
+        try:
+            response = self.ses.send_raw_email(
+                Source=message["From"], Destinations=[message["To"]],
+                RawMessage={"Data": message.as_bytes()})
+        except AWS_ERRORS as exc:
+            raise classify("ses", exc, SES_PERMANENT_CODES) from None
+        return response["MessageId"]
+
+
+class SMTPMailer:
+    """One connection per message: simple, and a relay that went away costs one message a retry."""
+
+    def __init__(self, host: str, port: int, user: str | None = None,
+                 password: str | None = None, starttls: bool = True,
+                 timeout: float = SMTP_TIMEOUT_SECONDS):
+        self.host, self.port, self.starttls, self.timeout = host, port, starttls, timeout
+        self._user, self._password = user, password
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "SMTPMailer":
+        return cls(settings.smtp_host, settings.smtp_port, settings.smtp_user,
+                   settings.smtp_password, settings.smtp_starttls)
+
+    def __repr__(self) -> str:  # the password stays out of every repr and traceback
+        return f"SMTPMailer({self.host}:{self.port}, starttls={self.starttls})"
+
+    def send(self, message: EmailMessage) -> str:
+        try:
+            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
+                if self.starttls:
+                    smtp.starttls(context=ssl.create_default_context())
+                if self._user:
+                    smtp.login(self._user, self._password or "")
+                smtp.send_message(message)
+        except smtplib.SMTPRecipientsRefused as exc:  # our one recipient, refused
+            code, reply = next(iter(exc.recipients.values()))
+            raise smtp_reply_error(code, reply) from None
+        except smtplib.SMTPAuthenticationError as exc:  # a 5xx, but the operator's to fix
+            raise TransientError(f"smtp login refused ({exc.smtp_code})") from None
+        except smtplib.SMTPConnectError as exc:  # a server refusing connections: come back
+            raise TransientError(f"smtp connect refused: {exc.smtp_code}") from None
+        except smtplib.SMTPResponseException as exc:  # sender or data refused, and others
+            raise smtp_reply_error(exc.smtp_code, exc.smtp_error) from None
+        except (smtplib.SMTPException, OSError) as exc:  # refused, reset, timed out, no TLS
+            raise TransientError(f"smtp unreachable: {type(exc).__name__}: {exc}") from None
+        return message["Message-ID"]
+
+
+def smtp_reply_error(code: int, reply: bytes | str) -> PermanentError | TransientError:
+    """RFC 5321: a 5xx reply is permanent, a 4xx one transient."""
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else reply
+    reason = f"smtp {code}: {text}"
+    return PermanentError(reason) if 500 <= code < 600 else TransientError(reason)

@@ -1,0 +1,34 @@
+"""Access tokens by profile: looked up where the API keeps them, never taken from a message."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import redis
+
+from workers.errors import PermanentError, TransientError
+
+
+class CredentialStore(Protocol):
+    def token(self, profile_id: str, service: str) -> str:
+        """The profile's access token for ``service``; PermanentError when it has none."""
+
+
+class RedisCredentials:
+    """Hash ``creds:{profile_id}``, one field per service, written by the API when a profile
+    connects a network."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "creds:"):
+        self.client = client
+        self.prefix = prefix
+
+    def token(self, profile_id: str, service: str) -> str:
+        try:
+            value = self.client.hget(self.prefix + profile_id, service)
+        except redis.RedisError as exc:
+            raise TransientError(f"credentials unavailable: {type(exc).__name__}") from None
+        if isinstance(value, bytes):
+            value = value.decode()
+        if not value:
+            raise PermanentError(f"no {service} access token for profile {profile_id}")
+        return value
