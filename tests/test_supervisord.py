@@ -42,6 +42,22 @@ class Fleet:
                 re.findall(r"^(post-sent:\S+)\s+RUNNING\s+pid (\d+)", self.ctl("status"),
                            re.M)}
 
+    def teardown(self) -> None:
+        """Stops what a test left running, even after a failure. supervisord gives each
+        daemon its own process group, so killing supervisord's group would orphan them."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        log = Path(self.env["WORKERS_RUN_DIR"]) / "supervisord.log"
+        spawned = re.findall(r"with pid (\d+)", log.read_text()) if log.exists() else []
+        for pid in map(int, spawned):
+            if alive(pid) and b"workers" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+
     def stop(self) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return None
@@ -57,9 +73,7 @@ def fleet(env, queues):
                    "WORKERS_POST_SENT_PROCS": "2", "WORKERS_CONCURRENCY": "10",
                    "WORKERS_STOPWAITSECS": "60"})
     yield fleet
-    if fleet.proc and fleet.proc.poll() is None:
-        os.killpg(fleet.proc.pid, signal.SIGKILL)
-        fleet.proc.wait()
+    fleet.teardown()
 
 
 def feed(sqs, url: str, bodies: list[str], backlog: int = 150) -> threading.Thread:
