@@ -4,6 +4,7 @@ once per session and stopped by PID; a fresh queue prefix per test, so tests nev
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from typing import Iterator
 
@@ -11,6 +12,7 @@ import boto3
 import pytest
 import redis
 
+from helpers import start_daemon
 from workers import devstack, provision
 from workers.settings import Settings
 
@@ -82,3 +84,23 @@ def queues(settings: Settings, sqs) -> dict[str, str]:
     """Creates every queue of this test's prefix; maps SQS queue name to URL."""
     urls = provision.create_queues(settings, sqs)
     return {url.rsplit("/", 1)[1]: url for url in urls}
+
+
+@pytest.fixture
+def daemons(env, queues, tmp_path):
+    """Starts real `workers run QUEUE` processes on this test's queues; kills what is left.
+    Each process has ``log_path``, its JSON log file."""
+    procs: list[subprocess.Popen] = []
+
+    def start(queue: str, *args: str, environment: dict[str, str] | None = None):
+        log = tmp_path / f"{queue}-daemon{len(procs)}.log"
+        proc = start_daemon(queue, environment or env, log, *args)
+        proc.log_path = log
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

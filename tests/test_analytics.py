@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from fakes import FakePusher, FakeSocialAPIs
-from helpers import drain, log_events, queue_depth, start_daemon, wait_until
+from helpers import drain, log_events, queue_depth, wait_until
 from workers import devstack, social
 from workers.consumer import Consumer
 from workers.deps import Deps
@@ -297,24 +297,11 @@ def test_401_404_and_a_missing_token_go_to_the_dlq_with_their_reason(stack, sqs,
 # -- a real daemon -----------------------------------------------------------------------------
 
 @pytest.fixture
-def daemon(env, queues, tmp_path, fake_api, fake_pusher, redis_client):
+def daemon(daemons, env, fake_api, fake_pusher, redis_client):
     for service, token in TOKENS.items():
         redis_client.hset("creds:p1", service, token)
-    procs = []
-
-    def start():
-        log = tmp_path / f"daemon{len(procs)}.log"
-        proc = start_daemon("analytics", {**env, **api_env(fake_api), **fake_pusher.env()},
-                            log, "--concurrency", "2")
-        proc.log_path = log
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    environment = {**env, **api_env(fake_api), **fake_pusher.env()}
+    return lambda: daemons("analytics", "--concurrency", "2", environment=environment)
 
 
 @pytest.mark.parametrize("service", list(TOKENS))

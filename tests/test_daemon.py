@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 
-from helpers import alive, drain, log_events, queue_depth, start_daemon, wait_until
+from helpers import alive, drain, log_events, queue_depth, wait_until
 from workers import devstack
 from workers.links import LinkCounter
 from workers.sqs import ERROR_ATTRIBUTE
@@ -21,21 +21,8 @@ def event(update_id: str, *urls: str) -> str:
 
 
 @pytest.fixture
-def daemon(env, queues, tmp_path):
-    procs = []
-
-    def start(*args: str, environment: dict | None = None):
-        log = tmp_path / f"daemon{len(procs)}.log"
-        proc = start_daemon("post-sent", environment or env, log, *args)
-        proc.log_path = log
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+def daemon(daemons):
+    return lambda *args, environment=None: daemons("post-sent", *args, environment=environment)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from fakes import FakePusher
-from helpers import log_events, queue_depth, start_daemon, wait_until
+from helpers import log_events, queue_depth, wait_until
 from workers import devstack
 from workers.links import LinkCounter
 from workers.notify import Notifier
@@ -100,21 +100,9 @@ def test_a_post_with_many_links_notifies_their_count_within_pushers_size_limit(f
 # -- a real post-sent daemon -------------------------------------------------------------------
 
 @pytest.fixture
-def daemon(env, queues, tmp_path):
-    procs = []
-
-    def start(environment: dict[str, str]):
-        log = tmp_path / f"daemon{len(procs)}.log"
-        proc = start_daemon("post-sent", environment, log, "--concurrency", "2")
-        proc.log_path = log
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+def daemon(daemons):
+    return lambda environment: daemons("post-sent", "--concurrency", "2",
+                                       environment=environment)
 
 
 def post(update_id: str, *urls: str) -> str:
