@@ -73,3 +73,19 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def send(sqs: Any, url: str, *events: dict[str, Any]) -> None:
+    """Enqueues each event as JSON with plain boto3, as the API would."""
+    for event in events:
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(event))
+
+
+def process_all(consumer: Any) -> Any:
+    """Runs ``consumer.process_batch`` until a receive comes back empty; the summed result."""
+    from workers.consumer import BatchResult
+
+    total = BatchResult()
+    while (result := consumer.process_batch(wait_seconds=1)).received:
+        total.add(result)
+    return total

@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import email
-import json
 from email import policy
 
 import boto3
 import pytest
 from aiosmtpd.controller import Controller
 
-from helpers import drain, log_events, queue_depth, start_daemon, wait_until
+from helpers import drain, log_events, process_all, queue_depth, send, start_daemon, wait_until
 from moto_api import sent_emails
 from workers import devstack, rendering
-from workers.consumer import BatchResult, Consumer
+from workers.consumer import Consumer
 from workers.errors import PermanentError
 from workers.mail import SMTPMailer, build_message
 from workers.settings import Settings, SettingsError
@@ -151,18 +150,6 @@ def smtp_settings(settings, smtp_server) -> Settings:
     return dataclasses.replace(settings, email_from=SENDER, email_backend="smtp",
                                smtp_host="127.0.0.1", smtp_port=smtp_server.port,
                                smtp_starttls=False)
-
-
-def send(sqs, url: str, *events: dict) -> None:
-    for event in events:
-        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(event))
-
-
-def process_all(consumer: Consumer) -> BatchResult:
-    total = BatchResult()
-    while (result := consumer.process_batch(wait_seconds=1)).received:
-        total.add(result)
-    return total
 
 
 def reason_of(sqs, dlq: str) -> str:

@@ -10,10 +10,10 @@ import uuid
 import boto3
 import pytest
 
-from helpers import drain, log_events, queue_depth, start_daemon, wait_until
+from helpers import drain, log_events, process_all, queue_depth, send, start_daemon, wait_until
 from moto_api import published
 from workers import devstack
-from workers.consumer import BatchResult, Consumer
+from workers.consumer import Consumer
 from workers.deps import Deps
 from workers.events import Push
 from workers.handlers.push import describe_target, sns_message
@@ -90,18 +90,6 @@ def source(queues, prefix):
 @pytest.fixture
 def dlq(queues, prefix):
     return queues[prefix + "push-dlq"]
-
-
-def send(sqs, url: str, *events: dict) -> None:
-    for event in events:
-        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(event))
-
-
-def process_all(consumer: Consumer) -> BatchResult:
-    total = BatchResult()
-    while (result := consumer.process_batch(wait_seconds=1)).received:
-        total.add(result)
-    return total
 
 
 def test_a_push_to_an_enabled_endpoint_is_published_and_deleted(settings, sqs, source, endpoint):
