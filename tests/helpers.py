@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -89,3 +90,20 @@ def process_all(consumer: Any) -> Any:
     while (result := consumer.process_batch(wait_seconds=1)).received:
         total.add(result)
     return total
+
+
+def feed(sqs, url: str, bodies: list[str], backlog: int = 150) -> threading.Thread:
+    """Sends ``bodies`` in batches of 10 from a thread, keeping at most ``backlog`` queued
+    (moto slows with depth), as the API would under steady load."""
+
+    def run() -> None:
+        for start in range(0, len(bodies), 10):
+            while queue_depth(sqs, url) > backlog:
+                time.sleep(0.05)
+            sqs.send_message_batch(QueueUrl=url, Entries=[
+                {"Id": str(i), "MessageBody": body}
+                for i, body in enumerate(bodies[start:start + 10])])
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread

@@ -9,13 +9,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from helpers import REPO, alive, queue_depth, wait_until
+from helpers import REPO, alive, feed, queue_depth, wait_until
 from workers.links import LinkCounter
 
 
@@ -74,23 +72,6 @@ def fleet(env, queues):
                    "WORKERS_STOPWAITSECS": "60"})
     yield fleet
     fleet.teardown()
-
-
-def feed(sqs, url: str, bodies: list[str], backlog: int = 150) -> threading.Thread:
-    """Sends ``bodies`` in batches of 10 from a thread, keeping at most ``backlog`` queued
-    (moto slows with depth), as the API would under steady load."""
-
-    def run() -> None:
-        for start in range(0, len(bodies), 10):
-            while queue_depth(sqs, url) > backlog:
-                time.sleep(0.05)
-            sqs.send_message_batch(QueueUrl=url, Entries=[
-                {"Id": str(i), "MessageBody": body}
-                for i, body in enumerate(bodies[start:start + 10])])
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_kill_9_mid_batch_loses_nothing_and_counts_nothing_twice(fleet, sqs, queues, prefix,

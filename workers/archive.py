@@ -8,16 +8,22 @@ again is harmless (it is idempotent), so no counted link is ever missing from th
 
 from __future__ import annotations
 
+import calendar
 import contextvars
 import gzip
 import json
 import os
+import re
 import time
 import uuid
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 PREFIX = "links/"
+# What a backfill needs of a line, as ``write`` lays it out (json.dumps keeps the order in
+# which handlers build records). Used only where it is exact: see ``pairs``.
+_PAIR = re.compile(r'^\{"update_id":"([^"\\]*)","url":"([^"\\]*)"', re.MULTILINE)
+_KEY_TIME = re.compile(r"dt=(\d{4}-\d{2}-\d{2})/(\d{6})-")
 _STAGED: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
     "archive_staged", default=None)
 
@@ -53,20 +59,61 @@ class Archive:
         day = time.strftime("%Y-%m-%d", time.gmtime(now))
         key = (f"{self.prefix}dt={day}/{time.strftime('%H%M%S', time.gmtime(now))}-"
                f"{os.getpid()}-{uuid.uuid4().hex[:12]}.jsonl.gz")
-        body = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
-        # mtime=0: the same records make the same bytes, whatever the hour.
         self.s3.put_object(Bucket=self.bucket, Key=key, ContentType="application/x-ndjson",
-                           ContentEncoding="gzip", Body=gzip.compress(body.encode(), mtime=0))
+                           ContentEncoding="gzip", Body=encode(records))
         return key
 
-    def keys(self) -> Iterator[str]:
+    def keys(self, since: float | None = None) -> Iterator[str]:
+        """Every object's key, in key order; with ``since``, from that moment's day on."""
+        start = {}
+        if since is not None:
+            start["StartAfter"] = f"{self.prefix}dt={time.strftime('%Y-%m-%d', time.gmtime(since))}"
         for page in self.s3.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=self.prefix):
+                Bucket=self.bucket, Prefix=self.prefix, **start):
             for item in page.get("Contents", []):
                 yield item["Key"]
 
     def read(self, key: str) -> Iterator[dict[str, Any]]:
-        body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        for line in gzip.decompress(body).decode().splitlines():
+        for line in gzip.decompress(self.get(key)).decode().splitlines():
             if line:
                 yield json.loads(line)
+
+    def get(self, key: str) -> bytes:
+        """The object's gzip bytes."""
+        return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+
+def encode(records: list[dict[str, Any]]) -> bytes:
+    """gzip JSON lines. mtime=0: the same records make the same bytes, whatever the hour."""
+    body = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+    return gzip.compress(body.encode(), mtime=0)
+
+
+def pairs(body: bytes) -> list[tuple[str, str]]:
+    """The (update_id, url) pairs of one archive object's gzip bytes.
+
+    A backfill reads hundreds of thousands of records a second, and building a dict per line
+    is most of that cost, so lines as ``write`` makes them are matched by a pattern in one
+    pass. It is exact only when no string holds an escape (``write`` escapes every non-ASCII
+    character and quote, so a backslash-free object is plain ASCII and no value can hold a
+    quote) and every line matched; anything else is read as JSON, line by line.
+    """
+    text = gzip.decompress(body).decode()
+    if "\\" not in text:
+        found = _PAIR.findall(text)
+        if len(found) == text.count("\n"):
+            return found
+    records = (json.loads(line) for line in text.splitlines() if line.strip())
+    return [(r["update_id"], r["url"]) for r in records]
+
+
+def written_at(key: str) -> float | None:
+    """When the object was written, from its key; None for a key ``write`` did not make."""
+    found = _KEY_TIME.search(key)
+    if not found:
+        return None
+    try:
+        stamp = time.strptime(f"{found[1]} {found[2]}", "%Y-%m-%d %H%M%S")
+    except ValueError:
+        return None
+    return float(calendar.timegm(stamp))

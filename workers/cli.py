@@ -87,7 +87,7 @@ def send(settings: Settings, queue: str, event: str | None) -> None:
 
 @cli.group()
 def links() -> None:
-    """Read link counts."""
+    """Read link counts, or rebuild them from the archive."""
 
 
 @links.command("count")
@@ -113,6 +113,44 @@ def links_count(settings: Settings, urls: tuple[str, ...], as_json: bool) -> Non
             click.echo(f"{count}\t{key}")
     if bad:
         raise Failure("invalid URL " + "; ".join(bad))
+
+
+@links.command("backfill")
+@click.option("--settle", type=click.FloatRange(min=0), default=None,
+              help="Seconds to wait after the swap for batches in flight to archive what "
+                   "they counted  [default: twice WORKERS_VISIBILITY_TIMEOUT]")
+@click.option("--threads", type=click.IntRange(1, 256), default=16, show_default=True,
+              help="Archive objects fetched at once.")
+@click.pass_obj
+def links_backfill(settings: Settings, settle: float | None, threads: int) -> None:
+    """Rebuild every link count from the S3 archive (WORKERS_ARCHIVE_BUCKET).
+
+    Counts are rebuilt aside, de-duplicated by (update_id, url), then swapped in bucket by
+    bucket: readers see the old counts until then, never a partial rebuild. Daemons may keep
+    running. Counts of links that are not in the archive are dropped. Progress goes to stderr.
+    """
+    from workers import sqs
+    from workers.archive import Archive
+    from workers.backfill import Backfill
+    from workers.links import LinkCounter, connect
+
+    if not settings.archive_bucket:
+        raise Failure("WORKERS_ARCHIVE_BUCKET is not set: there is no archive to read")
+    backfill = Backfill(
+        Archive(sqs.client(settings, "s3", pool=threads), settings.archive_bucket),
+        LinkCounter(connect(settings.redis_url), settings.link_buckets),
+        threads=threads, on_progress=_show_progress,
+        settle=2 * settings.visibility_timeout if settle is None else settle)
+    done = backfill.run()
+    click.echo(f"backfill: {done.objects} objects, {done.records} records, {done.pairs} "
+               f"distinct (update_id, url) pairs, {done.links} links; {done.caught_up} "
+               f"counted after the swap; {done.elapsed:.1f} s, {done.rate:,.0f} records/s")
+
+
+def _show_progress(progress: Any) -> None:
+    click.echo(f"backfill: {progress.phase}: {progress.objects}/{progress.listed} objects, "
+               f"{progress.records} records, {progress.pairs} pairs, "
+               f"{progress.rate:,.0f} records/s", err=True)
 
 
 @cli.group()

@@ -15,9 +15,11 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterable, Sequence
 
 import redis
+from redis.crc import key_slot
 
 from workers.settings import DEFAULT_LINK_BUCKETS, IDEMPOTENCY_TTL_SECONDS
 
@@ -33,10 +35,57 @@ redis.call('HSET', KEYS[2], ARGV[2], '')
 if redis.call('TTL', KEYS[2]) == -1 then redis.call('EXPIREAT', KEYS[2], ARGV[3]) end
 return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 """
-COUNT_ONCE_SHA = hashlib.sha1(COUNT_ONCE.encode()).hexdigest()
+
+# Atomic per bucket, for a backfill: the rebuilt counters and marks replace the live ones, so
+# a COUNT_ONCE running meanwhile sees the old bucket or the new, never a mix. Live marks made
+# since the backfill began go with the rest (their pairs count again when the catch-up reads
+# them); older windows stay, naming pairs the rebuild has too. One call replaces every bucket
+# of one cluster slot (16 of 2^18 buckets share each), and fields come packed in one string
+# each: a call or an argument apiece would cost the client far more than Redis.
+# KEYS, per bucket: its counters, its marks of the current window, then its live windows since
+# the backfill began. ARGV: keys per bucket, when the marks may expire, then per bucket: the
+# 6-byte counter fields, their counts (space-separated), and the 8-byte pair marks.
+REPLACE = """
+local per, expire_at = tonumber(ARGV[1]), ARGV[2]
+local function hset(key, args)
+  for i = 1, #args, 1000 do
+    redis.call('HSET', key, unpack(args, i, math.min(i + 999, #args)))
+  end
+end
+for b = 0, #KEYS / per - 1 do
+  local counters, marks = KEYS[b * per + 1], KEYS[b * per + 2]
+  local fields, counts, pairs = ARGV[b * 3 + 3], ARGV[b * 3 + 4], ARGV[b * 3 + 5]
+  redis.call('DEL', unpack(KEYS, b * per + 1, b * per + per))
+  local args, i = {}, 0
+  for count in string.gmatch(counts, '%d+') do
+    args[#args + 1] = string.sub(fields, i * 6 + 1, i * 6 + 6)
+    args[#args + 1] = count
+    i = i + 1
+  end
+  hset(counters, args)
+  args = {}
+  for at = 1, #pairs, 8 do
+    args[#args + 1] = string.sub(pairs, at, at + 7)
+    args[#args + 1] = ''
+  end
+  if #args > 0 then
+    hset(marks, args)
+    redis.call('EXPIREAT', marks, expire_at)
+  end
+end
+return 1
+"""
 # Marks are grouped by the window they were made in: a window's hash holds a few days of a
 # bucket's posts (a dozen or so at a million a day: listpack-sized), and expires whole.
 WINDOW_SECONDS = 4 * 24 * 60 * 60
+# Slots replaced per pipeline: big enough to amortize the round trip, small enough that a
+# request stays a few megabytes.
+REPLACE_CHUNK = 200
+
+
+def pair_field(update_id: str, key: str) -> bytes:
+    """The idempotency mark of one (update, url) pair: 8 bytes, collision odds ~2^-64 a pair."""
+    return hashlib.blake2b(f"{update_id}\n{key}".encode(), digest_size=8).digest()
 
 
 class LinkCounter:
@@ -55,27 +104,47 @@ class LinkCounter:
         # A redelivery at most ``ttl`` after the first count falls this many windows later.
         self.windows_back = math.ceil(ttl / WINDOW_SECONDS)
 
+    def bucket(self, key: str) -> tuple[int, bytes]:
+        """The bucket and counter field of a normalized URL key."""
+        digest = hashlib.blake2b(key.encode(), digest_size=10).digest()
+        return int.from_bytes(digest[:4], "big") % self.buckets, digest[4:]
+
     def slot(self, key: str) -> tuple[str, bytes]:
         """The counter hash and field of a normalized URL key."""
-        digest = hashlib.blake2b(key.encode(), digest_size=10).digest()
-        bucket = int.from_bytes(digest[:4], "big") % self.buckets
-        return f"{self.prefix}c:{{{bucket:x}}}", digest[4:]
+        bucket, field = self.bucket(key)
+        return self.counter_key(bucket), field
+
+    def counter_key(self, bucket: int) -> str:
+        return f"{self.prefix}c:{{{bucket:x}}}"
+
+    def marks_key(self, bucket: int, window: int) -> str:
+        return f"{self.prefix}i:{{{bucket:x}}}{window:x}"
+
+    def window(self) -> int:
+        return int(self.clock()) // WINDOW_SECONDS
+
+    def live_windows(self) -> range:
+        """The windows whose marks a count made now checks, current first."""
+        window = self.window()
+        return range(window, window - self.windows_back - 1, -1)
+
+    def expire_at(self, window: int) -> int:
+        """When a window's marks may go: once no redelivery they guard against can come."""
+        return (window + self.windows_back + 1) * WINDOW_SECONDS
 
     def record(self, update_id: str, keys: Sequence[str]) -> list[bool]:
         """Count each distinct key once for this update; True where this call counted it."""
         if not keys:
             return []
-        window = int(self.clock()) // WINDOW_SECONDS
-        expire_at = (window + self.windows_back + 1) * WINDOW_SECONDS
+        windows = self.live_windows()
+        expire_at = self.expire_at(windows[0])
         calls = []
         for key in keys:
-            counter, field = self.slot(key)
-            tag = counter[counter.index("{"):]
-            marks = [f"{self.prefix}i:{tag}{w:x}"
-                     for w in range(window, window - self.windows_back - 1, -1)]
-            pair = hashlib.blake2b(f"{update_id}\n{key}".encode(), digest_size=8).digest()
-            calls.append((1 + len(marks), counter, *marks, field, pair, expire_at))
-        return [result != -1 for result in self._evalsha_all(calls)]
+            bucket, field = self.bucket(key)
+            marks = [self.marks_key(bucket, w) for w in windows]
+            calls.append((1 + len(marks), self.counter_key(bucket), *marks, field,
+                          pair_field(update_id, key), expire_at))
+        return [result != -1 for result in self._evalsha_all(COUNT_ONCE, calls)]
 
     def counts(self, keys: Iterable[str]) -> list[int]:
         pipe = self.client.pipeline(transaction=False)
@@ -83,20 +152,80 @@ class LinkCounter:
             pipe.hget(*self.slot(key))
         return [int(value or 0) for value in pipe.execute()]
 
-    def _evalsha_all(self, calls: list[tuple]) -> list[int]:
+    # -- a backfill's side ------------------------------------------------------------------
+
+    def replace(self, counts: dict[str, int], marks: dict[str, bytes], since: int) -> None:
+        """Makes ``counts`` (URL key -> count) every bucket's counters, and the marks of recent
+        pairs (URL key -> its pairs' 8-byte marks, concatenated) its marks, forgetting live
+        marks made from window ``since`` on; one bucket at a time, each atomically. A bucket
+        ``counts`` has nothing for is emptied."""
+        window = self.window()
+        forget = list(range(since, window))
+        expire_at = self.expire_at(window)
+        grouped: dict[int, tuple[list[bytes], list[str], list[bytes]]] = {}
+        for key, count in counts.items():
+            bucket, field = self.bucket(key)
+            group = grouped.get(bucket)
+            if group is None:
+                group = grouped[bucket] = ([], [], [])
+            group[0].append(field)
+            group[1].append(str(count))
+            group[2].append(marks.get(key, b""))
+        nothing = (b"", "", b"")
+        args_of = {b: (b"".join(f), " ".join(n), b"".join(p)) for b, (f, n, p) in grouped.items()}
+        # Redis runs one chunk while this thread packs the next.
+        with ThreadPoolExecutor(1, thread_name_prefix="replace") as writer:
+            sent: Future | None = None
+            calls = []
+            for buckets in self._buckets_by_slot():
+                keys: list[str] = []
+                args: list[bytes | str] = []
+                for b in buckets:
+                    keys += self._replaced_keys(b, window, forget)
+                    args += args_of.get(b, nothing)
+                calls.append((len(keys), *keys, 2 + len(forget), expire_at, *args))
+                if len(calls) >= REPLACE_CHUNK:
+                    if sent:
+                        sent.result()
+                    sent = writer.submit(self._evalsha_all, REPLACE, calls)
+                    calls = []
+            if sent:
+                sent.result()
+            self._evalsha_all(REPLACE, calls)
+
+    def _replaced_keys(self, bucket: int, window: int, forget: list[int]) -> list[str]:
+        tag = f"{{{bucket:x}}}"
+        keys = [f"{self.prefix}c:{tag}", f"{self.prefix}i:{tag}{window:x}"]
+        for w in forget:
+            keys.append(f"{self.prefix}i:{tag}{w:x}")
+        return keys
+
+    def _buckets_by_slot(self) -> Iterable[list[int]]:
+        """The buckets, grouped by the Redis Cluster slot their hash tag falls in."""
+        by_slot: dict[int, list[int]] = {}
+        for b in range(self.buckets):
+            by_slot.setdefault(key_slot(f"{{{b:x}}}".encode()), []).append(b)
+        return by_slot.values()
+
+    def _evalsha_all(self, script: str, calls: list[tuple]) -> list[int]:
         """One round trip; loads the script only when Redis says it lacks it (redis-py's own
         Script objects ask SCRIPT EXISTS before every pipeline: a second round trip)."""
+        sha = _sha(script)
         for attempt in range(2):
             pipe = self.client.pipeline(transaction=False)
             for call in calls:
-                pipe.evalsha(COUNT_ONCE_SHA, *call)
+                pipe.evalsha(sha, *call)
             try:
                 return pipe.execute()
             except redis.exceptions.NoScriptError:
                 if attempt:
                     raise
-                self.client.script_load(COUNT_ONCE)
+                self.client.script_load(script)
         raise AssertionError("unreachable")
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()
 
 
 def connect(url: str) -> redis.Redis:
