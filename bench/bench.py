@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import backfillbench
 import procstat
 import redismem
 import report
@@ -36,8 +37,9 @@ from workers import devstack
 from workers.settings import DEFAULT_CONCURRENCY
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-FULL = {"messages": 3000, "urls": 1_000_000, "pairs": 2_000_000}
-QUICK = {"messages": 300, "urls": 20_000, "pairs": 20_000}
+FULL = {"messages": 3000, "urls": 1_000_000, "pairs": 2_000_000, "backfill_records": 1_000_000}
+QUICK = {"messages": 300, "urls": 20_000, "pairs": 20_000, "backfill_records": 20_000}
+PARTS = ("ours", "naive", "redis", "backfill")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,13 +49,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--messages", type=int, help="post-sent events each consumer drains")
     parser.add_argument("--urls", type=int, help="distinct URLs for the Redis memory figure")
     parser.add_argument("--pairs", type=int, help="(update_id, url) idempotency keys to measure")
+    parser.add_argument("--backfill-records", type=int,
+                        help="archive records the backfill figure rebuilds from")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
                         help="our daemon's --concurrency (default: %(default)s)")
     parser.add_argument("--backlog", type=int, default=scenario.DEFAULT_BACKLOG,
                         help="messages kept queued beyond what the consumer holds "
                              "(default: %(default)s; moto slows down linearly with depth)")
-    parser.add_argument("--only", choices=("ours", "naive", "redis"), action="append",
-                        help="run only these parts (repeatable); the table needs all three")
+    parser.add_argument("--only", choices=PARTS, action="append",
+                        help="run only these parts (repeatable); the table needs them all")
     parser.add_argument("--json-out", type=Path, help="where to write the JSON results")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the consumers' and servers' logs (their directory is printed)")
@@ -91,12 +95,13 @@ def throughput(args: argparse.Namespace, kinds: list[str], workdir: Path) -> dic
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    parts = args.only or ["ours", "naive", "redis"]
+    parts = args.only or list(PARTS)
     started = time.monotonic()
     result: dict[str, Any] = {
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "params": {"quick": args.quick, "messages": args.messages, "urls": args.urls,
                    "pairs": args.pairs, "concurrency": args.concurrency,
+                   "backfill_records": args.backfill_records,
                    "backlog": args.backlog,
                    "cpus": _cpus(), "python": sys.version.split()[0]},
     }
@@ -105,10 +110,20 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if "redis" in parts:
         log(f"redis: {args.urls:,} URLs and {args.pairs:,} idempotency keys...")
         result["redis"] = redismem.measure(args.urls, args.pairs)
-    if len(parts) == 3:
+    if "backfill" in parts:
+        records = args.backfill_records
+        log(f"backfill: {records:,} archive records, ours and the naive rebuild...")
+        result["backfill"] = backfillbench.measure(
+            records, links=max(1000, records // 5), per_object=5000,
+            small_records=max(1000, records // 50))
+    if len(parts) == len(PARTS):
         result["figures"] = report.figures(result["throughput"]["ours"],
-                                           result["throughput"]["naive"], result["redis"])
-    result["all_counted"] = all(r["all_counted"] for r in result["throughput"].values())
+                                           result["throughput"]["naive"], result["redis"],
+                                           result["backfill"])
+    result["all_counted"] = (
+        all(r["all_counted"] for r in result["throughput"].values())
+        and all(run["same_pairs"] for name, run in result.get("backfill", {}).items()
+                if isinstance(run, dict)))
     result["seconds"] = time.monotonic() - started
     result["started_pids"] = list(procstat.STARTED)
     result["still_running"] = [pid for pid in procstat.STARTED if procstat.alive(pid)]

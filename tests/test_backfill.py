@@ -92,6 +92,18 @@ def test_a_pair_counted_before_the_swap_and_archived_after_it_counts_once(store,
     assert job.progress.caught_up == 1
 
 
+def test_a_link_first_counted_during_the_backfill_counts_once(store, redis_client):
+    live = LinkCounter(redis_client)  # 2^18 buckets: new.com's is one the rebuild lacks
+    store.write(records(("u1", "a.com")))
+    job = backfill(store, live)
+    job.rebuild(store.keys())
+    live.record("u9", ["new.com"])  # a bucket created after the rebuild read the archive
+    job.swap()
+    store.write(records(("u9", "new.com")))
+    job.count_live(job.unread())
+    assert live.counts(["a.com", "new.com"]) == [1, 1]
+
+
 def test_a_pair_counted_again_after_the_swap_is_not_counted_by_the_catch_up(store, live):
     store.write(records(("u1", "a.com")))
     job = backfill(store, live)

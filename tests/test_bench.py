@@ -16,7 +16,8 @@ import pytest
 from helpers import REPO
 
 FIGURES = ("msgs_per_s", "sqs_requests_per_msg", "cpu_s_per_1000_msgs", "peak_rss_mb",
-           "redis_bytes_per_url", "redis_bytes_per_idempotency_key")
+           "redis_bytes_per_url", "redis_bytes_per_idempotency_key", "backfill_records_per_s",
+           "backfill_records_per_s_batch_objects")
 
 
 def sane(value: object) -> bool:
@@ -62,10 +63,19 @@ def test_the_table_names_each_figure_and_its_goal(quick_run):
                   "bytes / counted URL", "bytes / idempotency mark"):
         assert label in table
     assert "≥ 10× naive" in table and "≤ 0.25" in table and "≤ 40" in table
+    assert "backfill records/s" in table and "≥ 250,000" in table
+
+
+def test_both_backfills_rebuild_the_same_distinct_pairs(quick_run):
+    result, _ = quick_run
+    for name in ("large_objects", "batch_objects"):
+        run = result["backfill"][name]
+        assert run["same_pairs"] is True and run["ours"]["pairs"] > 0, (name, run)
+        assert run["objects"] * run["records_per_object"] >= run["records"]
 
 
 def test_it_stops_everything_it_started(quick_run):
     result, _ = quick_run
-    # moto, redis-server (twice), a proxy and a consumer per scenario.
-    assert len(result["started_pids"]) >= 7
+    # moto (twice), redis-server (three times), a proxy and a consumer per scenario.
+    assert len(result["started_pids"]) >= 9
     assert result["still_running"] == []

@@ -157,8 +157,8 @@ class LinkCounter:
     def replace(self, counts: dict[str, int], marks: dict[str, bytes], since: int) -> None:
         """Makes ``counts`` (URL key -> count) every bucket's counters, and the marks of recent
         pairs (URL key -> its pairs' 8-byte marks, concatenated) its marks, forgetting live
-        marks made from window ``since`` on; one bucket at a time, each atomically. A bucket
-        ``counts`` has nothing for is emptied."""
+        marks made from window ``since`` on; one bucket at a time, each atomically. A live
+        bucket ``counts`` has nothing for is emptied."""
         window = self.window()
         forget = list(range(since, window))
         expire_at = self.expire_at(window)
@@ -177,7 +177,7 @@ class LinkCounter:
         with ThreadPoolExecutor(1, thread_name_prefix="replace") as writer:
             sent: Future | None = None
             calls = []
-            for buckets in self._buckets_by_slot():
+            for buckets in self._by_slot(grouped.keys() | self._existing_buckets()):
                 keys: list[str] = []
                 args: list[bytes | str] = []
                 for b in buckets:
@@ -200,10 +200,18 @@ class LinkCounter:
             keys.append(f"{self.prefix}i:{tag}{w:x}")
         return keys
 
-    def _buckets_by_slot(self) -> Iterable[list[int]]:
+    def _existing_buckets(self) -> set[int]:
+        """Buckets with live counters now. One that appears later is left alone: its counters
+        and marks agree, and the catch-up counts through them."""
+        start = len(self.prefix) + 3  # past "lc:{"
+        return {int(key[start:-1], 16)
+                for key in self.client.scan_iter(match=f"{self.prefix}c:*", count=10_000)}
+
+    @staticmethod
+    def _by_slot(buckets: Iterable[int]) -> Iterable[list[int]]:
         """The buckets, grouped by the Redis Cluster slot their hash tag falls in."""
         by_slot: dict[int, list[int]] = {}
-        for b in range(self.buckets):
+        for b in buckets:
             by_slot.setdefault(key_slot(f"{{{b:x}}}".encode()), []).append(b)
         return by_slot.values()
 
