@@ -78,3 +78,9 @@ def test_every_command_explains_itself(env):
     for args in ([], ["queues", "create"], ["run"], ["send"], ["links", "count"]):
         done = workers_cmd(*args, "--help", env=env)
         assert done.returncode == 0 and "Usage: workers" in done.stdout, args
+
+
+def test_scale_wants_a_queue_and_a_count_together(env):
+    done = workers_cmd("scale", "post-sent", env=env)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: give both QUEUE and N, or neither"

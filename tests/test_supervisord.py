@@ -23,22 +23,31 @@ class Fleet:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Fleet":
-        log = open(Path(self.env["WORKERS_RUN_DIR"]) / "out.log", "ab")
-        self.proc = subprocess.Popen([str(REPO / "bin" / "workers-supervisord")], env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.start_any()
         wait_until(lambda: len(self.pids()) == int(self.env["WORKERS_POST_SENT_PROCS"]),
                    timeout=30, interval=0.3)
         return self
+
+    def start_any(self) -> None:
+        """supervisord, without waiting for any process."""
+        log = open(Path(self.env["WORKERS_RUN_DIR"]) / "out.log", "ab")
+        self.proc = subprocess.Popen([str(REPO / "bin" / "workers-supervisord")], env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def ctl(self, *args: str) -> str:
         return subprocess.run([str(REPO / "bin" / "workers-supervisorctl"), *args], env=self.env,
                               capture_output=True, text=True, timeout=30).stdout
 
-    def pids(self) -> dict[str, int]:
-        """RUNNING post-sent processes (the queue these tests load): name -> pid."""
+    def pids(self, group: str = "post-sent") -> dict[str, int]:
+        """RUNNING processes of ``group`` (by default the queue these tests load): name -> pid;
+        of every group with ``group=""``."""
         return {m[0]: int(m[1]) for m in
-                re.findall(r"^(post-sent:\S+)\s+RUNNING\s+pid (\d+)", self.ctl("status"),
-                           re.M)}
+                re.findall(rf"^({group or '[^:]+'}:\S+)\s+RUNNING\s+pid (\d+)",
+                           self.ctl("status"), re.M)}
+
+    def scale(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(Path(self.env["WORKERS_BIN"])), "scale", *args],
+                              env=self.env, capture_output=True, text=True, timeout=150)
 
     def teardown(self) -> None:
         """Stops what a test left running, even after a failure. supervisord gives each
@@ -69,7 +78,10 @@ def fleet(env, queues):
     fleet = Fleet({**env, "WORKERS_RUN_DIR": run_dir,
                    "WORKERS_BIN": str(Path(sys.executable).parent / "workers"),
                    "WORKERS_POST_SENT_PROCS": "2", "WORKERS_CONCURRENCY": "10",
-                   "WORKERS_STOPWAITSECS": "60"})
+                   "WORKERS_STOPWAITSECS": "60",
+                   # short polls: each idle daemon's warm stop waits out its poll, and
+                   # supervisord stops one program after another
+                   "WORKERS_WAIT_SECONDS": "2"})
     yield fleet
     fleet.teardown()
 
@@ -112,3 +124,59 @@ def test_supervisorctl_sees_one_process_per_numprocs(fleet):
     fleet.start()
     assert sorted(fleet.pids()) == [f"post-sent:post-sent_0{i}" for i in range(3)]
     assert fleet.stop() == 0
+
+
+def test_scale_changes_exactly_that_queues_processes(fleet, sqs, queues, prefix, redis_client):
+    # Given a fleet running 2 post-sent daemons and one of every other queue
+    fleet.start()
+    wait_until(lambda: len(fleet.pids("")) == 5, timeout=30, interval=0.3)
+    others = {n: p for n, p in fleet.pids("").items() if not n.startswith("post-sent")}
+    first = fleet.pids()["post-sent:post-sent_00"]
+    # When post-sent is scaled to 4
+    up = fleet.scale("post-sent", "4")
+    # Then two more run, and nothing that ran was restarted
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.strip() == ("post-sent: 4 of 16 processes "
+                                 "(started post-sent_02, post-sent_03)")
+    assert sorted(fleet.pids()) == [f"post-sent:post-sent_0{i}" for i in range(4)]
+    assert fleet.pids()["post-sent:post-sent_00"] == first
+    # When it is scaled to 1 while events flow
+    source = queues[prefix + "post-sent"]
+    bodies = [json.dumps({"update_id": f"s{i}", "profile_id": "p1", "created_at": "1480431305",
+                          "service": "twitter", "url": "https://scale.example.com"})
+              for i in range(400)]
+    producer = feed(sqs, source, bodies)
+    down = fleet.scale("post-sent", "1")
+    # Then only post-sent_00 is left, every event counts once, and other queues never noticed
+    assert down.returncode == 0, down.stderr
+    assert "stopped post-sent_01, post-sent_02, post-sent_03" in down.stdout
+    assert fleet.pids() == {"post-sent:post-sent_00": first}
+    producer.join(timeout=120)
+    wait_until(lambda: queue_depth(sqs, source) == 0, timeout=120, interval=0.5)
+    assert LinkCounter(redis_client).counts(["scale.example.com"]) == [400]
+    assert queue_depth(sqs, queues[prefix + "post-sent-dlq"]) == 0
+    assert {n: p for n, p in fleet.pids("").items() if not n.startswith("post-sent")} == others
+    # And the count outlives supervisord: a restart brings back 1, not WORKERS_POST_SENT_PROCS
+    assert fleet.stop() == 0
+    fleet.start_any()
+    wait_until(lambda: len(fleet.pids("")) == 4, timeout=30, interval=0.3)
+    assert sorted(fleet.pids()) == ["post-sent:post-sent_00"]
+
+
+def test_scale_refuses_more_processes_than_slots_in_one_line(fleet):
+    fleet.start()
+    refused = fleet.scale("post-sent", "17")
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        "error: post-sent has 16 process slots; raise WORKERS_POST_SENT_MAX_PROCS and restart "
+        "supervisord to run more")
+    assert len(fleet.pids()) == 2
+
+
+def test_scale_says_when_supervisord_is_not_running(env, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "workers", "scale", "post-sent", "2"],
+                          env={**env, "WORKERS_RUN_DIR": str(tmp_path)}, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: supervisord is not reachable (")
+    assert "\n" not in done.stderr.strip()

@@ -264,6 +264,31 @@ def stats(settings: Settings, as_json: bool, watch: float | None, target: float,
         pass
 
 
+@cli.command()
+@click.argument("queue", required=False, **QUEUE_ARG)
+@click.argument("count", required=False, type=click.IntRange(0, 99), metavar="N")
+@click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
+              help="Seconds to wait for processes to start and to stop (a stop lets a daemon "
+                   "finish its work in hand).")
+@click.pass_obj
+def scale(settings: Settings, queue: str | None, count: int | None, timeout: float) -> None:
+    """Run N supervisord processes for QUEUE; no other process restarts.
+
+    Starts or stops single processes (QUEUE_00, QUEUE_01...) through supervisord's socket in
+    WORKERS_RUN_DIR, and remembers N (WORKERS_SCALE_FILE) for the next start of supervisord.
+    Stopped daemons finish what they hold first. Without arguments, applies every queue's
+    remembered count (or WORKERS_<QUEUE>_PROCS): what supervisord runs when it starts.
+    """
+    from workers.scale import Scaler, server
+
+    if (queue is None) != (count is None):
+        raise Failure("give both QUEUE and N, or neither")
+    scaler = Scaler(settings, server(settings), timeout=timeout)
+    changes = [scaler.scale(queue, count)] if queue and count is not None else scaler.apply_all()
+    for change in changes:
+        click.echo(change.summary())
+
+
 def _parse(text: str, where: str) -> Any:
     try:
         return json.loads(text)
@@ -278,6 +303,7 @@ def main() -> None:
     from workers.dlq import DLQError
     from workers.errors import PermanentError
     from workers.producer import SendError
+    from workers.scale import ScaleError
 
     try:
         code = cli.main(standalone_mode=False, prog_name="workers")
@@ -287,7 +313,7 @@ def main() -> None:
         _fail(exc.format_message(), exc.exit_code)
     except PermanentError as exc:
         _fail(exc.reason)
-    except (SettingsError, SendError, DLQError) as exc:
+    except (SettingsError, SendError, DLQError, ScaleError) as exc:
         _fail(str(exc))
     except redis.RedisError as exc:
         _fail(f"redis: {exc}")

@@ -280,7 +280,9 @@ class Consumer:
         sqs_pause = 0.0
         while not self.shutdown.requested:
             try:
-                result = self.process_batch(LONG_POLL_SECONDS, size)
+                # A warm stop waits out this poll (giving back what it brings), so
+                # WORKERS_WAIT_SECONDS trades empty receives for a quicker stop.
+                result = self.process_batch(self.settings.wait_seconds, size)
                 sqs_pause = 0.0
             except SQS_ERRORS as exc:
                 sqs_pause = min(max(1.0, sqs_pause * 2), MAX_PAUSE_SECONDS)

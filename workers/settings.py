@@ -67,6 +67,13 @@ DEFAULT_FACEBOOK_API_VERSION = "v25.0"
 DEFAULT_LINKEDIN_API_VERSION = "202510"
 
 
+# Daemons per queue until `workers scale` says otherwise (WORKERS_<QUEUE>_PROCS): post-sent
+# is the busy one; the others wait on remote APIs, and one process holds 20 handlers.
+DEFAULT_PROCS = {"post-sent": 2, "analytics": 1, "push": 1, "email": 1}
+# Where supervisord keeps its socket and logs (bin/supervisor-env has the same default).
+DEFAULT_RUN_DIR = "/tmp/workers"
+
+
 @dataclass(frozen=True)
 class Settings:
     region: str = "us-east-1"
@@ -98,6 +105,10 @@ class Settings:
     smtp_user: str | None = None
     smtp_password: str | None = field(default=None, repr=False)  # a secret: never in a repr
     smtp_starttls: bool = DEFAULT_SMTP_STARTTLS
+    wait_seconds: int = LONG_POLL_SECONDS
+    run_dir: str = DEFAULT_RUN_DIR
+    scale_file: str | None = None  # default: run_dir/scale.json
+    procs: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PROCS))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -139,6 +150,11 @@ class Settings:
             smtp_password=env.get("WORKERS_SMTP_PASSWORD") or None,
             smtp_starttls=env.get("WORKERS_SMTP_STARTTLS", "true").lower()
             not in ("0", "false", "no"),
+            wait_seconds=_int(env, "WORKERS_WAIT_SECONDS", LONG_POLL_SECONDS, 1,
+                              LONG_POLL_SECONDS),
+            run_dir=env.get("WORKERS_RUN_DIR") or DEFAULT_RUN_DIR,
+            scale_file=env.get("WORKERS_SCALE_FILE") or None,
+            procs={q: _int(env, procs_variable(q), n, 0, 99) for q, n in DEFAULT_PROCS.items()},
         )
 
     def queue_name(self, queue: str) -> str:
@@ -175,6 +191,11 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     if value not in choices:
         raise SettingsError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
     return value
+
+
+def procs_variable(queue: str) -> str:
+    """WORKERS_POST_SENT_PROCS for post-sent."""
+    return f"WORKERS_{queue.upper().replace('-', '_')}_PROCS"
 
 
 def check_queue(queue: str) -> str:
