@@ -8,7 +8,8 @@ import sys
 import boto3
 import pytest
 
-from helpers import workers_cmd
+from helpers import feed, queue_depth, wait_until, workers_cmd
+from workers.devstack import free_port
 from workers.dlq import Depth
 from workers.stats import (
     QueueSample,
@@ -41,10 +42,25 @@ def test_drain_rate_and_eta_come_from_two_samples():
     assert eta_seconds(0, None) == 0.0
 
 
-def sample(at: float, backlog: int | None) -> Sample:
+def sample(at: float, backlog: int | None, daemons: dict[int, float] | None = None) -> Sample:
     depth = Depth(backlog, 0, 0) if backlog is not None else None
     return Sample(1e9 + at, at, [QueueSample("post-sent", "p-post-sent", depth, Depth(2, 1, 0),
-                                             42.0)])
+                                             42.0, daemons or {})])
+
+
+def test_the_advice_uses_the_rate_the_daemons_measured():
+    # Given two daemons that handled 400 and 200 messages in 4 s, and a third that appeared
+    before = sample(0.0, 5000, {9000: 1000.0, 9001: 50.0})
+    after = sample(4.0, 4400, {9000: 1400.0, 9001: 250.0, 9002: 10.0})
+    # Then a process handles 75 msgs/s, and 4400 messages within 10 s need 6 of them
+    [row] = report(after, before, 10, 20)["queues"]
+    assert (row["rate_per_process"], row["rate_measured"]) == (75.0, True)
+    assert (row["processes"], row["processes_needed"]) == (3, 6)
+    assert render(report(after, before, 10, 20)).splitlines()[2].split()[-4:] == [
+        "75", "6", "(now", "3)"]
+    # And where nothing was handled, --rate stands in
+    [idle] = report(after, after, 10, 20)["queues"]
+    assert (idle["rate_per_process"], idle["rate_measured"]) == (20, False)
 
 
 def test_report_measures_the_drain_between_samples_and_advises():
@@ -59,7 +75,7 @@ def test_report_measures_the_drain_between_samples_and_advises():
     table = render(report(after, before, 10, 20))
     assert table.splitlines()[1].split()[:2] == ["QUEUE", "VISIBLE"]
     assert table.splitlines()[2].split() == ["post-sent", "600", "0", "0", "3", "42s", "100",
-                                             "6s", "3"]
+                                             "6s", "20*", "3"]
     assert "missing" in render(report(sample(0.0, None), None, 10, 20))
 
 
@@ -129,3 +145,27 @@ def test_stats_watch_measures_the_drain_and_ends_on_ctrl_c(env, sqs, queues, pre
 def test_stats_explains_itself(env):
     done = workers_cmd("stats", "--help", env=env)
     assert done.returncode == 0 and "--watch [SECONDS]" in done.stdout
+
+
+def test_stats_measures_the_rate_of_the_running_daemons(env, sqs, queues, prefix, daemons):
+    # Given a daemon serving /metrics, idle at first
+    env = {**env, "WORKERS_METRICS_PORT": str(free_port())}
+    source = queues[prefix + "post-sent"]
+    daemons("post-sent", environment=env)
+    wait_until(lambda: json.loads(workers_cmd("stats", "--json", env=env).stdout)
+               ["queues"][0]["processes"] == 1, timeout=30)
+    idle = json.loads(workers_cmd("stats", "--json", env=env).stdout)["queues"][0]
+    assert idle["rate_measured"] is False  # nothing handled: --rate stands in
+    # When events flow while stats samples
+    bodies = [json.dumps({"update_id": f"u{i}", "profile_id": "p", "created_at": "1480431305",
+                          "service": "twitter", "url": "https://a.com"}) for i in range(2000)]
+    producer = feed(sqs, source, bodies)
+    wait_until(lambda: queue_depth(sqs, source) > 0, timeout=30)
+    done = workers_cmd("stats", "--json", env=env)
+    # Then the advice rests on the rate the daemon measured; other queues have no daemon
+    assert done.returncode == 0, done.stderr
+    rows = {r["queue"]: r for r in json.loads(done.stdout)["queues"]}
+    assert rows["post-sent"]["rate_measured"] is True
+    assert rows["post-sent"]["rate_per_process"] > 0
+    assert rows["analytics"]["processes"] == 0 and rows["analytics"]["rate_measured"] is False
+    producer.join(timeout=120)

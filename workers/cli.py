@@ -248,18 +248,21 @@ def dlq_purge(settings: Settings, queue: str, yes: bool) -> None:
               show_default=True, metavar="SECONDS",
               help="Time within which PROCS processes drain the backlog.")
 @click.option("--rate", type=click.FloatRange(min=0.001), default=DEFAULT_PROCESS_RATE,
-              show_default=True, metavar="MSGS/S", help="Messages per second one process handles.")
+              show_default=True, metavar="MSGS/S",
+              help="Messages per second one process handles, where the daemons' /metrics "
+                   "(WORKERS_METRICS_PORT) measured none.")
 @click.pass_obj
 def stats(settings: Settings, as_json: bool, watch: float | None, target: float,
           rate: float) -> None:
     """Per queue: visible, in flight, delayed, DLQ depth, age of the oldest message (from
-    CloudWatch), the drain rate (with --watch) and PROCS, the processes that would drain the
-    backlog within --target seconds. See README.rst, Operations."""
+    CloudWatch), the drain rate (with --watch), each process's measured rate and PROCS, the
+    processes that would drain the backlog within --target seconds. See README.rst,
+    Operations."""
     from workers import stats as queue_stats
 
     try:
         queue_stats.show(settings, as_json=as_json, interval=watch, target_seconds=target,
-                         per_process_rate=rate, echo=click.echo)
+                         default_rate=rate, echo=click.echo)
     except KeyboardInterrupt:  # how --watch ends
         pass
 

@@ -10,10 +10,13 @@ from the daemons meanwhile, and a standard queue does not return its oldest mess
 
 The advice: ``processes = ceil(backlog / (rate × target))``, at least 1, where backlog is every
 message in the queue (visible, in flight, delayed) and rate the messages one process handles per
-second (``--rate``; no daemon exports its counters, so it is an input, not a guess). With
-``--watch``, the drain rate is measured: the backlog's change between two samples over the time
-between them, i.e. handled minus arrived; the ETA is the backlog over that rate. While nothing
-new arrives, drain rate ÷ running processes is the per-process rate to feed back as ``--rate``.
+second. The rate is measured where it can be: with ``WORKERS_METRICS_PORT`` set, each sample
+also reads every local daemon's ``/metrics`` (handled = succeeded + failed), and the rate is the
+handled count's growth between two samples over the time between them, per daemon. A one-shot
+``stats`` takes its two samples ``METRICS_SAMPLE_SECONDS`` apart when daemons answer. Where
+nothing was handled in between (or no daemon answers), ``--rate`` stands in, and the table
+marks it. The drain rate is the backlog's change between two samples (handled minus arrived);
+the ETA is the backlog over it.
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
+import urllib.request
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Sequence
 
-from workers import QUEUES
+from prometheus_client.parser import text_string_to_metric_families
+
+from workers import QUEUES, health
 from workers.dlq import Depth, find_url, format_age, format_table, queue_depth
 from workers.settings import Settings
 from workers.sqs import SQS_ERRORS, client
@@ -34,6 +40,12 @@ from workers.sqs import SQS_ERRORS, client
 # far enough to find the latest, and ask no more often than they change.
 AGE_LOOKBACK = timedelta(minutes=15)
 AGE_REFRESH_SECONDS = 60
+# A one-shot `stats` reads the daemons' counters twice this far apart to measure their rate.
+METRICS_SAMPLE_SECONDS = 2.0
+# A local daemon answers at once; a port that does not is not one of ours.
+SCRAPE_TIMEOUT_SECONDS = 0.5
+# What a daemon has handled: each message ends as one of these (or is given back unstarted).
+HANDLED_FAMILIES = ("workers_messages_succeeded", "workers_messages_failed")
 
 
 def processes_needed(backlog: int, target_seconds: float, per_process_rate: float) -> int:
@@ -64,6 +76,7 @@ class QueueSample:
     depth: Depth | None  # None: the queue does not exist
     dlq: Depth | None
     oldest_seconds: float | None
+    daemons: dict[int, float] = field(default_factory=dict)  # metrics port -> handled so far
 
     @property
     def backlog(self) -> int:
@@ -95,8 +108,21 @@ class Sampler:
         if now - self._ages_at >= AGE_REFRESH_SECONDS:
             self._ages, self._ages_at = oldest_ages(self.cloudwatch, names), now
         queues = [QueueSample(q, name, self._depth(name), self._depth(self.settings.dlq_name(q)),
-                              self._ages.get(name)) for q, name in zip(QUEUES, names, strict=True)]
+                              self._ages.get(name), self._daemons(q))
+                  for q, name in zip(QUEUES, names, strict=True)]
         return Sample(time.time(), time.monotonic(), queues)
+
+    def _daemons(self, queue: str) -> dict[int, float]:
+        """Handled counts of the queue's daemons on this host, by metrics port."""
+        if not self.settings.metrics_port:
+            return {}
+        found = {}
+        for num in range(health.PORTS_PER_QUEUE):
+            port = health.port_for(self.settings.metrics_port, queue, num)
+            handled = scrape_handled(port, queue)
+            if handled is not None:
+                found[port] = handled
+        return found
 
     def _depth(self, name: str) -> Depth | None:
         url = self._urls.get(name) or find_url(self.sqs, name)
@@ -128,16 +154,50 @@ def oldest_ages(cloudwatch: Any, names: Sequence[str]) -> dict[str, float]:
     return ages
 
 
+def scrape_handled(port: int, queue: str) -> float | None:
+    """Messages a daemon on 127.0.0.1:``port`` has handled for ``queue``; None when no daemon of
+    ours answers there."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                    timeout=SCRAPE_TIMEOUT_SECONDS) as response:
+            text = response.read().decode()
+    except (OSError, ValueError):
+        return None
+    handled, ours = 0.0, False
+    try:
+        for family in text_string_to_metric_families(text):
+            if family.name in HANDLED_FAMILIES:
+                ours = True
+                handled += sum(s.value for s in family.samples
+                               if s.name.endswith("_total") and s.labels.get("queue") == queue)
+    except ValueError:  # not Prometheus text: something else listens there
+        return None
+    return handled if ours else None
+
+
+def per_process_rate(before: QueueSample, after: QueueSample, seconds: float) -> float | None:
+    """Messages/s one daemon handled between two samples, over the daemons seen in both; None
+    when none handled any (an idle queue says nothing about how fast it could go)."""
+    common = before.daemons.keys() & after.daemons.keys()
+    if not common or seconds <= 0:
+        return None
+    handled = sum(after.daemons[p] - before.daemons[p] for p in common)
+    return handled / seconds / len(common) if handled > 0 else None
+
+
 def report(current: Sample, previous: Sample | None, target_seconds: float,
-           per_process_rate: float) -> dict[str, Any]:
+           per_process_rate_default: float) -> dict[str, Any]:
     """One sample as plain data, with the drain rate against ``previous`` and the advice."""
     elapsed = current.monotonic - previous.monotonic if previous else 0.0
     before = {q.queue: q for q in previous.queues} if previous else {}
     rows = []
     for q in current.queues:
-        rate = None
+        rate = measured = None
         if q.queue in before and q.depth and before[q.queue].depth:
             rate = drain_rate(before[q.queue].backlog, q.backlog, elapsed)
+        if q.queue in before:
+            measured = per_process_rate(before[q.queue], q, elapsed)
+        per_process = measured or per_process_rate_default
         rows.append({
             "queue": q.queue, "name": q.name, "exists": q.depth is not None,
             "visible": q.depth.visible if q.depth else None,
@@ -148,28 +208,34 @@ def report(current: Sample, previous: Sample | None, target_seconds: float,
             "backlog": q.backlog,
             "drain_per_second": None if rate is None else round(rate, 3),
             "eta_seconds": None if rate is None else _round(eta_seconds(q.backlog, rate)),
-            "processes_needed": processes_needed(q.backlog, target_seconds, per_process_rate),
+            "processes": len(q.daemons),
+            "rate_per_process": round(per_process, 3),
+            "rate_measured": measured is not None,
+            "processes_needed": processes_needed(q.backlog, target_seconds, per_process),
         })
     return {"at": datetime.fromtimestamp(current.at, timezone.utc).isoformat(timespec="seconds"),
-            "target_seconds": target_seconds, "rate_per_process": per_process_rate,
+            "target_seconds": target_seconds, "rate_per_process": per_process_rate_default,
             "queues": rows}
 
 
 def render(data: dict[str, Any]) -> str:
     headers = ["QUEUE", "VISIBLE", "IN FLIGHT", "DELAYED", "DLQ", "OLDEST", "DRAIN/S", "ETA",
-               "PROCS"]
+               "RATE/PROC", "PROCS"]
     rows = []
     for r in data["queues"]:
         if not r["exists"]:
-            rows.append([r["queue"], "missing", *["-"] * 7])
+            rows.append([r["queue"], "missing", *["-"] * 8])
             continue
         drain = r["drain_per_second"]
         rows.append([r["queue"], *(str(r[k]) for k in ("visible", "in_flight", "delayed")),
                      "-" if r["dlq"] is None else str(r["dlq"]), format_age(r["oldest_seconds"]),
                      "-" if drain is None else f"{drain:g}", _eta(r),
-                     str(r["processes_needed"])])
-    note = (f"PROCS: processes to drain the backlog within {data['target_seconds']:g} s at "
-            f"{data['rate_per_process']:g} msgs/s each (--target, --rate)")
+                     f"{r['rate_per_process']:g}" + ("" if r["rate_measured"] else "*"),
+                     f"{r['processes_needed']} (now {r['processes']})" if r["processes"]
+                     else str(r["processes_needed"])])
+    note = (f"PROCS: processes to drain the backlog within {data['target_seconds']:g} s "
+            f"(--target) at RATE/PROC msgs/s each, measured from the daemons' /metrics; "
+            f"*: nothing measured, --rate assumed")
     return f"{data['at']}\n{format_table(headers, rows)}\n{note}"
 
 
@@ -187,11 +253,24 @@ def watch(sampler: Sampler, interval: float | None) -> Iterator[tuple[Sample, Sa
 
 
 def show(settings: Settings, *, as_json: bool, interval: float | None, target_seconds: float,
-         per_process_rate: float, echo: Callable[[str], None]) -> None:
+         default_rate: float, echo: Callable[[str], None]) -> None:
     sampler = Sampler(settings)
-    for current, previous in watch(sampler, interval):
-        data = report(current, previous, target_seconds, per_process_rate)
+    samples = watch(sampler, interval)
+    if interval is None and settings.metrics_port:
+        samples = _measured_once(sampler)
+    for current, previous in samples:
+        data = report(current, previous, target_seconds, default_rate)
         echo(json.dumps(data) if as_json else render(data) + ("\n" if interval else ""))
+
+
+def _measured_once(sampler: Sampler) -> Iterator[tuple[Sample, Sample | None]]:
+    """Two samples a short while apart, when any daemon answers: enough to measure its rate."""
+    first = sampler.sample()
+    if not any(q.daemons for q in first.queues):
+        yield first, None
+        return
+    time.sleep(METRICS_SAMPLE_SECONDS)
+    yield sampler.sample(), first
 
 
 def _eta(row: dict[str, Any]) -> str:
