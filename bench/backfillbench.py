@@ -24,7 +24,6 @@ from typing import Any
 import boto3
 import procstat
 import redis
-import redismem
 
 from workers import devstack
 from workers.archive import Archive
@@ -104,5 +103,5 @@ def measure(records: int, links: int, per_object: int, small_records: int) -> di
             result[name] = run
         return result
     finally:
-        redismem.stop_redis(server)
+        server.discard()
         moto.stop()

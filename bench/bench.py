@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import backfillbench
+import clusterbench
 import procstat
 import redismem
 import report
@@ -39,7 +40,9 @@ from workers.settings import DEFAULT_CONCURRENCY
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FULL = {"messages": 3000, "urls": 1_000_000, "pairs": 2_000_000, "backfill_records": 1_000_000}
 QUICK = {"messages": 300, "urls": 20_000, "pairs": 20_000, "backfill_records": 20_000}
-PARTS = ("ours", "naive", "redis", "backfill")
+PARTS = ("ours", "naive", "redis", "backfill", "cluster")
+# Counting processes and updates for the cluster-vs-single figure.
+CLUSTER_PROCESSES, CLUSTER_UPDATES = 4, {False: 40_000, True: 4_000}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -89,7 +92,7 @@ def throughput(args: argparse.Namespace, kinds: list[str], workdir: Path) -> dic
             log(f"{kind}: {results[kind]['msgs_per_s']:.0f} msgs/s, "
                 f"{results[kind]['sqs_requests_per_msg']:.3f} SQS requests/msg")
     finally:
-        redismem.stop_redis(redis_srv)
+        redis_srv.discard()
         moto.stop()
     return results
 
@@ -116,10 +119,15 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         result["backfill"] = backfillbench.measure(
             records, links=max(1000, records // 5), per_object=5000,
             small_records=max(1000, records // 50))
+    if "cluster" in parts:
+        updates = CLUSTER_UPDATES[args.quick]
+        log(f"cluster: {CLUSTER_PROCESSES} processes counting {updates:,} updates, "
+            "one redis-server, then a three-master Redis Cluster...")
+        result["cluster"] = clusterbench.measure(CLUSTER_PROCESSES, updates)
     if len(parts) == len(PARTS):
         result["figures"] = report.figures(result["throughput"]["ours"],
                                            result["throughput"]["naive"], result["redis"],
-                                           result["backfill"])
+                                           result["backfill"], result["cluster"])
     result["all_counted"] = (
         all(r["all_counted"] for r in result["throughput"].values())
         and all(run["same_pairs"] for name, run in result.get("backfill", {}).items()

@@ -15,7 +15,6 @@ included) on a FLUSHALLed server of its own, so nothing else is in the figure.
 from __future__ import annotations
 
 import random
-import shutil
 import time
 from typing import Any, Callable, Iterable
 
@@ -125,12 +124,4 @@ def measure(urls: int, pairs: int, buckets: int = DEFAULT_LINK_BUCKETS) -> dict[
                 "idempotency": idempotency(client, pairs, buckets),
                 "redis_version": client.info("server")["redis_version"]}
     finally:
-        stop_redis(server)
-
-
-def stop_redis(server: devstack.Service) -> None:
-    """Stops it by PID and removes the scratch directory devstack made for it."""
-    server.stop()
-    argv = list(server.argv)
-    if "--dir" in argv:
-        shutil.rmtree(argv[argv.index("--dir") + 1], ignore_errors=True)
+        server.discard()

@@ -23,7 +23,7 @@ def figure(ours: float, naive: float, unit: str, better: str, goal: str = "",
 
 
 def figures(ours: dict[str, Any], naive: dict[str, Any], memory: dict[str, Any],
-            backfill: dict[str, Any]) -> dict[str, dict[str, Any]]:
+            backfill: dict[str, Any], cluster: dict[str, Any]) -> dict[str, dict[str, Any]]:
     speed = figure(ours["msgs_per_s"], naive["msgs_per_s"], "msgs/s", "higher",
                    f"≥ {GOAL_SPEEDUP:g}× naive")
     speed["met"] = speed["ratio"] is not None and speed["ratio"] >= GOAL_SPEEDUP
@@ -54,6 +54,10 @@ def figures(ours: dict[str, Any], naive: dict[str, Any], memory: dict[str, Any],
         "backfill_records_per_s_batch_objects": figure(
             small["ours"]["records_per_s"], small["naive"]["records_per_s"], "records/s",
             "higher"),
+        # Not ours against a baseline: the same counting on a cluster ("ours") and on one
+        # redis-server ("naive" column).
+        "cluster_pairs_per_s": figure(cluster["cluster"]["pairs_per_s"],
+                                      cluster["single"]["pairs_per_s"], "pairs/s", "higher"),
     }
 
 
@@ -66,6 +70,7 @@ LABELS = {
     "redis_bytes_per_idempotency_key": "Redis bytes / idempotency mark",
     "backfill_records_per_s": "backfill records/s (5,000 per object)",
     "backfill_records_per_s_batch_objects": "backfill records/s (20 per object)",
+    "cluster_pairs_per_s": "counting pairs/s: cluster | single",
 }
 
 
@@ -86,7 +91,7 @@ def _ratio(name: str, ratio: float | None) -> str:
 
 
 def _is_speed(name: str) -> bool:
-    return name.startswith(("msgs_per_s", "backfill"))
+    return name.startswith(("msgs_per_s", "backfill", "cluster"))
 
 
 def _verdict(row: dict[str, Any]) -> str:
@@ -136,6 +141,10 @@ def details(result: dict[str, Any]) -> list[str]:
                "twice; naive = JSON per line, the live path's Lua per record;")
     out.append(f"          {b['batch_objects']['records']:,} records in objects of a daemon "
                "batch's size: a GET per 20 records bounds both.")
+    c = result["cluster"]
+    out.append(f"cluster: {c['single']['processes']} processes counting through LinkCounter."
+               f"record, {c['masters']} masters vs one redis-server, all on "
+               f"{result['params']['cpus']} cores")
     params = result["params"]
     out.append(f"ours = `workers run post-sent --concurrency {params['concurrency']}`; "
                "naive = receive 1, handle, delete 1, in one thread.")

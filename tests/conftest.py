@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from helpers import start_daemon
-from workers import devstack, provision
+from workers import devstack, links, provision
 from workers.settings import Settings
 
 # boto3 must never reach real AWS from a test, whatever the machine's environment says.
@@ -26,7 +26,7 @@ os.environ.pop("AWS_PROFILE", None)
 def redis_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Service]:
     service = devstack.redis_server(log_path=tmp_path_factory.mktemp("redis") / "redis.log")
     yield service.start()
-    service.stop()
+    service.discard()
 
 
 @pytest.fixture(scope="session")
@@ -36,10 +36,27 @@ def moto_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.
     service.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Cluster]:
+    """A real Redis Cluster: three masters (redis-server in cluster mode), no replicas."""
+    cluster = devstack.redis_cluster(log_dir=tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster.start()
+    cluster.stop()
+
+
 @pytest.fixture
-def redis_client(redis_service: devstack.Service) -> redis.Redis:
-    client = redis.Redis(port=redis_service.port)
-    client.flushall()
+def redis_url(request: pytest.FixtureRequest, redis_service: devstack.Service) -> str:
+    """The test's REDIS_URL: one redis-server, or the Redis Cluster where a test is
+    parametrized with ``helpers.ON_SINGLE_AND_CLUSTER``."""
+    if getattr(request, "param", "single") == "cluster":
+        return request.getfixturevalue("redis_cluster").url
+    return f"redis://127.0.0.1:{redis_service.port}/0"
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> redis.Redis:
+    client = links.connect(redis_url)
+    client.flushall()  # on a cluster: on every master
     return client
 
 
@@ -49,15 +66,14 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def settings(moto_service: devstack.Service, redis_service: devstack.Service,
-             prefix: str) -> Settings:
+def settings(moto_service: devstack.Service, redis_url: str, prefix: str) -> Settings:
     """Settings for the local stack; a 2 s visibility timeout so redeliveries come quickly."""
     return Settings(
         endpoint_url=f"http://127.0.0.1:{moto_service.port}",
         queue_prefix=prefix,
         visibility_timeout=2,
         max_receives=3,
-        redis_url=f"redis://127.0.0.1:{redis_service.port}/0",
+        redis_url=redis_url,
     )
 
 
@@ -70,6 +86,7 @@ def env(settings: Settings, moto_service: devstack.Service,
         WORKERS_QUEUE_PREFIX=settings.queue_prefix,
         WORKERS_VISIBILITY_TIMEOUT=str(settings.visibility_timeout),
         WORKERS_MAX_RECEIVES=str(settings.max_receives),
+        REDIS_URL=settings.redis_url,
     )
 
 

@@ -11,7 +11,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
+# Runs a test twice: against one redis-server, and against a real three-master Redis Cluster.
+ON_SINGLE_AND_CLUSTER = pytest.mark.parametrize("redis_url", ["single", "cluster"],
+                                                indirect=True)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1) -> Any:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import feed, queue_depth, wait_until, workers_cmd
+from helpers import ON_SINGLE_AND_CLUSTER, feed, queue_depth, wait_until, workers_cmd
 from workers import archive
 from workers.archive import Archive
 from workers.backfill import Backfill
@@ -44,6 +44,7 @@ def backfill(store, live, **kwargs):
     return Backfill(store, live, threads=4, settle=0, **kwargs)
 
 
+@ON_SINGLE_AND_CLUSTER
 def test_backfill_counts_each_archived_pair_once(store, live):
     store.write(records(("u1", "a.com"), ("u2", "a.com"), ("u2", "b.com/x")))
     store.write(records(("u2", "a.com"), ("u3", "a.com")))  # u2's a.com archived twice
@@ -52,6 +53,7 @@ def test_backfill_counts_each_archived_pair_once(store, live):
     assert (done.objects, done.records, done.pairs, done.links) == (2, 5, 4, 2)
 
 
+@ON_SINGLE_AND_CLUSTER
 def test_with_the_default_buckets_many_share_a_slot_and_all_are_rebuilt(store, redis_client):
     live = LinkCounter(redis_client)  # 2^18 buckets: 16 to a cluster slot, one call a slot
     keys = [f"site{i}.example.com/post" for i in range(300)]
@@ -75,6 +77,7 @@ def test_counts_missing_from_the_archive_are_dropped(store, live):
     assert live.counts(["a.com", "never-archived.com"]) == [1, 0]
 
 
+@ON_SINGLE_AND_CLUSTER
 def test_a_pair_counted_before_the_swap_and_archived_after_it_counts_once(store, live):
     # Given a rebuild read, and a daemon that counts u9 while the backfill loads and swaps
     store.write(records(("u1", "a.com")))
@@ -163,6 +166,7 @@ def test_the_cli_needs_an_archive(env):
         "error: WORKERS_ARCHIVE_BUCKET is not set: there is no archive to read")
 
 
+@ON_SINGLE_AND_CLUSTER
 def test_live_counts_wiped_then_backfilled_equal_the_live_ones_exactly(
         settings, env, sqs, queues, prefix, s3, redis_client, daemons):
     # Given a daemon that counted and archived a few thousand events, some sent twice

@@ -17,7 +17,7 @@ from helpers import REPO
 
 FIGURES = ("msgs_per_s", "sqs_requests_per_msg", "cpu_s_per_1000_msgs", "peak_rss_mb",
            "redis_bytes_per_url", "redis_bytes_per_idempotency_key", "backfill_records_per_s",
-           "backfill_records_per_s_batch_objects")
+           "backfill_records_per_s_batch_objects", "cluster_pairs_per_s")
 
 
 def sane(value: object) -> bool:
@@ -76,6 +76,15 @@ def test_both_backfills_rebuild_the_same_distinct_pairs(quick_run):
 
 def test_it_stops_everything_it_started(quick_run):
     result, _ = quick_run
-    # moto (twice), redis-server (three times), a proxy and a consumer per scenario.
-    assert len(result["started_pids"]) >= 9
+    # moto (twice), redis-server (four times, three more for the cluster), a proxy and a
+    # consumer per scenario, and the cluster figure's counting processes.
+    assert len(result["started_pids"]) >= 16
     assert result["still_running"] == []
+
+
+def test_the_cluster_figure_counts_every_pair_on_both(quick_run):
+    result, _ = quick_run
+    for target in ("single", "cluster"):
+        run = result["cluster"][target]
+        assert run["updates"] == 4000 and run["pairs"] > 7900, run
+        assert run["pairs_in_counters"] == run["pairs"], run  # each pair counted once

@@ -2,7 +2,7 @@
 
 import json
 
-from helpers import drain, workers_cmd
+from helpers import ON_SINGLE_AND_CLUSTER, drain, workers_cmd
 
 
 def test_queues_create_is_idempotent(env, sqs, prefix):
@@ -44,6 +44,7 @@ def test_send_reads_json_lines_and_sends_none_if_one_is_bad(env, sqs, queues, pr
     assert len(drain(sqs, queues[prefix + "post-sent"])) == 23
 
 
+@ON_SINGLE_AND_CLUSTER
 def test_links_count_prints_count_tab_key(env, redis_client):
     from workers.links import LinkCounter
 

@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 
-from helpers import alive, drain, log_events, queue_depth, wait_until
+from helpers import ON_SINGLE_AND_CLUSTER, alive, drain, log_events, queue_depth, wait_until
 from workers import devstack
 from workers.links import LinkCounter
 from workers.sqs import ERROR_ATTRIBUTE
@@ -34,6 +34,7 @@ def counts_of(redis_client, *keys):
     return LinkCounter(redis_client).counts(keys)
 
 
+@ON_SINGLE_AND_CLUSTER
 def test_an_event_sent_with_plain_boto3_is_counted(daemon, sqs, source, redis_client):
     sqs.send_message(QueueUrl=source, MessageBody=event("u1", "https://www.Buffer.com/#top"))
     proc = daemon()
@@ -44,6 +45,7 @@ def test_an_event_sent_with_plain_boto3_is_counted(daemon, sqs, source, redis_cl
     assert {"message_id", "receive_count", "duration_ms"} <= set(handled[0])
 
 
+@ON_SINGLE_AND_CLUSTER
 def test_the_same_event_sent_twice_counts_once(daemon, sqs, source, redis_client):
     body = event("u1", "https://buffer.com", "https://buffer.com/", "https://a.com")
     daemon()
@@ -53,6 +55,7 @@ def test_the_same_event_sent_twice_counts_once(daemon, sqs, source, redis_client
     assert counts_of(redis_client, "buffer.com", "a.com") == [1, 1]
 
 
+@ON_SINGLE_AND_CLUSTER
 def test_bad_messages_reach_the_dlq_and_the_daemon_keeps_running(daemon, sqs, source, queues,
                                                                  prefix, redis_client):
     proc = daemon()
@@ -86,9 +89,10 @@ def test_redis_going_away_does_not_kill_the_daemon(daemon, env, sqs, source, tmp
         wait_until(lambda: queue_depth(sqs, source) == 0, timeout=30)
         assert proc.poll() is None
     finally:
-        own_redis.stop()
+        own_redis.discard()
 
 
+@ON_SINGLE_AND_CLUSTER
 def test_sigterm_during_a_batch_loses_nothing(daemon, env, sqs, source, redis_client):
     total = 300
     for start in range(0, total, 10):

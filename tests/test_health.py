@@ -69,7 +69,7 @@ def test_a_taken_port_costs_the_metrics_not_the_daemon(env, queues, tmp_path):
         proc.kill()
         proc.wait()
     finally:
-        taken.stop()
+        taken.discard()
 
 
 def test_ports_differ_across_queues_and_processes():

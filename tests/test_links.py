@@ -2,9 +2,11 @@ import time
 
 import redis
 
-from workers.links import LinkCounter
+from helpers import ON_SINGLE_AND_CLUSTER
+from workers.links import LinkCounter, connect
 
 
+@ON_SINGLE_AND_CLUSTER
 def test_an_update_counts_each_url_once(redis_client):
     counter = LinkCounter(redis_client)
     assert counter.record("u1", ["a.com", "b.com"]) == [True, True]
@@ -12,6 +14,7 @@ def test_an_update_counts_each_url_once(redis_client):
     assert counter.counts(["a.com", "b.com", "never.com"]) == [1, 1, 0]
 
 
+@ON_SINGLE_AND_CLUSTER
 def test_count_is_the_number_of_distinct_updates(redis_client):
     counter = LinkCounter(redis_client)
     for update in ["u1", "u2", "u3", "u2"]:
@@ -73,3 +76,17 @@ def test_redis_away_raises_a_redis_error():
     except redis.RedisError:
         return
     raise AssertionError("no error from a Redis that is not there")
+
+
+def test_counting_on_a_cluster_spreads_over_every_master_without_cross_slot_errors(
+        redis_cluster):
+    client = connect(redis_cluster.url)
+    client.flushall()
+    counter = LinkCounter(client)
+    keys = [f"site{i}.example.com/post" for i in range(300)]
+    assert counter.record("u1", keys) == [True] * 300  # one pipeline, every slot
+    assert counter.record("u1", keys) == [False] * 300
+    assert counter.counts(keys) == [1] * 300
+    sizes = [redis.Redis(port=node.port).dbsize() for node in redis_cluster.nodes]
+    assert len(sizes) == 3 and all(size > 50 for size in sizes), sizes
+

@@ -47,6 +47,7 @@ class Service:
     argv: Sequence[str]
     port: int
     log_path: Path | None = None
+    workdir: Path | None = None  # scratch space of its own, removed once it has stopped
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def start(self) -> "Service":
@@ -57,6 +58,7 @@ class Service:
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        """Stops the process; ``start`` may run it again, on the same port and files."""
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(sig)
@@ -65,6 +67,12 @@ class Service:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+    def discard(self) -> None:
+        """Stops it for good, and removes its scratch space."""
+        self.stop()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     @property
     def running(self) -> bool:
@@ -79,14 +87,71 @@ def moto_server(port: int | None = None, log_path: Path | None = None) -> Servic
 
 def redis_server(port: int | None = None, log_path: Path | None = None,
                  extra: Sequence[str] = ()) -> Service:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    binary = _binary("redis-server")
     port = port or free_port()
     workdir = tempfile.mkdtemp(prefix="workers-redis-")
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", workdir, *extra]
-    return Service("redis", argv, port, log_path)
+    return Service("redis", argv, port, log_path, Path(workdir))
+
+
+@dataclass
+class Cluster:
+    """A Redis Cluster of ``masters`` redis-servers in cluster mode, no replicas."""
+
+    nodes: list[Service]
+
+    @property
+    def url(self) -> str:
+        """REDIS_URL for it: any node; the client finds the others."""
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}/0"
+
+    def start(self) -> "Cluster":
+        try:
+            for node in self.nodes:
+                node.start()
+            subprocess.run([_binary("redis-cli"), "--cluster", "create",
+                            *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                            "--cluster-replicas", "0", "--cluster-yes"],
+                           check=True, capture_output=True, timeout=60)
+            self._wait_ok()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.discard()
+
+    def _wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every node says cluster_state:ok (slots assigned and agreed)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            states = [subprocess.run([_binary("redis-cli"), "-p", str(n.port), "cluster", "info"],
+                                     capture_output=True, text=True, timeout=10).stdout
+                      for n in self.nodes]
+            if all("cluster_state:ok" in state for state in states):
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"the cluster is not ok after {timeout}s")
+
+
+def redis_cluster(masters: int = 3, log_dir: Path | None = None) -> Cluster:
+    """A local Redis Cluster, as Redis's own tools make one (redis-cli --cluster create)."""
+    return Cluster([redis_server(
+        log_path=log_dir / f"redis-cluster-{i}.log" if log_dir else None,
+        # The cluster bus port defaults to port + 10000, past 65535 for a high free port.
+        extra=("--cluster-enabled", "yes", "--cluster-port", str(free_port()),
+               "--cluster-node-timeout", "5000"))
+        for i in range(masters)])
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"{name} is not installed (apt-get install redis-server)")
+    return path
 
 
 def stack_env(moto_port: int, redis_port: int, **extra: str) -> dict[str, str]:

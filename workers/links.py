@@ -16,9 +16,10 @@ import hashlib
 import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import redis
+from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from workers.settings import DEFAULT_LINK_BUCKETS, IDEMPOTENCY_TTL_SECONDS
@@ -222,7 +223,7 @@ class LinkCounter:
         for attempt in range(2):
             pipe = self.client.pipeline(transaction=False)
             for call in calls:
-                pipe.evalsha(sha, *call)
+                pipe.execute_command("EVALSHA", sha, *call)  # cluster pipelines block .evalsha()
             try:
                 return pipe.execute()
             except redis.exceptions.NoScriptError:
@@ -236,11 +237,16 @@ def _sha(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()
 
 
-def connect(url: str) -> redis.Redis:
+# REDIS_URL names a Redis Cluster with this scheme (rediss+cluster:// for TLS): any node will
+# do, the client learns the others and which slots each serves.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def connect(url: str) -> redis.Redis | RedisCluster:
     """A client that fails fast when Redis is away, so handlers report a transient error."""
-    return redis.Redis.from_url(
-        url,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        health_check_interval=30,
-    )
+    options: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 5}
+    scheme, sep, rest = url.partition("://")
+    if scheme in CLUSTER_SCHEMES:
+        # A cluster has one database; /0 is accepted for symmetry with a single Redis.
+        return RedisCluster.from_url(f"{CLUSTER_SCHEMES[scheme]}{sep}{rest}", **options)
+    return redis.Redis.from_url(url, health_check_interval=30, **options)
