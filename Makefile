@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install redis run test bench lint clean
+.PHONY: help install redis run test fuzz bench lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ run: install redis  ## the whole fleet on a local stack (moto, redis-server, sup
 
 test: install redis  ## every test: unit and integration against real local servers
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+fuzz: install redis  ## 5,000 random bad bodies through a live daemon; prints the figures
+	WORKERS_FUZZ_BODIES=5000 $(PY) -m pytest tests/test_bad_input.py -k live_daemon --timeout 1800
 
 bench: install redis  ## throughput, SQS requests, CPU and Redis memory, side by side with baselines
 	$(PY) bench/bench.py

@@ -197,3 +197,30 @@ def test_lanes_split_concurrency_into_receives_of_ten():
     assert lane_sizes(1) == [1]
     assert lane_sizes(20) == [10, 10]
     assert lane_sizes(25) == [10, 10, 5]
+
+
+class RecordedWaits:
+    """A Shutdown stand-in that never stops and remembers how long it was asked to wait."""
+
+    requested = False
+
+    def __init__(self):
+        self.waits = []
+
+    def wait(self, seconds):
+        self.waits.append(seconds)
+
+
+def test_a_lane_pauses_while_everything_fails_transiently_and_not_after(settings):
+    from workers.consumer import BatchResult
+
+    shutdown = RecordedWaits()
+    consumer = Consumer("post-sent", settings, shutdown=shutdown)
+    for _ in range(3):  # a peer is down: every message of every batch failed transiently
+        consumer._pause_if_peers_down(BatchResult(received=10, retried=10))
+    assert shutdown.waits == [1.0, 2.0, 4.0]
+    consumer._pause_if_peers_down(BatchResult())  # an empty poll: nothing is failing now
+    consumer._pause_if_peers_down(BatchResult(received=10, retried=10))
+    assert shutdown.waits[-1] == 1.0  # the doubling starts over, not at 8 s
+    consumer._pause_if_peers_down(BatchResult(received=10, succeeded=1, retried=9))
+    assert len(shutdown.waits) == 4  # a success: no pause

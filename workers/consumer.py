@@ -297,11 +297,12 @@ class Consumer:
 
     def _pause_if_peers_down(self, result: BatchResult) -> None:
         # Every message failed transiently: a peer (Redis, an API) is probably down. Receiving
-        # more now would only burn their receive counts; wait, doubling, until one succeeds.
+        # more now would only burn their receive counts; wait, doubling, until a batch has a
+        # success or no transient failure (an empty poll says nothing is failing).
         with self._lock:
             if result.retried and not result.succeeded:
                 self._pause = min(max(1.0, self._pause * 2), MAX_PAUSE_SECONDS)
-            elif result.succeeded:
+            else:
                 self._pause = 0.0
             pause = self._pause
         if pause:

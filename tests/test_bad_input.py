@@ -1,0 +1,141 @@
+"""Bad input: whatever SQS accepts as a body is decoded into a valid event or refused as
+permanent with a reason, never an exception of another kind; and a live daemon fed thousands
+of such bodies stays up, dead-letters each with its reason, and counts the valid ones once."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import string
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helpers import drain, queue_depth, wait_until
+from workers import QUEUES, events
+from workers.errors import PermanentError
+from workers.handlers.post_sent import distinct_keys
+from workers.links import LinkCounter
+from workers.message import Message
+from workers.sqs import ERROR_ATTRIBUTE
+
+# `make fuzz` sends thousands; `make test` a short run of the same.
+FUZZ_BODIES = int(os.environ.get("WORKERS_FUZZ_BODIES", "500"))
+# What SQS accepts in a body (its documented character set); anything else it refuses itself.
+SQS_TEXT = st.characters(codec="utf-8", exclude_categories=("Cs",)).filter(
+    lambda c: c in "\t\n\r" or 0x20 <= ord(c) <= 0xD7FF or 0xE000 <= ord(c) <= 0xFFFD
+    or ord(c) >= 0x10000)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(SQS_TEXT, max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["update_id", "profile_id", "created_at", "service", "url", "urls",
+                         "service_update_id", "to", "template", "params", "target_arn",
+                         "title", "body"]) | st.text(SQS_TEXT, max_size=10),
+        inner, max_size=8),
+    max_leaves=20)
+
+
+def decoded(queue: str, body: str) -> events.Event | None:
+    """The event, or None when refused as permanent with a reason; anything else raised fails
+    the test."""
+    message = Message(id="m", receipt_handle="r", body=body, receive_count=1)
+    try:
+        return events.decode(queue, message)
+    except PermanentError as exc:
+        assert exc.reason.strip(), "a refusal without a reason"
+        return None
+
+
+def outcome(queue: str, body: str) -> str:
+    return "valid" if decoded(queue, body) is not None else "refused"
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(QUEUES), st.text(SQS_TEXT, max_size=300))
+def test_any_text_body_is_an_event_or_a_permanent_refusal(queue, body):
+    outcome(queue, body)
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(QUEUES), JSON)
+def test_any_json_body_is_an_event_or_a_permanent_refusal(queue, value):
+    outcome(queue, json.dumps(value, allow_nan=True))
+
+
+@pytest.mark.parametrize("body", [
+    "[" * 100_000 + "]" * 100_000,                      # deeper than Python's recursion limit
+    '{"a":' * 50_000 + "1" + "}" * 50_000,
+    '{"update_id": "' + "x" * 250_000 + '"}',           # near SQS's 256 KiB
+    "\ufeff{}", "\u0000", "NaN", "1e999999", '"\\ud800"',
+])
+def test_pathological_bodies_are_refused_with_a_reason(body):
+    for queue in QUEUES:
+        assert outcome(queue, body) != "valid"
+
+
+def fuzz_bodies(rng: random.Random, count: int) -> list[str]:
+    """Bodies of every bad kind SQS accepts: oversized, deeply nested, odd Unicode, wrong
+    types, truncated, and near misses of a post-sent event."""
+    odd = "\u202e\u0301\U0001F600\u00a0\ufffd\u4e2d\U00010348"
+    makers = [
+        lambda: "x" * rng.randrange(200_000, 256_000),
+        lambda: "[" * (d := rng.randrange(1_000, 100_000)) + "]" * d,
+        lambda: "".join(rng.choice(odd + string.printable) for _ in range(rng.randrange(1, 80))),
+        lambda: json.dumps({"update_id": rng.choice([1, None, [], {}, True]), "profile_id": "p",
+                            "created_at": "1480431305", "service": "twitter",
+                            "url": "https://a.com"}),
+        lambda: json.dumps({"update_id": "u", "profile_id": "p", "created_at": [],
+                            "service": "twitter", "urls": "https://a.com"}),
+        lambda: json.dumps({"update_id": f"n{rng.random()}", "profile_id": "p",
+                            "created_at": 1480431305, "service": "twitter",
+                            "urls": ["ftp://nope", "javascript:alert(1)", " "]}),
+        lambda: json.dumps(rng.choice([[], 0, "s", None, 1.5])),
+        lambda: '{"update_id": "u1", "profile_id": "p1", "created_at": 14804313',
+    ]
+    return [rng.choice(makers)() for _ in range(count)]
+
+
+def test_a_live_daemon_survives_a_fuzz_run_and_counts_the_valid_events_once(
+        daemons, sqs, queues, prefix, redis_client, capsys):
+    # Given thousands of random bad bodies with valid events (some sent twice) among them
+    rng = random.Random(20261123)
+    valid = [json.dumps({"update_id": f"v{i}", "profile_id": "p1", "created_at": 1480431305,
+                         "service": "twitter",
+                         "urls": [f"https://www.site{i % 13}.com/x?utm_source=f", "ftp://bad"]})
+             for i in range(150)]
+    bodies = fuzz_bodies(rng, FUZZ_BODIES) + valid + valid[:30]
+    rng.shuffle(bodies)
+    good = [e for e in (decoded("post-sent", b) for b in bodies) if e is not None]
+    expected_dead = len(bodies) - len(good)
+    pairs = {(e.update_id, key) for e in good for key in distinct_keys(e.all_urls)[0]}
+    sites = [f"site{i}.com/x" for i in range(13)]
+    expected_counts = [sum(1 for _, key in pairs if key == site) for site in sites]
+    # When a real daemon consumes them
+    source, dlq = queues[prefix + "post-sent"], queues[prefix + "post-sent-dlq"]
+    proc = daemons("post-sent")
+    for start in range(0, len(bodies), 10):  # batches within SQS's 256 KiB per request
+        while queue_depth(sqs, source) > 150:  # moto slows with depth
+            time.sleep(0.05)
+        batch = bodies[start:start + 10]
+        if sum(len(b.encode()) for b in batch) < 250_000:
+            sqs.send_message_batch(QueueUrl=source, Entries=[
+                {"Id": str(i), "MessageBody": b} for i, b in enumerate(batch)])
+        else:
+            for body in batch:
+                sqs.send_message(QueueUrl=source, MessageBody=body)
+    wait_until(lambda: queue_depth(sqs, source) == 0, timeout=60 + FUZZ_BODIES / 5, interval=1)
+    # Then it is alive, every bad body is in the DLQ with a reason, the valid ones counted once
+    dead = drain(sqs, dlq)
+    reasons = [m["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"] for m in dead]
+    counts = LinkCounter(redis_client).counts(sites)
+    with capsys.disabled():
+        print(f"\nfuzz: {len(bodies)} bodies sent, {len(good)} valid, "
+              f"{len(dead)} dead-lettered (expected {expected_dead}), all with a reason: "
+              f"{all(reasons)}; {sum(counts)} links counted (expected {len(pairs)}); "
+              f"daemon alive: {proc.poll() is None}")
+    assert proc.poll() is None
+    assert len(dead) == expected_dead and all(r.strip() for r in reasons)
+    assert counts == expected_counts
