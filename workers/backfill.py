@@ -28,7 +28,7 @@ from botocore.exceptions import ClientError
 
 from workers import archive
 from workers.archive import Archive
-from workers.links import WINDOW_SECONDS, LinkCounter
+from workers.links import LinkCounter
 from workers.settings import IDEMPOTENCY_TTL_SECONDS
 
 # A daemon's clock may lag ours: objects it writes after we start are listed from the day
@@ -77,6 +77,7 @@ class Backfill:
         self.sleep = sleep
         self.progress = Progress()
         self.started = live.clock()
+        self.started_window = live.window()  # live marks from here on go with the swap
         self.read_keys: set[str] = set()
         self.seen: set[bytes] = set()
         # Per URL key: the marks of its recent pairs (8 bytes each), and how many older pairs
@@ -127,7 +128,7 @@ class Backfill:
         for key, marks in self.marks.items():
             counts[key] = counts.get(key, 0) + len(marks) // 8
         self.progress.links = len(counts)
-        self.live.replace(counts, self.marks, since=int(self.started) // WINDOW_SECONDS)
+        self.live.replace(counts, self.marks, since=self.started_window)
 
     def count_live(self, keys: Iterable[str]) -> None:
         """Counts these objects' pairs through the live path, each once whoever got there."""
