@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -112,3 +114,93 @@ def feed(sqs, url: str, bodies: list[str], backlog: int = 150) -> threading.Thre
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+class DeadLetters:
+    """Takes dead letters out of the DLQ as they come (moto slows with a queue's depth, and
+    big bad bodies pile up), keeping each with its attributes."""
+
+    def __init__(self, sqs, url: str):
+        self.sqs, self.url = sqs, url
+        self.got: dict[str, dict] = {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> list[dict]:
+        self.done.set()
+        self.thread.join()
+        self.got.update((m["MessageId"], m) for m in drain(self.sqs, self.url))
+        return list(self.got.values())
+
+    def _run(self) -> None:
+        while not self.done.is_set():
+            batch = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10,
+                                             WaitTimeSeconds=1, MessageAttributeNames=["All"]
+                                             ).get("Messages", [])
+            if batch:
+                self.got.update((m["MessageId"], m) for m in batch)
+                self.sqs.delete_message_batch(QueueUrl=self.url, Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(batch)])
+
+
+class Fleet:
+    """The fleet under a real supervisord, run from conf/supervisord.conf as in production;
+    ``env`` gives WORKERS_RUN_DIR, WORKERS_BIN and the stack's variables."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Fleet":
+        self.start_any()
+        wait_until(lambda: len(self.pids()) == int(self.env["WORKERS_POST_SENT_PROCS"]),
+                   timeout=30, interval=0.3)
+        return self
+
+    def start_any(self) -> None:
+        """supervisord, without waiting for any process."""
+        log = open(Path(self.env["WORKERS_RUN_DIR"]) / "out.log", "ab")
+        self.proc = subprocess.Popen([str(REPO / "bin" / "workers-supervisord")], env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def ctl(self, *args: str) -> str:
+        return subprocess.run([str(REPO / "bin" / "workers-supervisorctl"), *args], env=self.env,
+                              capture_output=True, text=True, timeout=30).stdout
+
+    def pids(self, group: str = "post-sent") -> dict[str, int]:
+        """RUNNING processes of ``group`` (by default the queue these tests load): name -> pid;
+        of every group with ``group=""``."""
+        return {m[0]: int(m[1]) for m in
+                re.findall(rf"^({group or '[^:]+'}:\S+)\s+RUNNING\s+pid (\d+)",
+                           self.ctl("status"), re.M)}
+
+    def scale(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(Path(self.env["WORKERS_BIN"])), "scale", *args],
+                              env=self.env, capture_output=True, text=True, timeout=150)
+
+    def teardown(self) -> None:
+        """Stops what a test left running, even after a failure. supervisord gives each
+        daemon its own process group, so killing supervisord's group would orphan them."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        log = Path(self.env["WORKERS_RUN_DIR"]) / "supervisord.log"
+        spawned = re.findall(r"with pid (\d+)", log.read_text()) if log.exists() else []
+        for pid in map(int, spawned):
+            try:
+                if b"workers" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+            except (FileNotFoundError, ProcessLookupError):
+                pass  # gone already
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=90)

@@ -8,14 +8,13 @@ import json
 import os
 import random
 import string
-import threading
 import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helpers import drain, queue_depth, wait_until
+from helpers import DeadLetters, queue_depth, wait_until
 from workers import QUEUES, events
 from workers.errors import PermanentError
 from workers.handlers.post_sent import distinct_keys
@@ -97,35 +96,6 @@ def fuzz_bodies(rng: random.Random, count: int) -> list[str]:
         lambda: '{"update_id": "u1", "profile_id": "p1", "created_at": 14804313',
     ]
     return [rng.choice(makers)() for _ in range(count)]
-
-
-class DeadLetters:
-    """Takes dead letters out of the DLQ as they come (moto slows with a queue's depth, and
-    big bad bodies pile up), keeping each with its attributes."""
-
-    def __init__(self, sqs, url: str):
-        self.sqs, self.url = sqs, url
-        self.got: dict[str, dict] = {}
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> list[dict]:
-        self.done.set()
-        self.thread.join()
-        self.got.update((m["MessageId"], m) for m in drain(self.sqs, self.url))
-        return list(self.got.values())
-
-    def _run(self) -> None:
-        while not self.done.is_set():
-            batch = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10,
-                                             WaitTimeSeconds=1, MessageAttributeNames=["All"]
-                                             ).get("Messages", [])
-            if batch:
-                self.got.update((m["MessageId"], m) for m in batch)
-                self.sqs.delete_message_batch(QueueUrl=self.url, Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                    for i, m in enumerate(batch)])
 
 
 def test_a_live_daemon_survives_a_fuzz_run_and_counts_the_valid_events_once(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -13,63 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, alive, feed, queue_depth, wait_until
+from helpers import Fleet, alive, feed, queue_depth, wait_until
 from workers.links import LinkCounter
-
-
-class Fleet:
-    def __init__(self, env: dict[str, str]):
-        self.env = env
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Fleet":
-        self.start_any()
-        wait_until(lambda: len(self.pids()) == int(self.env["WORKERS_POST_SENT_PROCS"]),
-                   timeout=30, interval=0.3)
-        return self
-
-    def start_any(self) -> None:
-        """supervisord, without waiting for any process."""
-        log = open(Path(self.env["WORKERS_RUN_DIR"]) / "out.log", "ab")
-        self.proc = subprocess.Popen([str(REPO / "bin" / "workers-supervisord")], env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def ctl(self, *args: str) -> str:
-        return subprocess.run([str(REPO / "bin" / "workers-supervisorctl"), *args], env=self.env,
-                              capture_output=True, text=True, timeout=30).stdout
-
-    def pids(self, group: str = "post-sent") -> dict[str, int]:
-        """RUNNING processes of ``group`` (by default the queue these tests load): name -> pid;
-        of every group with ``group=""``."""
-        return {m[0]: int(m[1]) for m in
-                re.findall(rf"^({group or '[^:]+'}:\S+)\s+RUNNING\s+pid (\d+)",
-                           self.ctl("status"), re.M)}
-
-    def scale(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(Path(self.env["WORKERS_BIN"])), "scale", *args],
-                              env=self.env, capture_output=True, text=True, timeout=150)
-
-    def teardown(self) -> None:
-        """Stops what a test left running, even after a failure. supervisord gives each
-        daemon its own process group, so killing supervisord's group would orphan them."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=90)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        log = Path(self.env["WORKERS_RUN_DIR"]) / "supervisord.log"
-        spawned = re.findall(r"with pid (\d+)", log.read_text()) if log.exists() else []
-        for pid in map(int, spawned):
-            if alive(pid) and b"workers" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                os.kill(pid, signal.SIGKILL)
-
-    def stop(self) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=90)
 
 
 @pytest.fixture
