@@ -1,12 +1,19 @@
-"""`make bench`: our post-sent daemon beside a naive boto3 loop, on a local stack of its own.
+"""`make bench`: our post-sent daemon beside what users would pick instead, on a local stack
+of its own.
 
-One run gives, for ours and for the baseline: messages/s, SQS requests per message (counted at
-a proxy in front of moto), consumer CPU seconds per 1,000 messages and peak RSS, and Redis bytes
-per counted URL and per idempotency key. It prints a table and writes the same as JSON to
+One run drains the same post-sent events, on one moto and one redis-server, with: ours, a
+well-written boto3 batch loop, a naive boto3 loop, Celery (kombu's SQS transport), Dramatiq
+(dramatiq_sqs) and Doist's sqs-workers (the peers, from a virtualenv of their own built under
+bench/.venv-peers on first use), and a bare receive/delete loop with no handler: moto's
+ceiling. Then the same again through a proxy adding 10 ms to every SQS call. For each:
+messages/s, SQS requests per message (counted at the proxy), CPU seconds per 1,000 messages
+and peak RSS of the consumer's whole process tree. Also: link-count read latency from a second
+process while ours drains, Redis bytes per counted URL and per idempotency key, backfill
+records/s, and counting on a Redis Cluster. It prints a table and writes the same as JSON to
 bench/results/bench-<UTC timestamp>.json (or --json-out).
 
-    .venv/bin/python bench/bench.py [--messages 3000] [--urls 1000000] [--concurrency 20]
-    .venv/bin/python bench/bench.py --quick          # well under a minute; what the tests run
+    .venv/bin/python bench/bench.py [--messages 3000] [--delay-messages 1000] [--urls 1000000]
+    .venv/bin/python bench/bench.py --quick          # a small run of everything; the tests'
 
 Everything it starts (moto, redis-server, the proxy, the consumers) runs on free loopback
 ports and is stopped by PID when it ends, Ctrl-C and errors included.
@@ -19,6 +26,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +36,8 @@ from typing import Any
 
 import backfillbench
 import clusterbench
+import consumers
+import peervenv
 import procstat
 import redismem
 import report
@@ -38,9 +48,13 @@ from workers import devstack
 from workers.settings import DEFAULT_CONCURRENCY
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-FULL = {"messages": 3000, "urls": 1_000_000, "pairs": 2_000_000, "backfill_records": 1_000_000}
-QUICK = {"messages": 300, "urls": 20_000, "pairs": 20_000, "backfill_records": 20_000}
-PARTS = ("ours", "naive", "redis", "backfill", "cluster")
+FULL = {"messages": 3000, "delay_messages": 1000, "urls": 1_000_000, "pairs": 2_000_000,
+        "backfill_records": 1_000_000}
+QUICK = {"messages": 300, "delay_messages": 100, "urls": 20_000, "pairs": 20_000,
+         "backfill_records": 20_000}
+# What real SQS adds to a call that loopback moto does not.
+DELAY_MS = 10.0
+PARTS = (*consumers.KINDS, "delayed", "reads", "redis", "backfill", "cluster")
 # Counting processes and updates for the cluster-vs-single figure.
 CLUSTER_PROCESSES, CLUSTER_UPDATES = 4, {False: 40_000, True: 4_000}
 
@@ -50,6 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="small sizes (300 messages, 20,000 URLs): well under a minute")
     parser.add_argument("--messages", type=int, help="post-sent events each consumer drains")
+    parser.add_argument("--delay-messages", type=int,
+                        help=f"events each consumer drains behind the {DELAY_MS:g} ms proxy")
     parser.add_argument("--urls", type=int, help="distinct URLs for the Redis memory figure")
     parser.add_argument("--pairs", type=int, help="(update_id, url) idempotency keys to measure")
     parser.add_argument("--backfill-records", type=int,
@@ -60,7 +76,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="messages kept queued beyond what the consumer holds "
                              "(default: %(default)s; moto slows down linearly with depth)")
     parser.add_argument("--only", choices=PARTS, action="append",
-                        help="run only these parts (repeatable); the table needs them all")
+                        help="run only these parts (repeatable; 'delayed' reruns the chosen "
+                             "consumers behind the delaying proxy, 'reads' is the read "
+                             "latency while ours drains); the table needs them all")
     parser.add_argument("--json-out", type=Path, help="where to write the JSON results")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the consumers' and servers' logs (their directory is printed)")
@@ -74,27 +92,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def throughput(args: argparse.Namespace, kinds: list[str], workdir: Path) -> dict[str, Any]:
-    """Both consumers, one after the other, on one moto and one redis-server."""
+def throughput(args: argparse.Namespace, kinds: list[str], parts: list[str],
+               workdir: Path) -> dict[str, Any]:
+    """Every consumer, one after the other, on one moto and one redis-server; then again
+    behind the delaying proxy; then ours with a second process reading counts."""
     moto = devstack.moto_server(log_path=workdir / "moto.log")
     redis_srv = devstack.redis_server(log_path=workdir / "redis.log")
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"direct": {}, "delayed": {}}
     try:
         for service in (moto, redis_srv):
             procstat.remember(service.start().proc.pid)
         stack = scenario.Stack(moto, redis_srv, workdir)
         for kind in kinds:
-            events = workload.build(args.messages, run_id=f"{kind}-{time.time_ns()}")
-            log(f"{kind}: draining {args.messages} post-sent events "
-                f"({events.pairs} links to count)...")
-            consumer = scenario.Consumer.of(kind, args.concurrency)
-            results[kind] = scenario.Scenario(stack, consumer, events, args.backlog).run()
-            log(f"{kind}: {results[kind]['msgs_per_s']:.0f} msgs/s, "
-                f"{results[kind]['sqs_requests_per_msg']:.3f} SQS requests/msg")
+            results["direct"][kind] = drain(stack, args, kind, args.messages)
+        if "delayed" in parts:
+            for kind in kinds:
+                results["delayed"][kind] = drain(stack, args, kind, args.delay_messages,
+                                                 delay_ms=DELAY_MS)
+        if "reads" in parts:
+            run = drain(stack, args, "ours", args.messages, read_latency=True)
+            results["reads"] = {**run.pop("read_latency"), "while": run}
     finally:
         redis_srv.discard()
         moto.stop()
     return results
+
+
+def drain(stack: scenario.Stack, args: argparse.Namespace, kind: str, messages: int,
+          delay_ms: float = 0.0, read_latency: bool = False) -> dict[str, Any]:
+    events = workload.build(messages, run_id=f"{kind}-{time.time_ns()}")
+    what = (f" behind +{delay_ms:g} ms" if delay_ms else "") + (
+        ", a second process reading counts" if read_latency else "")
+    log(f"{kind}: draining {messages} post-sent events ({events.pairs} links to count){what}...")
+    consumer = consumers.of(kind, args.concurrency)
+    run = scenario.Scenario(stack, consumer, events, args.backlog, delay_ms=delay_ms,
+                            read_latency=read_latency).run()
+    log(f"{kind}: {run['msgs_per_s']:.0f} msgs/s, "
+        f"{run['sqs_requests_per_msg']:.3f} SQS requests/msg, "
+        f"{run['cpu_s_per_1000_msgs']:.2f} CPU s/1000 msgs")
+    return run
 
 
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -102,14 +138,28 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     started = time.monotonic()
     result: dict[str, Any] = {
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "params": {"quick": args.quick, "messages": args.messages, "urls": args.urls,
-                   "pairs": args.pairs, "concurrency": args.concurrency,
+        "params": {"quick": args.quick, "messages": args.messages,
+                   "delay_messages": args.delay_messages, "delay_ms": DELAY_MS,
+                   "urls": args.urls, "pairs": args.pairs, "concurrency": args.concurrency,
                    "backfill_records": args.backfill_records,
                    "backlog": args.backlog,
                    "cpus": _cpus(), "python": sys.version.split()[0]},
     }
-    kinds = [k for k in ("ours", "naive") if k in parts]
-    result["throughput"] = throughput(args, kinds, workdir) if kinds else {}
+    kinds = [k for k in consumers.KINDS if k in parts]
+    if any(k in consumers.PEERS for k in kinds):
+        try:
+            peervenv.ensure(log)
+            result["params"]["peer_versions"] = peervenv.versions()
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            raise scenario.BenchError(f"the peers' virtualenv: {exc}") from exc
+    if kinds or "reads" in parts:
+        flow = throughput(args, kinds, parts, workdir)
+        result["throughput"] = flow["direct"]
+        result["throughput_delayed"] = flow["delayed"]
+        if "reads" in flow:
+            result["read_latency"] = flow["reads"]
+    else:
+        result["throughput"], result["throughput_delayed"] = {}, {}
     if "redis" in parts:
         log(f"redis: {args.urls:,} URLs and {args.pairs:,} idempotency keys...")
         result["redis"] = redismem.measure(args.urls, args.pairs)
@@ -128,8 +178,15 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         result["figures"] = report.figures(result["throughput"]["ours"],
                                            result["throughput"]["naive"], result["redis"],
                                            result["backfill"], result["cluster"])
+        result["comparison"] = {
+            "direct": report.comparison(result["throughput"]),
+            "delayed": report.comparison(result["throughput_delayed"])}
+        result["goals"] = report.goals(result)
+    runs = [*result["throughput"].values(), *result["throughput_delayed"].values()]
+    if "read_latency" in result:
+        runs.append(result["read_latency"]["while"])
     result["all_counted"] = (
-        all(r["all_counted"] for r in result["throughput"].values())
+        all(r["all_counted"] for r in runs)
         and all(run["same_pairs"] for name, run in result.get("backfill", {}).items()
                 if isinstance(run, dict)))
     result["seconds"] = time.monotonic() - started

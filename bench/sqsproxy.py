@@ -3,6 +3,9 @@
 Run as its own process (``python bench/sqsproxy.py --port P --upstream-port M``) so its CPU
 and GIL stay out of the consumer's and the bench's figures. Every request is forwarded to moto
 unchanged and counted by SQS action; ``GET /__bench/counts`` returns the tallies as JSON.
+With ``--delay-ms D`` every forwarded call waits D ms first: moto answers in microseconds on
+loopback, real SQS in milliseconds, and a runtime that keeps several calls in flight hides
+that wait where one that makes them one after the other pays it on every call.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import http.client
 import json
 import threading
+import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -105,6 +109,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         action = action_of(self.headers, self.path, body)
         self.server.tally.request(action, batch_entries(action, body))
+        if self.server.delay:
+            time.sleep(self.server.delay)  # one thread per request: calls in flight overlap
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
         upstream = http.client.HTTPConnection("127.0.0.1", self.server.upstream_port,
                                               timeout=UPSTREAM_TIMEOUT)
@@ -141,9 +147,10 @@ class ProxyServer(ThreadingHTTPServer):
     # A consumer opens a few connections at once (lanes, heartbeat): a deep backlog avoids resets.
     request_queue_size = 128
 
-    def __init__(self, port: int, upstream_port: int):
+    def __init__(self, port: int, upstream_port: int, delay_ms: float = 0.0):
         super().__init__(("127.0.0.1", port), ProxyHandler)
         self.upstream_port = upstream_port
+        self.delay = delay_ms / 1000
         self.tally = Tally()
 
 
@@ -167,8 +174,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream-port", type=int, required=True)
+    parser.add_argument("--delay-ms", type=float, default=0.0,
+                        help="added to every forwarded SQS call (default: none)")
     args = parser.parse_args()
-    server = ProxyServer(args.port, args.upstream_port)
+    server = ProxyServer(args.port, args.upstream_port, args.delay_ms)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
