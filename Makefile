@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install redis run test fuzz bench lint clean
+.PHONY: help install redis run test fuzz chaos bench lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ test: install redis  ## every test: unit and integration against real local serv
 
 fuzz: install redis  ## 5,000 random bad bodies through a live daemon; prints the figures
 	WORKERS_FUZZ_BODIES=5000 $(PY) -m pytest tests/test_bad_input.py -k live_daemon --timeout 1800
+
+chaos: install redis  ## 20,000 events through the fleet while daemons, Redis, SQS and S3 fail; figures
+	WORKERS_CHAOS_EVENTS=20000 $(PY) -m pytest tests/test_chaos.py -k under_chaos --timeout 1200
 
 bench: install redis  ## throughput, SQS requests, CPU and Redis memory, side by side with baselines
 	$(PY) bench/bench.py
