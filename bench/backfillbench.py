@@ -24,6 +24,7 @@ from typing import Any
 import boto3
 import procstat
 import redis
+from botocore.config import Config
 
 from workers import devstack
 from workers.archive import Archive
@@ -31,6 +32,7 @@ from workers.backfill import Backfill
 from workers.links import LinkCounter
 
 BATCH_OBJECT_RECORDS = 20  # a receive of 10 post-sent events, 2 links each
+BACKFILL_THREADS = 16  # the CLI's default --threads
 
 
 def archive_records(records: int, links: int, seed: int = 7) -> list[dict[str, Any]]:
@@ -57,7 +59,7 @@ def fill(store: Archive, records: list[dict[str, Any]], per_object: int) -> int:
 
 def ours(store: Archive, live: LinkCounter) -> dict[str, Any]:
     started = time.perf_counter()
-    done = Backfill(store, live, settle=0).run()
+    done = Backfill(store, live, threads=BACKFILL_THREADS, settle=0).run()
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "records_per_s": done.records / seconds, "pairs": done.pairs}
 
@@ -82,10 +84,12 @@ def measure(records: int, links: int, per_object: int, small_records: int) -> di
         for service in (moto, server):
             procstat.remember(service.start().proc.pid)
         fake = devstack.FAKE_CREDENTIALS
+        # A connection per fetching thread, as `workers links backfill` makes its client.
         s3 = boto3.client("s3", region_name=fake["AWS_DEFAULT_REGION"],
                           endpoint_url=f"http://127.0.0.1:{moto.port}",
                           aws_access_key_id=fake["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=fake["AWS_SECRET_ACCESS_KEY"])
+                          aws_secret_access_key=fake["AWS_SECRET_ACCESS_KEY"],
+                          config=Config(max_pool_connections=BACKFILL_THREADS))
         client = redis.Redis(port=server.port)
         result: dict[str, Any] = {"records": records, "links": links}
         for name, size, count in (("large_objects", per_object, records),

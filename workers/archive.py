@@ -21,8 +21,10 @@ from typing import Any, Iterator
 
 PREFIX = "links/"
 # What a backfill needs of a line, as ``write`` lays it out (json.dumps keeps the order in
-# which handlers build records). Used only where it is exact: see ``pairs``.
-_PAIR = re.compile(r'^\{"update_id":"([^"\\]*)","url":"([^"\\]*)"', re.MULTILINE)
+# which handlers build records), matched after the newline that ends the line before: a literal
+# start lets the regex engine skip to it, where ``^`` would try every byte. Used only where it
+# is exact: see ``pairs``.
+_PAIR = re.compile(rb'\n\{"update_id":"([^"\\\n]*)","url":"([^"\\\n]*)"')
 _KEY_TIME = re.compile(r"dt=(\d{4}-\d{2}-\d{2})/(\d{6})-")
 _STAGED: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
     "archive_staged", default=None)
@@ -89,22 +91,27 @@ def encode(records: list[dict[str, Any]]) -> bytes:
     return gzip.compress(body.encode(), mtime=0)
 
 
-def pairs(body: bytes) -> list[tuple[str, str]]:
-    """The (update_id, url) pairs of one archive object's gzip bytes.
+def pairs(body: bytes) -> list[tuple[bytes, bytes]]:
+    """The (update_id, url) pairs of one archive object's gzip bytes, each UTF-8 encoded.
 
     A backfill reads hundreds of thousands of records a second, and building a dict per line
     is most of that cost, so lines as ``write`` makes them are matched by a pattern in one
     pass. It is exact only when no string holds an escape (``write`` escapes every non-ASCII
-    character and quote, so a backslash-free object is plain ASCII and no value can hold a
-    quote) and every line matched; anything else is read as JSON, line by line.
+    character and quote, so in a backslash-free object no value can hold a quote) and every
+    line matched; anything else is read as JSON, line by line.
     """
-    text = gzip.decompress(body).decode()
-    if "\\" not in text:
-        found = _PAIR.findall(text)
-        if len(found) == text.count("\n"):
+    raw = gzip.decompress(body)
+    if b"\\" not in raw:
+        found = _PAIR.findall(b"\n" + raw)
+        if len(found) == raw.count(b"\n"):
             return found
-    records = (json.loads(line) for line in text.splitlines() if line.strip())
-    return [(r["update_id"], r["url"]) for r in records]
+    records = (json.loads(line) for line in raw.splitlines() if line.strip())
+    return [(_utf8(r["update_id"]), _utf8(r["url"])) for r in records]
+
+
+def _utf8(text: str) -> bytes:
+    # A lone surrogate (JSON can spell one) must not stop a backfill; no live key has one.
+    return text.encode("utf-8", "surrogatepass")
 
 
 def written_at(key: str) -> float | None:

@@ -2,8 +2,8 @@
 count served while it runs.
 
 1. **Read** the archive on a few threads and build the new counts aside, in this process's
-   memory: each distinct (update_id, url) pair's mark (the live path's 8 bytes) and a count
-   per URL key (about 100 bytes a pair). Redis is not touched.
+   memory: each distinct (update_id, url) pair's mark (the live path's 8 bytes) with its URL
+   key (about 100 bytes a pair). Redis is not touched.
 2. **Catch up** with objects written meanwhile, until a listing finds none new.
 3. **Swap**: per bucket, one Lua script replaces the live counters with the rebuilt ones and
    the marks with those of pairs recent enough to be redelivered, so readers and daemons see
@@ -18,8 +18,9 @@ from __future__ import annotations
 import gc
 import hashlib
 import itertools
+import operator
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
@@ -39,6 +40,7 @@ MAX_CATCH_UPS = 5
 # Objects fetched ahead of the one being counted, per thread.
 PREFETCH_PER_THREAD = 4
 PROGRESS_EVERY_SECONDS = 1.0
+_second = operator.itemgetter(1)
 
 
 @dataclass
@@ -79,11 +81,11 @@ class Backfill:
         self.started = live.clock()
         self.started_window = live.window()  # live marks from here on go with the swap
         self.read_keys: set[str] = set()
-        self.seen: set[bytes] = set()
-        # Per URL key: the marks of its recent pairs (8 bytes each), and how many older pairs
-        # name it. Its count is the sum; one bytearray a key is the cheapest structure to grow.
-        self.marks: dict[str, bytearray] = {}
-        self.older: dict[str, int] = {}
+        # Each distinct pair's mark -> its URL key: pairs recent enough to be redelivered,
+        # whose marks go to Redis, and older ones, only counted. A dict de-duplicates in C,
+        # record after record, with no Python per record: that loop is the backfill's speed.
+        self.recent: dict[bytes, bytes] = {}
+        self.older: dict[bytes, bytes] = {}
         self._reported = 0.0
 
     def run(self) -> Progress:
@@ -124,11 +126,20 @@ class Backfill:
     def swap(self) -> None:
         """Replaces the live counts and marks with the rebuild's, bucket by bucket."""
         self._phase("swap")
-        counts = dict(self.older)
-        for key, marks in self.marks.items():
-            counts[key] = counts.get(key, 0) + len(marks) // 8
+        recent, older = self.recent, self.older
+        for mark in older.keys() & recent.keys():  # archived again days later: one pair
+            del older[mark]
+        # Each recent mark onto its key's list, iterated in C (values and keys of one dict
+        # come in the same order).
+        marks: defaultdict[bytes, list[bytes]] = defaultdict(list)
+        deque(map(list.append, map(marks.__getitem__, recent.values()), recent.keys()),
+              maxlen=0)
+        counts = {key: len(found) for key, found in marks.items()}
+        for key, n in Counter(older.values()).items():
+            counts[key] = counts.get(key, 0) + n
+        self.progress.pairs = len(recent) + len(older)
         self.progress.links = len(counts)
-        self.live.replace(counts, self.marks, since=self.started_window)
+        self.live.replace(counts, marks, since=self.started_window)
 
     def count_live(self, keys: Iterable[str]) -> None:
         """Counts these objects' pairs through the live path, each once whoever got there."""
@@ -136,7 +147,7 @@ class Backfill:
         for _, pairs in self._fetched(keys):
             by_update: defaultdict[str, list[str]] = defaultdict(list)
             for update_id, key in pairs:
-                by_update[update_id].append(key)
+                by_update[update_id.decode()].append(key.decode())
             for update_id, urls in by_update.items():
                 self.progress.caught_up += sum(self.live.record(update_id, urls))
 
@@ -148,28 +159,16 @@ class Backfill:
 
     # -- the work -------------------------------------------------------------------------
 
-    def _add(self, pairs: list[tuple[str, str]], recent: bool) -> None:
-        # The hot loop of a backfill: pair_field inlined, one lookup per record.
-        seen, marks, older = self.seen, self.marks, self.older
-        blake2b, remember = hashlib.blake2b, seen.add
-        for update_id, key in pairs:
-            mark = blake2b(f"{update_id}\n{key}".encode(), digest_size=8).digest()
-            before = len(seen)
-            remember(mark)
-            if len(seen) == before:  # seen already: one hash lookup, not two
-                continue
-            if recent:  # only a pair counted this recently can still be redelivered
-                have = marks.get(key)
-                if have is None:
-                    marks[key] = bytearray(mark)
-                else:
-                    have += mark
-            else:
-                older[key] = older.get(key, 0) + 1
+    def _add(self, pairs: list[tuple[bytes, bytes]], recent: bool) -> None:
+        # The hot loop of a backfill: the live path's pair_field over bytes, and the rest in C.
+        blake2b = hashlib.blake2b
+        marks = [blake2b(b"%s\n%s" % pair, digest_size=8).digest() for pair in pairs]
+        into = self.recent if recent else self.older
+        into.update(zip(marks, map(_second, pairs), strict=True))
         self.progress.records += len(pairs)
-        self.progress.pairs = len(seen)
+        self.progress.pairs = len(self.recent) + len(self.older)
 
-    def _fetched(self, keys: Iterable[str]) -> Iterator[tuple[str, list[tuple[str, str]]]]:
+    def _fetched(self, keys: Iterable[str]) -> Iterator[tuple[str, list[tuple[bytes, bytes]]]]:
         """(key, pairs) of each object, in order, fetched and parsed ahead on threads."""
         keys = iter(keys)
         with ThreadPoolExecutor(self.threads, thread_name_prefix="backfill") as pool:
@@ -193,7 +192,7 @@ class Backfill:
                 yield key, pairs
                 self._report()
 
-    def _fetch(self, key: str) -> list[tuple[str, str]] | None:
+    def _fetch(self, key: str) -> list[tuple[bytes, bytes]] | None:
         try:
             return archive.pairs(self.archive.get(key))
         except ClientError as exc:  # deleted since it was listed: nothing left to count

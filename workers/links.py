@@ -16,7 +16,8 @@ import hashlib
 import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Sequence
+from itertools import chain
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import redis
 from redis.cluster import RedisCluster
@@ -48,29 +49,31 @@ return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 # 6-byte counter fields, their counts (space-separated), and the 8-byte pair marks.
 REPLACE = """
 local per, expire_at = tonumber(ARGV[1]), ARGV[2]
-local function hset(key, args)
-  for i = 1, #args, 1000 do
-    redis.call('HSET', key, unpack(args, i, math.min(i + 999, #args)))
+local sub, unpack = string.sub, unpack
+local function hset(key, args, n)
+  for i = 1, n, 1000 do
+    redis.call('HSET', key, unpack(args, i, math.min(i + 999, n)))
   end
 end
 for b = 0, #KEYS / per - 1 do
   local counters, marks = KEYS[b * per + 1], KEYS[b * per + 2]
   local fields, counts, pairs = ARGV[b * 3 + 3], ARGV[b * 3 + 4], ARGV[b * 3 + 5]
   redis.call('DEL', unpack(KEYS, b * per + 1, b * per + per))
-  local args, i = {}, 0
+  local args, n = {}, 0
   for count in string.gmatch(counts, '%d+') do
-    args[#args + 1] = string.sub(fields, i * 6 + 1, i * 6 + 6)
-    args[#args + 1] = count
-    i = i + 1
+    args[n + 1] = sub(fields, n * 3 + 1, n * 3 + 6)
+    args[n + 2] = count
+    n = n + 2
   end
-  hset(counters, args)
-  args = {}
+  if n > 0 then hset(counters, args, n) end
+  args, n = {}, 0
   for at = 1, #pairs, 8 do
-    args[#args + 1] = string.sub(pairs, at, at + 7)
-    args[#args + 1] = ''
+    args[n + 1] = sub(pairs, at, at + 7)
+    args[n + 2] = ''
+    n = n + 2
   end
-  if #args > 0 then
-    hset(marks, args)
+  if n > 0 then
+    hset(marks, args, n)
     redis.call('EXPIREAT', marks, expire_at)
   end
 end
@@ -82,6 +85,18 @@ WINDOW_SECONDS = 4 * 24 * 60 * 60
 # Slots replaced per pipeline: big enough to amortize the round trip, small enough that a
 # request stays a few megabytes.
 REPLACE_CHUNK = 200
+# Buckets one REPLACE call takes on a single Redis: as many as share a cluster slot by default.
+BUCKETS_PER_CALL = 16
+
+
+def _packed(bucket: Sequence[bytes], counts: dict[bytes, int],
+            marks: Mapping[bytes, list[bytes]]) -> tuple[bytes, str, bytes]:
+    """One bucket's counter fields, their counts and its marks, each packed in one string, as
+    REPLACE reads them; ``bucket`` is its keys, each followed by its digest."""
+    keys = bucket[::2]
+    return (b"".join([digest[4:] for digest in bucket[1::2]]),
+            " ".join([str(counts[key]) for key in keys]),
+            b"".join(chain.from_iterable([marks.get(key, ()) for key in keys])))
 
 
 def pair_field(update_id: str, key: str) -> bytes:
@@ -155,25 +170,16 @@ class LinkCounter:
 
     # -- a backfill's side ------------------------------------------------------------------
 
-    def replace(self, counts: dict[str, int], marks: dict[str, bytes], since: int) -> None:
-        """Makes ``counts`` (URL key -> count) every bucket's counters, and the marks of recent
-        pairs (URL key -> its pairs' 8-byte marks, concatenated) its marks, forgetting live
-        marks made from window ``since`` on; one bucket at a time, each atomically. A live
-        bucket ``counts`` has nothing for is emptied."""
+    def replace(self, counts: dict[bytes, int], marks: Mapping[bytes, list[bytes]],
+                since: int) -> None:
+        """Makes ``counts`` (UTF-8 URL key -> count) every bucket's counters, and the marks of
+        recent pairs (URL key -> its pairs' 8-byte marks) its marks, forgetting live marks
+        made from window ``since`` on; one bucket at a time, each atomically. A live bucket
+        ``counts`` has nothing for is emptied."""
         window = self.window()
         forget = list(range(since, window))
         expire_at = self.expire_at(window)
-        grouped: dict[int, tuple[list[bytes], list[str], list[bytes]]] = {}
-        for key, count in counts.items():
-            bucket, field = self.bucket(key)
-            group = grouped.get(bucket)
-            if group is None:
-                group = grouped[bucket] = ([], [], [])
-            group[0].append(field)
-            group[1].append(str(count))
-            group[2].append(marks.get(key, b""))
-        nothing = (b"", "", b"")
-        args_of = {b: (b"".join(f), " ".join(n), b"".join(p)) for b, (f, n, p) in grouped.items()}
+        grouped = self._grouped(counts)
         # Redis runs one chunk while this thread packs the next.
         with ThreadPoolExecutor(1, thread_name_prefix="replace") as writer:
             sent: Future | None = None
@@ -183,7 +189,7 @@ class LinkCounter:
                 args: list[bytes | str] = []
                 for b in buckets:
                     keys += self._replaced_keys(b, window, forget)
-                    args += args_of.get(b, nothing)
+                    args += _packed(grouped.get(b, ()), counts, marks)
                 calls.append((len(keys), *keys, 2 + len(forget), expire_at, *args))
                 if len(calls) >= REPLACE_CHUNK:
                     if sent:
@@ -193,6 +199,20 @@ class LinkCounter:
             if sent:
                 sent.result()
             self._evalsha_all(REPLACE, calls)
+
+    def _grouped(self, keys: Iterable[bytes]) -> dict[int, list[bytes]]:
+        """Bucket -> its keys, each followed by its 10-byte digest (as ``bucket`` makes it)."""
+        n, blake2b = self.buckets, hashlib.blake2b
+        grouped: dict[int, list[bytes]] = {}
+        for key in keys:
+            digest = blake2b(key, digest_size=10).digest()
+            bucket = int.from_bytes(digest[:4], "big") % n
+            found = grouped.get(bucket)
+            if found is None:
+                grouped[bucket] = [key, digest]
+            else:
+                found += (key, digest)
+        return grouped
 
     def _replaced_keys(self, bucket: int, window: int, forget: list[int]) -> list[str]:
         tag = f"{{{bucket:x}}}"
@@ -208,9 +228,13 @@ class LinkCounter:
         return {int(key[start:-1], 16)
                 for key in self.client.scan_iter(match=f"{self.prefix}c:*", count=10_000)}
 
-    @staticmethod
-    def _by_slot(buckets: Iterable[int]) -> Iterable[list[int]]:
-        """The buckets, grouped by the Redis Cluster slot their hash tag falls in."""
+    def _by_slot(self, buckets: Iterable[int]) -> Iterable[list[int]]:
+        """The buckets, grouped as one Lua call may touch them: by the Redis Cluster slot their
+        hash tag falls in; on one Redis, which has no slots, in runs of a slot's size."""
+        if not isinstance(self.client, RedisCluster):
+            buckets = list(buckets)
+            return [buckets[i:i + BUCKETS_PER_CALL]
+                    for i in range(0, len(buckets), BUCKETS_PER_CALL)]
         by_slot: dict[int, list[int]] = {}
         for b in buckets:
             by_slot.setdefault(key_slot(f"{{{b:x}}}".encode()), []).append(b)
