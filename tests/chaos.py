@@ -54,9 +54,10 @@ VISIBILITY_TIMEOUT = 2
 WAIT_SECONDS = 1
 # Out of reach of bad luck. What raises a valid event's receive count is bounded by the run's
 # faults: one doomed archive write at most (the proxy dooms each update once), one per kill
-# that catches it in hand, two at most per Redis restart or endpoint outage (received while it
-# lasts, then a receive whose answer was dropped). Long before 30 receives the backoff (2 s,
-# doubling) would outlast the run, so a valid event in the DLQ can only be a bug.
+# that catches it in hand, and a couple per Redis restart or endpoint outage (received while
+# it lasts, or a receive whose answer was dropped); runs show 4 at most. Long before 30
+# receives the backoff (2 s, doubling) would outlast the run, so a valid event in the DLQ can
+# only be a bug, never bad luck.
 MAX_RECEIVES = 30
 POST_SENT_PROCS = 3
 CONCURRENCY = 20
@@ -431,7 +432,8 @@ class Figures:
     valid: int = 0
     duplicates: int = 0
     poison: int = 0
-    dead_lettered: int = 0  # poison messages found in the DLQ
+    dead_letters: int = 0  # messages found in the DLQ
+    dead_lettered: int = 0  # poison messages among them
     extra_copies: int = 0  # further copies of them (a daemon killed between copy and delete)
     without_reason: int = 0
     unexpected_dead: list[str] = field(default_factory=list)  # anything else in the DLQ
@@ -458,6 +460,7 @@ class Figures:
     highest_receive: int = 0
     felt: dict[str, int] = field(default_factory=dict)  # the daemons' log lines of each fault
     converged: bool = False
+    drain_seconds: float = 0.0  # from the last send to an empty source queue
     seconds: float = 0.0
 
     def problems(self) -> list[str]:
@@ -493,15 +496,14 @@ class Figures:
             f"chaos: {self.sent} messages in {self.seconds:.0f} s (seed {self.seed})",
             f"  sent        {self.sent}: {self.valid} valid ({self.duplicates} duplicates), "
             f"{self.poison} poison",
-            f"  dead-lettered {self.dead_lettered} of {self.poison} poison, "
-            f"{self.poison - self.without_reason if not self.without_reason else 'not all'} "
-            f"with a reason; {self.extra_copies} extra copies, "
-            f"{len(self.unexpected_dead)} unexpected",
+            f"  DLQ         {self.dead_letters}: {self.dead_lettered} of {self.poison} poison "
+            f"(+{self.extra_copies} extra copies), {len(self.unexpected_dead)} unexpected; "
+            f"{self.dead_letters - self.without_reason} with a reason",
             f"  counted     {self.counted} of {self.pairs} (update, URL) pairs over "
             f"{self.urls} URLs; {len(self.wrong_urls)} URLs wrong; archive: "
             f"{self.archive_missing} pairs missing",
             f"  source      {self.visible} visible, {self.in_flight} in flight, "
-            f"{self.delayed} delayed",
+            f"{self.delayed} delayed; drained {self.drain_seconds:.0f} s after the last send",
             f"  daemons     {self.running} of {self.daemons} RUNNING; "
             f"{len(self.deaths)} died besides our kills; {self.bug_lines} error lines",
             f"  faults      {self.kills} kills, {self.restarts} redis restarts "
@@ -532,13 +534,16 @@ def run(stack: Stack, work: Workload, plan: Plan, converge_seconds: float) -> Fi
             done = cut
             driver.do(action)
         send(sqs, source, work.bodies[done:])
+        last_send = time.monotonic()
         converged = _until(lambda: queue_depth(sqs, source) == 0, converge_seconds)
+        drained = time.monotonic() - last_send
     finally:
         dead = collector.stop()
     figures = Figures(seed=stack.seed, sent=len(work.bodies), valid=work.valid,
                       duplicates=work.duplicates, poison=sum(work.poison.values()),
-                      converged=converged, kills=driver.kills, restarts=driver.restarts,
-                      outages=driver.outages, redis_losses=driver.redis_losses)
+                      converged=converged, drain_seconds=drained, kills=driver.kills,
+                      restarts=driver.restarts, outages=driver.outages,
+                      redis_losses=driver.redis_losses)
     _check_dead_letters(figures, work, dead)
     _check_counts(figures, work, stack)
     _check_archive(figures, work, stack)
@@ -563,6 +568,7 @@ def _until(predicate: Callable[[], bool], seconds: float) -> bool:
 
 def _check_dead_letters(figures: Figures, work: Workload, dead: list[dict]) -> None:
     found: Counter[str] = Counter()
+    figures.dead_letters = len(dead)
     for message in dead:
         body = message["Body"]
         reason = message.get("MessageAttributes", {}).get(ERROR_ATTRIBUTE, {})
