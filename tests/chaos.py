@@ -65,6 +65,9 @@ CONCURRENCY = 20
 BACKLOG = 200
 # SQS caps a batch's payload (and moto keeps to 256 KiB).
 BATCH_BYTES = 250_000
+# A backlog that has not gone down in this long means the fleet stopped consuming: say so,
+# rather than wait for pytest's timeout.
+STALL_SECONDS = 120
 OUTAGE_SECONDS = 3.0
 # How long redis-server stays down, restart after restart: longer than redis-py's own retries
 # of a refused connection (10, backing off to 1 s: about 4 s at most), so handlers fail and
@@ -365,15 +368,17 @@ class Driver:
         {"kill": self.kill, "redis": self.restart_redis, "outage": self.outage}[action]()
 
     def kill(self) -> None:
-        """SIGKILL a random post-sent daemon; wait for supervisord to run another."""
+        """SIGKILL a random daemon, mostly of post-sent (where the work is: every fourth kill
+        is of another queue's); wait for supervisord to run another in its place."""
         fleet = self.stack.fleet
         assert fleet is not None
-        running = fleet.pids()
+        running = {name: pid for name, pid in fleet.pids("").items()
+                   if name.startswith("post-sent:") != (self.kills % 4 == 3)}
         victim = self.rng.choice(sorted(running))
         pid = running[victim]
         os.kill(pid, signal.SIGKILL)
         self.kills += 1
-        wait_until(lambda: fleet.pids().get(victim, pid) != pid, timeout=60, interval=0.2)
+        wait_until(lambda: fleet.pids("").get(victim, pid) != pid, timeout=60, interval=0.2)
 
     def restart_redis(self) -> None:
         """SIGKILL redis-server, start it again on its files; check that what it had
@@ -412,8 +417,8 @@ def _loaded(client: redis.Redis) -> bool:
 def send(sqs: Any, url: str, bodies: list[str], backlog: int = BACKLOG) -> None:
     """Sends ``bodies`` in batches of 10, keeping at most ``backlog`` outstanding."""
     for start in range(0, len(bodies), 10):
-        while queue_depth(sqs, url) > backlog:
-            time.sleep(0.05)
+        if not _until(lambda: queue_depth(sqs, url) <= backlog, STALL_SECONDS, interval=0.05):
+            raise RuntimeError(f"the fleet consumed nothing for {STALL_SECONDS} s")
         batch = bodies[start:start + 10]
         if sum(len(b.encode()) for b in batch) < BATCH_BYTES:
             failed = sqs.send_message_batch(QueueUrl=url, Entries=[
@@ -557,12 +562,12 @@ def run(stack: Stack, work: Workload, plan: Plan, converge_seconds: float) -> Fi
     return figures
 
 
-def _until(predicate: Callable[[], bool], seconds: float) -> bool:
+def _until(predicate: Callable[[], bool], seconds: float, interval: float = 0.5) -> bool:
     deadline = time.monotonic() + seconds
     while not predicate():
         if time.monotonic() > deadline:
             return False
-        time.sleep(0.5)
+        time.sleep(interval)
     return True
 
 
