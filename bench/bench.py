@@ -103,12 +103,15 @@ def throughput(args: argparse.Namespace, kinds: list[str], parts: list[str],
         for service in (moto, redis_srv):
             procstat.remember(service.start().proc.pid)
         stack = scenario.Stack(moto, redis_srv, workdir)
-        for kind in kinds:
+        ordered = sorted(kinds, key=consumers.RUN_ORDER.index)
+        for kind in ordered:
             results["direct"][kind] = drain(stack, args, kind, args.messages)
         if "delayed" in parts:
-            for kind in kinds:
+            for kind in ordered:
                 results["delayed"][kind] = drain(stack, args, kind, args.delay_messages,
                                                  delay_ms=DELAY_MS)
+        for flow in ("direct", "delayed"):  # shown in the table's order
+            results[flow] = {k: results[flow][k] for k in kinds if k in results[flow]}
         if "reads" in parts:
             run = drain(stack, args, "ours", args.messages, read_latency=True)
             results["reads"] = {**run.pop("read_latency"), "while": run}

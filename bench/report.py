@@ -15,7 +15,8 @@ GOAL_SPEEDUP, GOAL_REQUESTS, GOAL_BYTES = 10.0, 0.21, 40.0
 # handler and is the ceiling, not a competitor.
 CEILING = "bare"
 NAMES = {"ours": "ours (workers run)", "batch": "boto3 batch loop", "naive": "boto3 naive loop",
-         "celery": "Celery (SQS broker)", "dramatiq": "Dramatiq (dramatiq_sqs)",
+         "celery": "Celery (SQS broker)", "celery-prefork": "Celery, prefork pool",
+         "dramatiq": "Dramatiq (dramatiq_sqs)",
          "sqsworkers": "sqs-workers", "bare": "bare loop: moto's ceiling"}
 GOAL_BACKFILL = 250_000  # records/s, in one process
 
@@ -185,10 +186,11 @@ def goals(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def comparison_table(result: dict[str, Any], name: str, title: str) -> list[str]:
-    rows = [(title, "msgs/s", "ours ×", "req/msg", "CPU s/1k", "ours ×", "RSS MiB", "ours ×")]
+    rows = [(title, "procs", "msgs/s", "ours ×", "req/msg", "CPU s/1k", "ours ×", "RSS MiB",
+             "ours ×")]
     for kind, row in result["comparison"][name].items():
         better = row.get("ours_times_better", {})
-        rows.append((NAMES.get(kind, kind), _num(row["msgs_per_s"]),
+        rows.append((NAMES.get(kind, kind), str(row["processes"]), _num(row["msgs_per_s"]),
                      _x(better.get("msgs_per_s"), kind),
                      f"{row['sqs_requests_per_msg']:.3f}", _num(row["cpu_s_per_1000_msgs"]),
                      _x(better.get("cpu_s_per_1000_msgs"), kind), _num(row["peak_rss_mb"]),
@@ -218,7 +220,7 @@ def goal_lines(result: dict[str, Any]) -> list[str]:
                     f"{_num(goal['ours_times'])}×)")
         else:
             text = (f"{goal['goal']}: {'met' if goal['met'] else 'MISSED'} "
-                    f"(ours {goal['ours']:.3f})")
+                    f"(ours {goal['ours']:.4f})")
         out.append(f"  {where}: {text}")
     return out
 
@@ -239,8 +241,9 @@ def peer_lines(result: dict[str, Any]) -> list[str]:
                    f"{reads['while']['msgs_per_s']:.0f} msgs/s meanwhile)")
     out.append("ours × = how many times ours is better (faster, or less spent); "
                "CPU and RSS are the consumer's whole process tree.")
-    out.append("every run: 1 consumer process (plus Dramatiq's supervising parent), settings "
-               "in the JSON under throughput.*.config.")
+    out.append("every run: 1 consumer process (plus Dramatiq's supervising parent), but "
+               "Celery's prefork pool: a parent and a child per core;")
+    out.append("settings in the JSON under throughput.*.config.")
     if "peer_versions" in params:
         out.append("peers: " + ", ".join(f"{k} {v}" for k, v in
                                          sorted(params["peer_versions"].items())))

@@ -38,7 +38,7 @@ FAST_POLL_SECONDS = 0.02
 SETTLE_SECONDS = 0.5
 # A warm stop may wait out a 20 s long poll; a bench has no use for that (the figures are
 # taken), so after this a second SIGTERM stops it at once, as it would in production.
-STOP_GRACE_SECONDS = 2.0
+STOP_GRACE_SECONDS = 0.5
 # Messages the feeder keeps queued beyond what the consumer holds: enough that every receive
 # finds a full batch, few enough that moto's depth-linear work stays small.
 DEFAULT_BACKLOG = 10
@@ -86,6 +86,11 @@ class Consumer:
     peer: bool = False
     queue_separator: str = "-"
     counts: bool = True
+    encoder: str = ""  # the peer whose encoding it reads, when not its kind
+
+    @property
+    def encoding(self) -> str:
+        return self.encoder or self.kind
 
 
 class Scenario:
@@ -134,7 +139,7 @@ class Scenario:
         if not self.consumer.peer:
             return [{"MessageBody": body} for body in self.workload.bodies]
         try:
-            return peervenv.encode(self.consumer.kind, self.workload.bodies)
+            return peervenv.encode(self.consumer.encoding, self.workload.bodies)
         except (RuntimeError, subprocess.SubprocessError) as exc:
             raise BenchError(str(exc)) from exc
 
