@@ -1,10 +1,10 @@
-"""The chaos suite's machinery (run by tests/test_chaos.py): a workload of post-sent events with
-duplicates and poison among them, the whole fleet under a real supervisord behind a fault
-proxy, a driver that breaks things while the events flow, and the figures checked at the end.
+"""The chaos suite's machinery (run by tests/test_chaos.py): the whole fleet under a real
+supervisord behind a fault proxy, and a driver that breaks things while the workload's events
+(tests/chaos_workload.py) flow; tests/chaos_checks.py measures what is left at the end.
 
 What breaks, for real and never through a hook in the daemons' code:
 
-* **daemons**: a random post-sent daemon gets SIGKILL; supervisord starts another.
+* **daemons**: a random daemon (mostly of post-sent) gets SIGKILL; supervisord starts another.
 * **redis-server**: SIGKILL, then started again on the same port and files. It runs as counters
   need in production: ``appendonly yes`` with ``appendfsync always``, so a write is on disk
   before Redis acknowledges it. A graceful SIGTERM would save even without that, but a crash
@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import socket
@@ -31,22 +30,28 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import boto3
 import redis
 
+from chaos_checks import (
+    Figures,
+    check_archive,
+    check_counts,
+    check_dead_letters,
+    check_fleet,
+    check_logs,
+    check_queue,
+)
+from chaos_workload import SEED, Workload
 from helpers import REPO, DeadLetters, Fleet, queue_depth, wait_until
-from workers import QUEUES, archive, devstack, provision
+from workers import QUEUES, devstack, provision
 from workers.links import LinkCounter
 from workers.settings import Settings, procs_variable
-from workers.sqs import ERROR_ATTRIBUTE
 
-SEED = 20261123
 # A short visibility timeout and long poll, so a killed daemon's messages and failed messages
 # come back within seconds (the consumer's backoff doubles it on each receive), and a daemon's
 # warm stop waits out at most a second's poll.
@@ -77,136 +82,6 @@ REDIS_DOWN_SECONDS = (6.0, 1.0)
 # through), and objects whose every PUT fails (the archive write fails, the batch is retried).
 S3_FLAKY_RATE = 0.05
 S3_DOOMED_RATE = 0.05
-CREATED_AT = 1480431305
-# Log lines of a daemon that only a bug writes (a handler or a lane raised what it should not).
-BUG_EVENTS = ("handler.crashed", "lane.error")
-# What the daemons log when each fault reaches them: proof that it was felt, not only made.
-FELT = {"redis errors": '"reason": "redis unavailable', "SQS errors": '"event": "sqs.unavailable"',
-        "archive failures": '"event": "archive.failed"'}
-
-
-# -- the workload -----------------------------------------------------------------------------
-
-@dataclass
-class Workload:
-    """Message bodies in send order, and what must come of them."""
-
-    bodies: list[str] = field(default_factory=list)
-    valid: int = 0  # messages holding a valid event (duplicates included)
-    duplicates: int = 0  # of those, the ones repeating an update_id sent before
-    poison: Counter[str] = field(default_factory=Counter)  # body -> times sent
-    pairs: set[tuple[str, str]] = field(default_factory=set)  # (update_id, key) that count
-    keys: list[str] = field(default_factory=list)  # every key the workload could name
-
-    def expected_counts(self) -> dict[str, int]:
-        """count(key) = the number of distinct update_ids whose events named it (SPEC.md)."""
-        counts = dict.fromkeys(self.keys, 0)
-        for _, key in self.pairs:
-            counts[key] += 1
-        return counts
-
-
-def url_keys(count: int) -> list[str]:
-    """Normalized keys: bare hosts, paths, and paths with a query that is kept."""
-    shapes = [lambda i: f"site{i}.example", lambda i: f"site{i % 97}.example/p{i}",
-              lambda i: f"site{i % 89}.example/a/{i}?id={i}&x=y"]
-    return [shapes[i % 3](i) for i in range(count)]
-
-
-def spell(key: str, rng: random.Random) -> str:
-    """One of the many URLs that normalize to ``key`` (SPEC.md, "URL normalization")."""
-    host, slash, rest = key.partition("/")
-    scheme = rng.choice(["http", "https"])
-    port = rng.choice(["", "", f":{80 if scheme == 'http' else 443}"])
-    host = rng.choice([host, f"www.{host}", host.upper(), f"WWW.{host.capitalize()}"])
-    path = slash + rest if slash else rng.choice(["", "/"])
-    if rng.random() < 0.3:
-        path += ("&" if "?" in path else "?") + "utm_source=chaos&utm_medium=q"
-    fragment = rng.choice(["", "", "#top"])
-    pad = rng.choice(["", " "])
-    return f"{pad}{scheme}://{host}{port}{path}{fragment}{pad}"
-
-
-INVALID_URLS = ["ftp://site1.example/file", "javascript:alert(1)", "https://", "mailto:a@b.c",
-                "https://site2.example/" + "x" * 2100]
-
-
-def poison_body(i: int, rng: random.Random) -> str:
-    """A message no retry can fix, told apart from every other by its number."""
-    tag = f"poison-{i}"
-    makers: list[Callable[[], str]] = [
-        lambda: f"{tag}: not JSON at all",
-        lambda: '{"update_id": "%s", "profile_id": "p1", "url": "https://site0.exa' % tag,
-        lambda: json.dumps({"update_id": tag, "url": "https://site0.example/"}),
-        lambda: json.dumps({"update_id": tag, "profile_id": 7, "url": "https://a.example"}),
-        lambda: json.dumps({"update_id": " ", "profile_id": tag}),
-        lambda: json.dumps({"update_id": tag, "profile_id": "p1", "created_at": "yesterday"}),
-        lambda: json.dumps({"update_id": tag, "profile_id": "p1", "urls": "https://a.example"}),
-        lambda: json.dumps([tag, "https://site0.example/"]),
-        lambda: "\ufeff" + json.dumps({"update_id": tag, "profile_id": "\u202e\U0001F600"}),
-        lambda: "[" * 3000 + json.dumps(tag) + "]" * 3000,
-    ]
-    draw = rng.random()
-    if draw < 0.005:  # near SQS's size limit: a handful per long run
-        return json.dumps({"update_id": tag, "pad": "x" * 200_000})
-    if draw < 0.02:
-        return json.dumps({"update_id": tag, "profile_id": "p1",
-                           "urls": [f"https://a.example/{n}" for n in range(1001)]})
-    return rng.choice(makers)()
-
-
-def workload(events: int, seed: int = SEED) -> Workload:
-    """``events`` messages: a tenth duplicates of valid events, a tenth poison, the rest valid
-    events naming none to three of a pool of URLs, each spelled in one of its many forms, some
-    beside an invalid URL (skipped, the rest still counts)."""
-    rng = random.Random(seed)
-    work = Workload(keys=url_keys(max(60, events // 20)))
-    poison, duplicates = events // 10, events // 10
-    originals: list[tuple[dict[str, Any], str]] = []
-    messages: list[str] = []
-
-    def add(event: dict[str, Any], body: str) -> None:
-        messages.append(body)
-        work.pairs.update((event["update_id"], key) for key in event["keys"])
-
-    for i in range(events - poison - duplicates):
-        event = {"update_id": f"u{i}", "profile_id": f"p{i % 50}", "created_at": CREATED_AT,
-                 "service": rng.choice(["twitter", "facebook", "linkedin"]),
-                 "keys": rng.sample(work.keys, rng.choice([0, 1, 1, 1, 2, 2, 3]))}
-        body = post_body(event, rng, invalid=rng.random() < 0.1)
-        originals.append((event, body))
-        add(event, body)
-    for _ in range(duplicates):
-        event, body = rng.choice(originals)
-        how = rng.random()
-        if how < 0.6:  # the API sent the same body twice
-            add(event, body)
-        elif how < 0.9:  # the same event, its URLs spelled otherwise
-            add(event, post_body(event, rng))
-        else:  # the same update naming one more URL: that one counts for it too
-            more = {**event, "keys": event["keys"] + [rng.choice(work.keys)]}
-            add(more, post_body(more, rng))
-    work.valid, work.duplicates = len(messages), duplicates
-    for i in range(poison):
-        body = poison_body(i, rng)
-        work.poison[body] += 1
-        messages.append(body)
-    rng.shuffle(messages)
-    work.bodies = messages
-    return work
-
-
-def post_body(event: dict[str, Any], rng: random.Random, invalid: bool = False) -> str:
-    """A post-sent message naming ``event``'s keys, in ``url`` or ``urls``."""
-    urls = [spell(key, rng) for key in event["keys"]]
-    if invalid:
-        urls.insert(rng.randrange(len(urls) + 1), rng.choice(INVALID_URLS))
-    body = {k: event[k] for k in ("update_id", "profile_id", "created_at", "service")}
-    if len(urls) == 1 and rng.random() < 0.5:
-        body["url"] = urls[0]
-    else:
-        body["urls"] = urls
-    return json.dumps(body)
 
 
 # -- the stack --------------------------------------------------------------------------------
@@ -430,97 +305,6 @@ def send(sqs: Any, url: str, bodies: list[str], backlog: int = BACKLOG) -> None:
                 sqs.send_message(QueueUrl=url, MessageBody=body)
 
 
-@dataclass
-class Figures:
-    seed: int = SEED
-    sent: int = 0
-    valid: int = 0
-    duplicates: int = 0
-    poison: int = 0
-    dead_letters: int = 0  # messages found in the DLQ
-    dead_lettered: int = 0  # poison messages among them
-    extra_copies: int = 0  # further copies of them (a daemon killed between copy and delete)
-    without_reason: int = 0
-    unexpected_dead: list[str] = field(default_factory=list)  # anything else in the DLQ
-    pairs: int = 0
-    counted: int = 0
-    urls: int = 0
-    wrong_urls: list[str] = field(default_factory=list)
-    archive_missing: int = 0
-    archive_unexpected: int = 0
-    visible: int = 0
-    in_flight: int = 0
-    delayed: int = 0
-    daemons: int = 0
-    running: int = 0
-    not_running: list[str] = field(default_factory=list)
-    deaths: list[str] = field(default_factory=list)  # exits supervisord saw besides our kills
-    bug_lines: int = 0
-    kills: int = 0
-    restarts: int = 0
-    redis_losses: list[str] = field(default_factory=list)
-    outages: int = 0
-    s3_puts_failed: int = 0
-    archive_writes_failed: int = 0
-    highest_receive: int = 0
-    felt: dict[str, int] = field(default_factory=dict)  # the daemons' log lines of each fault
-    converged: bool = False
-    drain_seconds: float = 0.0  # from the last send to an empty source queue
-    seconds: float = 0.0
-
-    def problems(self) -> list[str]:
-        """Every difference from what the fleet promises; empty when all is well."""
-        checks = [
-            (self.converged, "the source queue never emptied"),
-            (self.dead_lettered == self.poison, f"{self.poison - self.dead_lettered} poison "
-             "messages missing from the DLQ"),
-            (not self.without_reason, f"{self.without_reason} dead letters without a reason"),
-            (not self.unexpected_dead, f"dead letters that are not poison: "
-             f"{self.unexpected_dead[:3]}"),
-            (self.counted == self.pairs and not self.wrong_urls,
-             f"counted {self.counted} of {self.pairs}; wrong: {self.wrong_urls[:5]}"),
-            (not self.archive_missing and not self.archive_unexpected,
-             f"archive: {self.archive_missing} pairs missing, {self.archive_unexpected} "
-             "unexpected"),
-            (not (self.visible or self.in_flight or self.delayed),
-             f"left in the source queue: {self.visible} visible, {self.in_flight} in flight, "
-             f"{self.delayed} delayed"),
-            (self.running == self.daemons, f"daemons not RUNNING: {self.not_running}"),
-            (not self.deaths, f"daemons died besides our kills: {self.deaths[:5]}"),
-            (not self.bug_lines, f"{self.bug_lines} log lines of {'/'.join(BUG_EVENTS)}"),
-            (not self.redis_losses, f"redis lost data: {self.redis_losses}"),
-            (self.kills and self.restarts and self.outages and self.archive_writes_failed
-             and self.s3_puts_failed > self.archive_writes_failed, "a fault never happened"),
-            (all(self.felt.get(name) for name in FELT), f"a fault the fleet never felt: "
-             f"{self.felt}"),
-        ]
-        return [message for ok, message in checks if not ok]
-
-    def render(self) -> str:
-        return "\n".join([
-            f"chaos: {self.sent} messages in {self.seconds:.0f} s (seed {self.seed})",
-            f"  sent        {self.sent}: {self.valid} valid ({self.duplicates} duplicates), "
-            f"{self.poison} poison",
-            f"  DLQ         {self.dead_letters}: {self.dead_lettered} of {self.poison} poison "
-            f"(+{self.extra_copies} extra copies), {len(self.unexpected_dead)} unexpected; "
-            f"{self.dead_letters - self.without_reason} with a reason",
-            f"  counted     {self.counted} of {self.pairs} (update, URL) pairs over "
-            f"{self.urls} URLs; {len(self.wrong_urls)} URLs wrong; archive: "
-            f"{self.archive_missing} pairs missing",
-            f"  source      {self.visible} visible, {self.in_flight} in flight, "
-            f"{self.delayed} delayed; drained {self.drain_seconds:.0f} s after the last send",
-            f"  daemons     {self.running} of {self.daemons} RUNNING; "
-            f"{len(self.deaths)} died besides our kills; {self.bug_lines} error lines",
-            f"  faults      {self.kills} kills, {self.restarts} redis restarts "
-            f"({len(self.redis_losses)} lost data), {self.outages} endpoint outages, "
-            f"{self.s3_puts_failed} S3 PUTs failed ({self.archive_writes_failed} archive "
-            f"writes failed)",
-            "  felt        " + ", ".join(f"{n} {name}" for name, n in self.felt.items()),
-            f"  receives    at most {self.highest_receive} for one message "
-            f"(WORKERS_MAX_RECEIVES {MAX_RECEIVES})",
-        ])
-
-
 def run(stack: Stack, work: Workload, plan: Plan, converge_seconds: float) -> Figures:
     """Feeds the workload with the plan's faults spread through it; then checks everything."""
     started = time.monotonic()
@@ -548,13 +332,13 @@ def run(stack: Stack, work: Workload, plan: Plan, converge_seconds: float) -> Fi
                       duplicates=work.duplicates, poison=sum(work.poison.values()),
                       converged=converged, drain_seconds=drained, kills=driver.kills,
                       restarts=driver.restarts, outages=driver.outages,
-                      redis_losses=driver.redis_losses)
-    _check_dead_letters(figures, work, dead)
-    _check_counts(figures, work, stack)
-    _check_archive(figures, work, stack)
-    _check_queue(figures, sqs, source)
-    _check_fleet(figures, stack)
-    _check_logs(figures, stack.run_dir)
+                      redis_losses=driver.redis_losses, max_receives=MAX_RECEIVES)
+    check_dead_letters(figures, work, dead)
+    check_counts(figures, work, stack)
+    check_archive(figures, work, stack)
+    check_queue(figures, sqs, source)
+    check_fleet(figures, stack)
+    check_logs(figures, stack.run_dir)
     stats = stack.proxy_stats()
     figures.s3_puts_failed = stats.get("s3_puts_failed", 0)
     figures.archive_writes_failed = stats.get("objects_doomed", 0)
@@ -569,77 +353,3 @@ def _until(predicate: Callable[[], bool], seconds: float, interval: float = 0.5)
             return False
         time.sleep(interval)
     return True
-
-
-def _check_dead_letters(figures: Figures, work: Workload, dead: list[dict]) -> None:
-    found: Counter[str] = Counter()
-    figures.dead_letters = len(dead)
-    for message in dead:
-        body = message["Body"]
-        reason = message.get("MessageAttributes", {}).get(ERROR_ATTRIBUTE, {})
-        if not reason.get("StringValue", "").strip():
-            figures.without_reason += 1
-        if body in work.poison:
-            found[body] += 1
-        else:
-            figures.unexpected_dead.append(body[:200])
-    figures.dead_lettered = sum(min(found[b], n) for b, n in work.poison.items())
-    figures.extra_copies = sum(max(0, found[b] - n) for b, n in work.poison.items())
-
-
-def _check_counts(figures: Figures, work: Workload, stack: Stack) -> None:
-    expected = work.expected_counts()
-    client = stack.redis_client()
-    got = dict(zip(expected, LinkCounter(client).counts(expected), strict=True))
-    client.close()
-    figures.urls, figures.pairs, figures.counted = len(expected), len(work.pairs), sum(
-        got.values())
-    figures.wrong_urls = [f"{k}: {got[k]} != {n}" for k, n in expected.items() if got[k] != n]
-
-
-def _check_archive(figures: Figures, work: Workload, stack: Stack) -> None:
-    """Every counted pair is in the S3 archive (written before its message was deleted)."""
-    store = archive.Archive(stack.s3, stack.bucket)
-    keys = list(store.keys())
-    with ThreadPoolExecutor(8) as pool:
-        bodies = list(pool.map(store.get, keys))
-    archived = {tuple(_text(v) for v in pair) for body in bodies for pair in archive.pairs(body)}
-    figures.archive_missing = len(work.pairs - archived)
-    figures.archive_unexpected = len(archived - work.pairs)
-
-
-def _text(value: str | bytes) -> str:
-    # archive.pairs gives bytes (as a backfill wants them) or str, by version.
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _check_queue(figures: Figures, sqs: Any, url: str) -> None:
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed"])["Attributes"]
-    figures.visible = int(attrs["ApproximateNumberOfMessages"])
-    figures.in_flight = int(attrs["ApproximateNumberOfMessagesNotVisible"])
-    figures.delayed = int(attrs["ApproximateNumberOfMessagesDelayed"])
-
-
-def _check_fleet(figures: Figures, stack: Stack) -> None:
-    assert stack.fleet is not None
-    status = {m[0]: m[1] for m in re.findall(r"^(\S+)\s+([A-Z]+)", stack.fleet.ctl("status"),
-                                             re.M)}
-    figures.daemons = len(stack.daemons)
-    figures.running = sum(status.get(name) == "RUNNING" for name in stack.daemons)
-    figures.not_running = [f"{n} {status.get(n, 'missing')}" for n in stack.daemons
-                           if status.get(n) != "RUNNING"]
-
-
-def _check_logs(figures: Figures, run_dir: Path) -> None:
-    """supervisord's record of exits, and the daemons' JSON lines (all on its stdout)."""
-    log = (run_dir / "supervisord.log").read_text(errors="replace")
-    figures.deaths = [f"{name} ({why})" for name, why in
-                      re.findall(r"exited: (\S+) \(([^)]*)\)", log)
-                      if "SIGKILL" not in why and name != "workers-scale"]
-    out = (run_dir / "out.log").read_text(errors="replace")
-    figures.bug_lines = sum(out.count(f'"event": "{name}"') for name in BUG_EVENTS)
-    figures.felt = {name: out.count(pattern) for name, pattern in FELT.items()}
-    counts = [int(n) for n in re.findall(r'"receive_count": (\d+)', out)]
-    figures.highest_receive = max(counts, default=0)

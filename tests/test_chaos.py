@@ -15,6 +15,7 @@ import os
 import pytest
 
 import chaos
+from chaos_workload import workload
 from workers.errors import PermanentError
 from workers.events import decode
 from workers.handlers.post_sent import distinct_keys
@@ -31,7 +32,7 @@ def decoded(body: str):
 
 def test_the_chaos_workload_is_what_it_says():
     # Given a workload
-    work = chaos.workload(2000)
+    work = workload(2000)
     # Then its valid messages name exactly the pairs it expects counted (in whatever spelling),
     pairs = set()
     valid = [b for b in work.bodies if b not in work.poison]
@@ -58,7 +59,7 @@ def stack():
 def test_under_chaos_every_valid_event_counts_once_and_every_poison_is_dead_lettered(
         stack, capsys):
     # Given thousands of events, a tenth duplicates and a tenth poison
-    work = chaos.workload(CHAOS_EVENTS)
+    work = workload(CHAOS_EVENTS)
     # When the fleet consumes them while daemons, Redis, the SQS endpoint and S3 fail
     figures = chaos.run(stack, work, chaos.Plan.for_events(CHAOS_EVENTS), CONVERGE_SECONDS)
     with capsys.disabled():
