@@ -174,8 +174,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             small_records=max(1000, records // 50))
     if "cluster" in parts:
         updates = CLUSTER_UPDATES[args.quick]
-        log(f"cluster: {CLUSTER_PROCESSES} processes counting {updates:,} updates, "
-            "one redis-server, then a three-master Redis Cluster...")
+        log(f"cluster: {CLUSTER_PROCESSES} processes counting {updates:,} updates, then "
+            f"{clusterbench.DAEMONS} daemons draining a queue, on one redis-server, then on a "
+            "three-master Redis Cluster...")
         result["cluster"] = clusterbench.measure(CLUSTER_PROCESSES, updates)
     if len(parts) == len(PARTS):
         result["figures"] = report.figures(result["throughput"]["ours"],

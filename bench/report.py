@@ -66,6 +66,9 @@ def figures(ours: dict[str, Any], naive: dict[str, Any], memory: dict[str, Any],
         # redis-server ("naive" column).
         "cluster_pairs_per_s": figure(cluster["cluster"]["pairs_per_s"],
                                       cluster["single"]["pairs_per_s"], "pairs/s", "higher"),
+        "cluster_daemon_msgs_per_s": figure(cluster["cluster"]["daemons"]["msgs_per_s"],
+                                            cluster["single"]["daemons"]["msgs_per_s"],
+                                            "msgs/s", "higher"),
     }
 
 
@@ -79,6 +82,7 @@ LABELS = {
     "backfill_records_per_s": "backfill records/s (5,000 per object)",
     "backfill_records_per_s_batch_objects": "backfill records/s (20 per object)",
     "cluster_pairs_per_s": "counting pairs/s: cluster | single",
+    "cluster_daemon_msgs_per_s": "daemons' msgs/s: cluster | single",
 }
 
 
@@ -274,8 +278,9 @@ def details(result: dict[str, Any]) -> list[str]:
                "batch's size: a GET per 20 records bounds both.")
     c = result["cluster"]
     out.append(f"cluster: {c['single']['processes']} processes counting through LinkCounter."
-               f"record, {c['masters']} masters vs one redis-server, all on "
-               f"{result['params']['cpus']} cores")
+               f"record, then {c['single']['daemons']['daemons']} post-sent daemons draining "
+               f"{c['single']['daemons']['messages']:,} events from moto, {c['masters']} "
+               f"masters vs one redis-server, all on {result['params']['cpus']} cores")
     params = result["params"]
     out.append(f"ours = `workers run post-sent --concurrency {params['concurrency']}`; "
                "naive = receive 1, handle, delete 1, in one thread.")

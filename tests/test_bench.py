@@ -22,7 +22,8 @@ CONSUMERS = ("ours", "batch", "naive", "celery", "celery-prefork", "dramatiq", "
 PEERS = ("celery", "celery-prefork", "dramatiq", "sqsworkers")
 FIGURES = ("msgs_per_s", "sqs_requests_per_msg", "cpu_s_per_1000_msgs", "peak_rss_mb",
            "redis_bytes_per_url", "redis_bytes_per_idempotency_key", "backfill_records_per_s",
-           "backfill_records_per_s_batch_objects", "cluster_pairs_per_s")
+           "backfill_records_per_s_batch_objects", "cluster_pairs_per_s",
+           "cluster_daemon_msgs_per_s")
 
 
 def sane(value: object) -> bool:
@@ -95,6 +96,9 @@ def test_the_cluster_figure_counts_every_pair_on_both(quick_run):
         run = result["cluster"][target]
         assert run["updates"] == 4000 and run["pairs"] > 7900, run
         assert run["pairs_in_counters"] == run["pairs"], run  # each pair counted once
+        fleet = run["daemons"]
+        assert fleet["daemons"] == 4 and fleet["messages"] == 200, fleet
+        assert fleet["wrong_counts"] == 0 and sane(fleet["msgs_per_s"]), fleet
 
 
 @pytest.mark.parametrize("flow", ["throughput", "throughput_delayed"])
