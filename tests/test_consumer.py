@@ -186,6 +186,68 @@ def test_shutdown_gives_back_what_has_not_started(settings, send, sqs, source):
     assert len(drain(sqs, source)) == result.returned
 
 
+def batch_of(settings, send, handler, n: int = 5) -> tuple[Consumer, list]:
+    """Sends n events and handles them in one batch (more receives if SQS hands out fewer);
+    returns the consumer and the names of the threads the handler ran on."""
+    threads = []
+
+    def recording(event, deps):
+        threads.append(threading.current_thread().name)
+        return handler(event, deps)
+
+    send(*[post(f"u{i}", "https://a.com") for i in range(n)])
+    consumer = Consumer("post-sent", settings, handler=recording, concurrency=10)
+    consumer.typical_seconds = None
+    return consumer, threads
+
+
+def drain_all(consumer: Consumer, n: int) -> None:
+    handled = 0
+    while handled < n:
+        handled += consumer.process_batch(wait_seconds=1).received
+
+
+def test_quick_handlers_run_on_the_receiving_thread_without_a_hand_off(settings, send):
+    consumer, threads = batch_of(settings, send, lambda event, deps: None)
+    consumer.typical_seconds = 0.001  # measured quick on earlier batches
+    drain_all(consumer, 5)
+    assert threads == [threading.current_thread().name] * 5
+
+
+def test_slow_handlers_run_on_the_handler_threads_all_at_once(settings, send):
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow(event, deps):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+
+    consumer, threads = batch_of(settings, send, slow)
+    drain_all(consumer, 5)
+    assert consumer.typical_seconds >= 0.2  # measured slow: stays on the pool
+    assert all(name.startswith("handler") for name in threads)
+    assert most[0] > 1  # concurrently, not one after another
+
+
+def test_a_handler_turning_slow_sends_the_rest_of_its_batch_to_the_pool(settings, send):
+    calls = []
+
+    def first_slow(event, deps):
+        calls.append(event.update_id)
+        if len(calls) == 1:
+            time.sleep(0.05)
+
+    consumer, threads = batch_of(settings, send, first_slow)
+    consumer.typical_seconds = 0.001
+    drain_all(consumer, 5)
+    assert threads[0] == threading.current_thread().name  # quick until it was not
+    assert threads[1:] and all(name.startswith("handler") for name in threads[1:])
+
+
 def test_no_receive_after_shutdown(settings, send):
     send(post("u1", "https://a.com"))
     consumer = Consumer("post-sent", settings)

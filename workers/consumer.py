@@ -1,5 +1,9 @@
 """The consumer loop of one queue: receive, handle concurrently, acknowledge in batches.
 
+Handlers that typically take a few milliseconds or more run concurrently on a thread pool;
+quicker ones run one after another on the receiving thread, where a hand-off would cost more
+CPU than their work.
+
 ``process_batch`` is one step (one receive, its handling, its acknowledgements) and is what
 tests drive; ``run`` keeps several of those steps ("lanes") going until shutdown, so a receive
 is in flight while another lane's handlers run.
@@ -36,6 +40,14 @@ SUCCEEDED, RETRIED, DEAD_LETTERED, RETURNED = "succeeded", "retried", "dead_lett
 MAX_PAUSE_SECONDS = 30
 # How often a waiting batch looks at the shutdown flag.
 SHUTDOWN_POLL_SECONDS = 0.2
+# Handlers that typically take less than this run one after another on the thread that
+# received them: handing a message to another thread costs about as much CPU as such a
+# handler's work (a Redis round trip), and a batch of ten still takes only milliseconds.
+# Slower ones (an HTTP API, SES) go to the handler threads, all of a batch at once.
+QUICK_HANDLER_SECONDS = 0.005
+# Weight of the newest handler's duration in the typical one: a slow handler moves the
+# typical duration past QUICK_HANDLER_SECONDS at once, a quick one brings it back gradually.
+TYPICAL_WEIGHT = 0.2
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,7 @@ class Consumer:
         self.totals = BatchResult()
         self._lock = threading.Lock()
         self._pause = 0.0
+        self.typical_seconds: float | None = None  # a handler's typical duration, once known
 
     # -- one step -------------------------------------------------------------------------
 
@@ -120,6 +133,17 @@ class Consumer:
         return result
 
     def _handle_all(self, messages: list[Message]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        while messages and self._quick():
+            outcomes.append(self._handle(messages[0]))
+            messages = messages[1:]
+        return outcomes + self._handle_on_pool(messages) if messages else outcomes
+
+    def _quick(self) -> bool:
+        typical = self.typical_seconds
+        return typical is not None and typical < QUICK_HANDLER_SECONDS
+
+    def _handle_on_pool(self, messages: list[Message]) -> list[Outcome]:
         futures: dict[Future, Message] = {self.pool.submit(self._handle, m): m for m in messages}
         pending = set(futures)
         outcomes: list[Outcome] = []
@@ -161,6 +185,9 @@ class Consumer:
             log.exception("handler.crashed")
             outcome = Outcome(message, RETRIED, f"unexpected {type(exc).__name__}: {exc}")
         elapsed = time.perf_counter() - started
+        typical = self.typical_seconds  # threads race here harmlessly: it is an estimate
+        self.typical_seconds = elapsed if typical is None else (
+            max(elapsed, (1 - TYPICAL_WEIGHT) * typical + TYPICAL_WEIGHT * elapsed))
         metrics.DURATION.labels(self.queue).observe(elapsed)
         if outcome.kind != SUCCEEDED:
             kind = "permanent" if outcome.kind == DEAD_LETTERED else "transient"
