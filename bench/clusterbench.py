@@ -30,7 +30,7 @@ import procstat
 import sqsproxy
 import workload
 from feeder import Feeder
-from scenario import BENCH_DIR, BenchError, stop
+from scenario import BenchError, proxy_service, stop
 
 from workers import devstack
 from workers.links import LinkCounter, connect
@@ -130,9 +130,7 @@ class Fleet:
 
     def _start(self) -> None:
         port = devstack.free_port()
-        self.proxy = devstack.Service(
-            "proxy", [sys.executable, str(BENCH_DIR / "sqsproxy.py"), "--port", str(port),
-                      "--upstream-port", str(self.moto.port)], port, self.workdir / "proxy.log")
+        self.proxy = proxy_service(port, self.moto.port, self.workdir)
         procstat.remember(self.proxy.start().proc.pid)
         env = devstack.stack_env(port, 0, REDIS_URL=self.redis_url, WORKERS_WAIT_SECONDS="1",
                                  WORKERS_QUEUE_PREFIX=self.settings.queue_prefix)
@@ -168,9 +166,7 @@ class Fleet:
                              f"see {self.workdir / 'daemons.log'}")
 
     def stop(self) -> None:
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
+        for proc in self.procs:  # a warm stop each; a SIGTERM ahead of it would make it cold
             stop(proc)
         if self.proxy is not None:
             self.proxy.stop()

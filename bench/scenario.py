@@ -151,11 +151,7 @@ class Scenario:
     def _start(self, queue_url: str, entries: list[dict[str, Any]]) -> None:
         port = devstack.free_port()
         # Kept before it starts: a proxy that never listens is still stopped by _stop_all.
-        self.proxy = devstack.Service(
-            "proxy", [sys.executable, str(BENCH_DIR / "sqsproxy.py"), "--port", str(port),
-                      "--upstream-port", str(self.stack.moto.port),
-                      "--delay-ms", str(self.delay_ms)],
-            port, self.stack.workdir / "proxy.log")
+        self.proxy = proxy_service(port, self.stack.moto.port, self.stack.workdir, self.delay_ms)
         procstat.remember(self.proxy.start().proc.pid)
         env = devstack.stack_env(port, self.stack.redis.port,
                                  WORKERS_QUEUE_PREFIX=self.settings.queue_prefix,
@@ -366,6 +362,16 @@ class Scenario:
             "feeder_starved": self.feeder.starved if self.feeder else 0,
             "backlog": self.backlog,
         }
+
+
+def proxy_service(port: int, moto_port: int, workdir: Path,
+                  delay_ms: float = 0.0) -> devstack.Service:
+    """The counting proxy in front of moto, not started yet (so it can be stopped whatever
+    happens to its start)."""
+    return devstack.Service(
+        "proxy", [sys.executable, str(BENCH_DIR / "sqsproxy.py"), "--port", str(port),
+                  "--upstream-port", str(moto_port), "--delay-ms", str(delay_ms)],
+        port, workdir / "proxy.log")
 
 
 def stop(proc: subprocess.Popen) -> None:

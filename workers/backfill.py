@@ -3,7 +3,7 @@ count served while it runs.
 
 1. **Read** the archive on a few threads and build the new counts aside, in this process's
    memory: each distinct (update_id, url) pair's mark (the live path's 8 bytes) with its URL
-   key (about 100 bytes a pair). Redis is not touched.
+   key (about 180 bytes a pair). Redis is not touched.
 2. **Catch up** with objects written meanwhile, until a listing finds none new.
 3. **Swap**: per bucket, one Lua script replaces the live counters with the rebuilt ones and
    the marks with those of pairs recent enough to be redelivered, so readers and daemons see

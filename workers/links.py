@@ -92,9 +92,9 @@ BUCKETS_PER_CALL = 16
 def _packed(bucket: Sequence[bytes], counts: dict[bytes, int],
             marks: Mapping[bytes, list[bytes]]) -> tuple[bytes, str, bytes]:
     """One bucket's counter fields, their counts and its marks, each packed in one string, as
-    REPLACE reads them; ``bucket`` is its keys, each followed by its digest."""
+    REPLACE reads them; ``bucket`` is its keys, each followed by its counter field."""
     keys = bucket[::2]
-    return (b"".join([digest[4:] for digest in bucket[1::2]]),
+    return (b"".join(bucket[1::2]),
             " ".join([str(counts[key]) for key in keys]),
             b"".join(chain.from_iterable([marks.get(key, ()) for key in keys])))
 
@@ -122,7 +122,11 @@ class LinkCounter:
 
     def bucket(self, key: str) -> tuple[int, bytes]:
         """The bucket and counter field of a normalized URL key."""
-        digest = hashlib.blake2b(key.encode(), digest_size=10).digest()
+        return self.bucket_of(key.encode())
+
+    def bucket_of(self, key: bytes) -> tuple[int, bytes]:
+        """``bucket`` of a key already UTF-8 encoded."""
+        digest = hashlib.blake2b(key, digest_size=10).digest()
         return int.from_bytes(digest[:4], "big") % self.buckets, digest[4:]
 
     def slot(self, key: str) -> tuple[str, bytes]:
@@ -201,17 +205,15 @@ class LinkCounter:
             self._evalsha_all(REPLACE, calls)
 
     def _grouped(self, keys: Iterable[bytes]) -> dict[int, list[bytes]]:
-        """Bucket -> its keys, each followed by its 10-byte digest (as ``bucket`` makes it)."""
-        n, blake2b = self.buckets, hashlib.blake2b
+        """Bucket -> its keys, each followed by its counter field."""
         grouped: dict[int, list[bytes]] = {}
         for key in keys:
-            digest = blake2b(key, digest_size=10).digest()
-            bucket = int.from_bytes(digest[:4], "big") % n
+            bucket, field = self.bucket_of(key)
             found = grouped.get(bucket)
             if found is None:
-                grouped[bucket] = [key, digest]
+                grouped[bucket] = [key, field]
             else:
-                found += (key, digest)
+                found += (key, field)
         return grouped
 
     def _replaced_keys(self, bucket: int, window: int, forget: list[int]) -> list[str]:
