@@ -2,8 +2,10 @@
 redis-server, de-duplicated, swapped in whole, exact even while daemons keep counting."""
 
 import gzip
+import hashlib
 import json
 import random
+import time
 
 import boto3
 import pytest
@@ -12,9 +14,10 @@ from hypothesis import strategies as st
 
 from helpers import ON_SINGLE_AND_CLUSTER, feed, queue_depth, wait_until, workers_cmd
 from workers import archive
+from workers import backfill as backfill_module
 from workers.archive import Archive
 from workers.backfill import Backfill
-from workers.links import LinkCounter
+from workers.links import LinkCounter, pair_field
 
 BUCKETS = 64  # few buckets: many links share each, as in production
 
@@ -152,6 +155,15 @@ def test_the_fast_reading_of_an_object_agrees_with_json(pairs):
     assert [(r["update_id"], r["url"]) for r in as_json] == pairs
 
 
+@given(st.lists(st.tuples(st.text(max_size=20), st.text(max_size=40)), min_size=1,
+                max_size=20))
+def test_the_hashes_read_from_an_object_are_the_live_paths(pairs):
+    marks, digests = backfill_module._hashes(archive.encode(records(*pairs)))
+    assert marks == b"".join(pair_field(u, k) for u, k in pairs)
+    assert digests == b"".join(hashlib.blake2b(k.encode(), digest_size=10).digest()
+                               for _, k in pairs)
+
+
 def test_objects_laid_out_otherwise_are_read_as_json():
     lines = [{"url": "a.com", "update_id": "u1"}, {"service": "x", "update_id": "u2",
                                                    "url": "b.com"}]
@@ -164,6 +176,37 @@ def test_an_object_the_pattern_cannot_vouch_for_is_read_as_json():
              '{"url":"b.com","update_id":"u2"}']  # one match too many, one too few
     body = gzip.compress("".join(line + "\n" for line in lines).encode())
     assert archive.pairs(body) == [(b"u1", b"a.com"), (b"u2", b"b.com")]
+
+
+def test_archived_lines_carry_the_live_paths_hashes(live):
+    [line] = gzip.decompress(archive.encode(records(("u1", "a.com/é")))).splitlines()
+    written = json.loads(line)
+    digest = bytes.fromhex(written["url_digest"])
+    assert bytes.fromhex(written["pair_mark"]) == pair_field("u1", "a.com/é")
+    assert (int.from_bytes(digest[:4], "big") % BUCKETS, digest[4:]) == live.bucket("a.com/é")
+    assert line.startswith(b'{"pair_mark":"') and written["update_id"] == "u1"
+
+
+def write_unhashed(store, lines):
+    """An object as written before lines carried their hashes, or edited by hand."""
+    body = gzip.compress("".join(json.dumps(r, separators=(",", ":")) + "\n"
+                                 for r in lines).encode())
+    now = time.gmtime()
+    key = (f"{store.prefix}dt={time.strftime('%Y-%m-%d', now)}/{time.strftime('%H%M%S', now)}"
+           f"-1-{lines[0]['update_id']}.jsonl.gz")
+    store.s3.put_object(Bucket=store.bucket, Key=key, Body=body)
+
+
+def test_objects_without_hashes_or_with_spoiled_ones_are_hashed_as_read(store, live):
+    write_unhashed(store, records(("u1", "a.com"), ("u2", "a.com")))
+    spoiled = archive._hashed(records(("u3", "a.com"))[0])
+    spoiled["pair_mark"] = "not hex at all!!"
+    write_unhashed(store, [spoiled])
+    store.write(records(("u2", "a.com"), ("u4", "b.com")))
+    done = backfill(store, live).run()
+    assert live.counts(["a.com", "b.com"]) == [3, 1]
+    assert (done.records, done.pairs) == (5, 4)
+    assert live.record("u1", ["a.com"]) == [False]
 
 
 def test_the_cli_needs_an_archive(env):

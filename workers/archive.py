@@ -19,12 +19,23 @@ import uuid
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from workers.links import KEY_DIGEST_BYTES, MARK_BYTES, key_hash, mark_hash
+
 PREFIX = "links/"
+# Each line ``write`` makes starts with the pair's idempotency mark and its URL key's digest
+# (what LinkCounter computes, in hex), at the same places in every line: a backfill takes them
+# from all lines of an object at once instead of hashing every record again. Lines without
+# them (written before they were) are hashed as they are read.
+HASHED_LEAD = b'{"pair_mark":"' + b"0" * 2 * MARK_BYTES + b'","url_digest":"' + \
+    b"0" * 2 * KEY_DIGEST_BYTES + b'",'
+MARK_AT = HASHED_LEAD.index(b"0")
+DIGEST_AT = HASHED_LEAD.index(b"0", MARK_AT + 2 * MARK_BYTES)
 # What a backfill needs of a line, as ``write`` lays it out (json.dumps keeps the order in
 # which handlers build records), matched after the newline that ends the line before: a literal
 # start lets the regex engine skip to it, where ``^`` would try every byte. Used only where it
 # is exact: see ``pairs``.
-_PAIR = re.compile(rb'\n\{"update_id":"([^"\\\n]*)","url":"([^"\\\n]*)"')
+_PAIR = re.compile(rb'\n\{(?:"pair_mark":"[0-9a-f]{16}","url_digest":"[0-9a-f]{20}",)?'
+                   rb'"update_id":"([^"\\\n]*)","url":"([^"\\\n]*)"')
 _KEY_TIME = re.compile(r"dt=(\d{4}-\d{2}-\d{2})/(\d{6})-")
 _STAGED: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
     "archive_staged", default=None)
@@ -87,8 +98,16 @@ class Archive:
 
 def encode(records: list[dict[str, Any]]) -> bytes:
     """gzip JSON lines. mtime=0: the same records make the same bytes, whatever the hour."""
-    body = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
+    body = "".join(json.dumps(_hashed(r), separators=(",", ":")) + "\n" for r in records)
     return gzip.compress(body.encode(), mtime=0)
+
+
+def _hashed(record: dict[str, Any]) -> dict[str, Any]:
+    update_id, url = record.get("update_id"), record.get("url")
+    if not isinstance(update_id, str) or not isinstance(url, str):
+        return record
+    return {"pair_mark": mark_hash(_utf8(update_id) + b"\n" + _utf8(url)).hexdigest(),
+            "url_digest": key_hash(_utf8(url)).hexdigest(), **record}
 
 
 def pairs(body: bytes) -> list[tuple[bytes, bytes]]:
@@ -100,7 +119,11 @@ def pairs(body: bytes) -> list[tuple[bytes, bytes]]:
     character and quote, so in a backslash-free object no value can hold a quote) and every
     line matched; anything else is read as JSON, line by line.
     """
-    raw = gzip.decompress(body)
+    return pairs_of(gzip.decompress(body))
+
+
+def pairs_of(raw: bytes) -> list[tuple[bytes, bytes]]:
+    """``pairs`` of an object's bytes once decompressed."""
     if b"\\" not in raw:
         found = _PAIR.findall(b"\n" + raw)
         if len(found) == raw.count(b"\n"):

@@ -2,12 +2,14 @@
 count served while it runs.
 
 1. **Read** the archive on a few threads and build the new counts aside, in this process's
-   memory: each distinct (update_id, url) pair's mark (the live path's 8 bytes) with its URL
-   key (about 180 bytes a pair). Redis is not touched.
+   memory: each record's pair mark (the live path's 8 bytes) and its URL key's digest (the
+   10 bytes that name its counter), 18 bytes a record, duplicates folded away as they pile
+   up. Redis is not touched.
 2. **Catch up** with objects written meanwhile, until a listing finds none new.
-3. **Swap**: per bucket, one Lua script replaces the live counters with the rebuilt ones and
-   the marks with those of pairs recent enough to be redelivered, so readers and daemons see
-   the old bucket or the new, never a mix or a partial rebuild.
+3. **Swap**: the distinct pairs sorted out by counter (numpy: sorting arrays of fixed-width
+   records at C speed), then per bucket, one Lua script replaces the live counters with the
+   rebuilt ones and the marks with those of pairs recent enough to be redelivered, so readers
+   and daemons see the old bucket or the new, never a mix or a partial rebuild.
 4. **Settle**, then count what was archived since the last listing through the live path:
    daemons counted it before the swap threw their counts away, or will count it now; the
    rebuilt marks make either count once.
@@ -16,20 +18,29 @@ count served while it runs.
 from __future__ import annotations
 
 import gc
-import hashlib
+import gzip
 import itertools
 import operator
 import time
-from collections import Counter, defaultdict, deque
+from collections import defaultdict, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
+import numpy as np
 from botocore.exceptions import ClientError
 
 from workers import archive
 from workers.archive import Archive
-from workers.links import LinkCounter
+from workers.links import (
+    BUCKET_BYTES,
+    FIELD_BYTES,
+    KEY_DIGEST_BYTES,
+    MARK_BYTES,
+    LinkCounter,
+    key_hash,
+    mark_hash,
+)
 from workers.settings import IDEMPOTENCY_TTL_SECONDS
 
 # A daemon's clock may lag ours: objects it writes after we start are listed from the day
@@ -40,7 +51,14 @@ MAX_CATCH_UPS = 5
 # Objects fetched ahead of the one being counted, per thread.
 PREFETCH_PER_THREAD = 4
 PROGRESS_EVERY_SECONDS = 1.0
+# Records read before their duplicates are folded away, at the least: folding sorts all kept so
+# far, so it waits until as many new ones have come (a few sorts in all, and memory stays
+# within about twice the distinct pairs').
+FOLD_AFTER_RECORDS = 4_000_000
+T = TypeVar("T")
+_digest = operator.methodcaller("digest")
 _second = operator.itemgetter(1)
+_pair_text = b"\n".join  # (update_id, key) -> the text the live path marks
 
 
 @dataclass
@@ -49,8 +67,8 @@ class Progress:
     objects: int = 0          # archive objects read
     listed: int = 0           # archive objects known so far
     records: int = 0          # (update_id, url) records read, duplicates included
-    pairs: int = 0            # distinct pairs: what the counts add up to
-    links: int = 0            # distinct URL keys (known once the swap begins)
+    pairs: int = 0            # distinct pairs: what the counts add up to (known at the swap)
+    links: int = 0            # distinct counters, one per URL key (known at the swap)
     missing: int = 0          # objects listed, then gone before they were read
     caught_up: int = 0        # pairs counted through the live path after the swap
     started: float = field(default_factory=time.monotonic)
@@ -81,11 +99,10 @@ class Backfill:
         self.started = live.clock()
         self.started_window = live.window()  # live marks from here on go with the swap
         self.read_keys: set[str] = set()
-        # Each distinct pair's mark -> its URL key: pairs recent enough to be redelivered,
-        # whose marks go to Redis, and older ones, only counted. A dict de-duplicates in C,
-        # record after record, with no Python per record: that loop is the backfill's speed.
-        self.recent: dict[bytes, bytes] = {}
-        self.older: dict[bytes, bytes] = {}
+        # Records of pairs recent enough to be redelivered, whose marks go to Redis, and of
+        # older ones, only counted.
+        self.recent = Records()
+        self.older = Records()
         self._reported = 0.0
 
     def run(self) -> Progress:
@@ -119,32 +136,24 @@ class Backfill:
         """Reads these objects into the in-memory rebuild."""
         self._phase("read")
         recent_after = self.live.clock() - self.ttl
-        for key, pairs in self._fetched(keys):
+        for key, (marks, digests) in self._fetched(keys, _hashes):
             written = archive.written_at(key)
-            self._add(pairs, recent=written is None or written >= recent_after)
+            (self.recent if written is None or written >= recent_after else self.older).add(
+                marks, digests)
+            self.progress.records += len(marks) // MARK_BYTES
 
     def swap(self) -> None:
         """Replaces the live counts and marks with the rebuild's, bucket by bucket."""
         self._phase("swap")
-        recent, older = self.recent, self.older
-        for mark in older.keys() & recent.keys():  # archived again days later: one pair
-            del older[mark]
-        # Each recent mark onto its key's list, iterated in C (values and keys of one dict
-        # come in the same order).
-        marks: defaultdict[bytes, list[bytes]] = defaultdict(list)
-        deque(map(list.append, map(marks.__getitem__, recent.values()), recent.keys()),
-              maxlen=0)
-        counts = {key: len(found) for key, found in marks.items()}
-        for key, n in Counter(older.values()).items():
-            counts[key] = counts.get(key, 0) + n
-        self.progress.pairs = len(recent) + len(older)
-        self.progress.links = len(counts)
-        self.live.replace(counts, marks, since=self.started_window)
+        rebuilt = Rebuilt.of(self.recent, self.older, self.live.buckets)
+        self.progress.pairs, self.progress.links = rebuilt.pairs, rebuilt.counters
+        self._report(force=True)
+        self.live.replace(rebuilt.by_bucket(), since=self.started_window)
 
     def count_live(self, keys: Iterable[str]) -> None:
         """Counts these objects' pairs through the live path, each once whoever got there."""
         self._phase("catch-up")
-        for _, pairs in self._fetched(keys):
+        for _, pairs in self._fetched(keys, archive.pairs):
             by_update: defaultdict[str, list[str]] = defaultdict(list)
             for update_id, key in pairs:
                 by_update[update_id.decode()].append(key.decode())
@@ -159,17 +168,9 @@ class Backfill:
 
     # -- the work -------------------------------------------------------------------------
 
-    def _add(self, pairs: list[tuple[bytes, bytes]], recent: bool) -> None:
-        # The hot loop of a backfill: the live path's pair_field over bytes, and the rest in C.
-        blake2b = hashlib.blake2b
-        marks = [blake2b(b"%s\n%s" % pair, digest_size=8).digest() for pair in pairs]
-        into = self.recent if recent else self.older
-        into.update(zip(marks, map(_second, pairs), strict=True))
-        self.progress.records += len(pairs)
-        self.progress.pairs = len(self.recent) + len(self.older)
-
-    def _fetched(self, keys: Iterable[str]) -> Iterator[tuple[str, list[tuple[bytes, bytes]]]]:
-        """(key, pairs) of each object, in order, fetched and parsed ahead on threads."""
+    def _fetched(self, keys: Iterable[str], parse: Callable[[bytes], T]) -> Iterator[tuple[str, T]]:
+        """(key, what ``parse`` makes of its bytes) of each object, in order, fetched and parsed
+        ahead on threads."""
         keys = iter(keys)
         with ThreadPoolExecutor(self.threads, thread_name_prefix="backfill") as pool:
             ahead: deque[tuple[str, Future]] = deque()
@@ -177,24 +178,24 @@ class Backfill:
             def submit(batch: Iterable[str]) -> None:
                 for key in batch:
                     self.progress.listed += 1
-                    ahead.append((key, pool.submit(self._fetch, key)))
+                    ahead.append((key, pool.submit(self._fetch, key, parse)))
 
             submit(itertools.islice(keys, self.threads * PREFETCH_PER_THREAD))
             while ahead:
                 key, future = ahead.popleft()
                 submit(itertools.islice(keys, 1))
-                pairs = future.result()
+                parsed = future.result()
                 self.read_keys.add(key)
-                if pairs is None:
+                if parsed is None:
                     self.progress.missing += 1
                     continue
                 self.progress.objects += 1
-                yield key, pairs
+                yield key, parsed
                 self._report()
 
-    def _fetch(self, key: str) -> list[tuple[bytes, bytes]] | None:
+    def _fetch(self, key: str, parse: Callable[[bytes], T]) -> T | None:
         try:
-            return archive.pairs(self.archive.get(key))
+            return parse(self.archive.get(key))
         except ClientError as exc:  # deleted since it was listed: nothing left to count
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
@@ -209,3 +210,152 @@ class Backfill:
         if force or now - self._reported >= PROGRESS_EVERY_SECONDS:
             self._reported = now
             self.on_progress(self.progress)
+
+
+def _hashes(body: bytes) -> tuple[bytes, bytes]:
+    """The marks and URL key digests of an archive object's records, packed."""
+    raw = gzip.decompress(body)
+    found = _written_hashes(raw)
+    if found is not None:
+        return found
+    # Written before lines carried them: the live path's hashes over the bytes read, a record
+    # at a time in C.
+    pairs = archive.pairs_of(raw)
+    return (b"".join(map(_digest, map(mark_hash, map(_pair_text, pairs)))),
+            b"".join(map(_digest, map(key_hash, map(_second, pairs)))))
+
+
+# Hex digits' values; anything else is 255.
+_HEX_VALUE = np.full(256, 255, dtype=np.uint8)
+_HEX_VALUE[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16)
+_LEAD = np.frombuffer(archive.HASHED_LEAD, dtype=np.uint8)
+_HEX_AT = np.r_[archive.MARK_AT:archive.MARK_AT + 2 * MARK_BYTES,
+                archive.DIGEST_AT:archive.DIGEST_AT + 2 * KEY_DIGEST_BYTES]
+_FIXED_AT = np.setdiff1d(np.arange(len(_LEAD)), _HEX_AT)
+
+
+def _written_hashes(raw: bytes) -> tuple[bytes, bytes] | None:
+    """The hashes every line of this object starts with, read from all lines at once (the
+    work is numpy's, outside the GIL); None unless every line has them."""
+    data = np.frombuffer(raw, dtype=np.uint8)
+    ends = np.flatnonzero(data == ord("\n"))
+    if not len(ends) or ends[-1] != len(data) - 1:
+        return None
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    if (ends - starts < len(_LEAD)).any():
+        return None
+    leads = data[starts[:, None] + np.arange(len(_LEAD))]
+    if not (leads[:, _FIXED_AT] == _LEAD[_FIXED_AT]).all():
+        return None
+    nibbles = _HEX_VALUE[leads[:, _HEX_AT]]
+    if (nibbles == 255).any():
+        return None
+    hashes = nibbles[:, 0::2] << 4 | nibbles[:, 1::2]
+    return hashes[:, :MARK_BYTES].tobytes(), hashes[:, MARK_BYTES:].tobytes()
+
+
+class Records:
+    """Archive records as a rebuild keeps them: each one's pair mark and URL key digest, in
+    two byte strings per object, their duplicates folded away now and then."""
+
+    def __init__(self) -> None:
+        self.marks: list[bytes] = []
+        self.digests: list[bytes] = []
+        self.count = 0   # records kept, duplicates included until folded
+        self.folded = 0  # records kept at the last fold, all distinct
+
+    def add(self, marks: bytes, digests: bytes) -> None:
+        self.marks.append(marks)
+        self.digests.append(digests)
+        self.count += len(marks) // MARK_BYTES
+        if self.count - self.folded >= max(FOLD_AFTER_RECORDS, self.folded):
+            self.fold()
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The marks (one uint64 each, as bytes read) and the digests (a row of bytes each)."""
+        marks = np.frombuffer(b"".join(self.marks), dtype=np.uint64)
+        digests = np.frombuffer(b"".join(self.digests), dtype=np.uint8)
+        return marks, digests.reshape(-1, KEY_DIGEST_BYTES)
+
+    def take(self) -> tuple[np.ndarray, np.ndarray]:
+        """``arrays``, and this left empty."""
+        found = self.arrays()
+        self.marks, self.digests = [], []
+        self.count = self.folded = 0
+        return found
+
+    def fold(self) -> None:
+        """Keeps one record of each pair."""
+        marks, digests = self.arrays()
+        marks, first = np.unique(marks, return_index=True)
+        self.marks, self.digests = [marks.tobytes()], [digests[first].tobytes()]
+        self.count = self.folded = len(marks)
+
+
+@dataclass
+class Rebuilt:
+    """The rebuilt counters and recent marks, sorted by bucket and packed as
+    ``LinkCounter.replace`` sends them: counters of 6-byte fields and 4-byte big-endian
+    counts, marks of 8 bytes."""
+
+    buckets: list[int]
+    counter_bytes: bytes
+    counter_ends: list[int]  # per bucket, where its counters end in counter_bytes
+    mark_bytes: bytes
+    mark_ends: list[int]
+    pairs: int
+    counters: int
+
+    @classmethod
+    def of(cls, recent: Records, older: Records, buckets: int) -> Rebuilt:
+        """The rebuild of these records, which it takes (they are left empty)."""
+        recent_marks, recent_digests = recent.take()
+        older_marks, older_digests = older.take()
+        marks = np.concatenate([recent_marks, older_marks])
+        digests = np.concatenate([recent_digests, older_digests])
+        recent_count = len(recent_marks)
+        del recent_marks, recent_digests, older_marks, older_digests
+        if not len(marks):
+            return cls([], b"", [], b"", [], pairs=0, counters=0)
+        # One record per pair, a recent one where the pair is both (archived again later).
+        marks, first = np.unique(marks, return_index=True)
+        is_recent = first < recent_count
+        digests = digests[first]
+        del first
+        # The counter each pair counts on, (bucket, field), as LinkCounter.bucket_of reads the
+        # digest. Sorted by it, each counter's pairs are a run, and each bucket's counters too.
+        bucket = (digests[:, :BUCKET_BYTES].copy().view(">u4")[:, 0]
+                  % np.uint64(buckets)).astype(np.uint32)
+        field = np.zeros((len(digests), 8), dtype=np.uint8)
+        field[:, 8 - FIELD_BYTES:] = digests[:, BUCKET_BYTES:]
+        field = field.view(">u8")[:, 0]
+        del digests
+        order = np.lexsort((field, bucket))
+        bucket, field = bucket[order], field[order]
+        marks, is_recent = marks[order], is_recent[order]
+        del order
+        starts = np.flatnonzero(np.concatenate(
+            [[True], (bucket[1:] != bucket[:-1]) | (field[1:] != field[:-1])]))
+        counters = np.empty((len(starts), FIELD_BYTES + 4), dtype=np.uint8)
+        counters[:, :FIELD_BYTES] = field[starts].view(np.uint8).reshape(-1, 8)[:, -FIELD_BYTES:]
+        counts = np.diff(np.append(starts, len(bucket))).astype(">u4")
+        counters[:, FIELD_BYTES:] = counts.view(np.uint8).reshape(-1, 4)
+        counter_buckets = bucket[starts]
+        ends = np.flatnonzero(np.append(counter_buckets[1:] != counter_buckets[:-1], True))
+        return cls(buckets=counter_buckets[ends].tolist(),
+                   counter_bytes=counters.tobytes(),
+                   counter_ends=((ends + 1) * counters.shape[1]).tolist(),
+                   mark_bytes=marks[is_recent].tobytes(),
+                   mark_ends=(np.searchsorted(bucket[is_recent], counter_buckets[ends], "right")
+                              * MARK_BYTES).tolist(),
+                   pairs=len(marks), counters=len(starts))
+
+    def by_bucket(self) -> dict[int, tuple[bytes, bytes]]:
+        """Bucket -> its counters and marks."""
+        return dict(zip(self.buckets, zip(_slices(self.counter_bytes, self.counter_ends),
+                                          _slices(self.mark_bytes, self.mark_ends),
+                                          strict=True), strict=True))
+
+
+def _slices(data: bytes, ends: list[int]) -> Iterator[bytes]:
+    return map(data.__getitem__, map(slice, [0, *ends[:-1]], ends))

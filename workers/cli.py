@@ -148,9 +148,9 @@ def links_backfill(settings: Settings, settle: float | None, threads: int) -> No
 
 
 def _show_progress(progress: Any) -> None:
+    pairs = f"{progress.pairs} pairs, " if progress.pairs else ""  # known from the swap on
     click.echo(f"backfill: {progress.phase}: {progress.objects}/{progress.listed} objects, "
-               f"{progress.records} records, {progress.pairs} pairs, "
-               f"{progress.rate:,.0f} records/s", err=True)
+               f"{progress.records} records, {pairs}{progress.rate:,.0f} records/s", err=True)
 
 
 @cli.group()

@@ -12,11 +12,12 @@ Layout (see README.rst, "Link counting and its memory layout"):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from itertools import chain
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import redis
@@ -45,11 +46,11 @@ return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 # of one cluster slot (16 of 2^18 buckets share each), and fields come packed in one string
 # each: a call or an argument apiece would cost the client far more than Redis.
 # KEYS, per bucket: its counters, its marks of the current window, then its live windows since
-# the backfill began. ARGV: keys per bucket, when the marks may expire, then per bucket: the
-# 6-byte counter fields, their counts (space-separated), and the 8-byte pair marks.
+# the backfill began. ARGV: keys per bucket, when the marks may expire, then per bucket: its
+# counters (each a 6-byte field and a big-endian 4-byte count) and its 8-byte pair marks.
 REPLACE = """
 local per, expire_at = tonumber(ARGV[1]), ARGV[2]
-local sub, unpack = string.sub, unpack
+local sub, unpack, count_at = string.sub, unpack, struct.unpack
 local function hset(key, args, n)
   for i = 1, n, 1000 do
     redis.call('HSET', key, unpack(args, i, math.min(i + 999, n)))
@@ -57,12 +58,12 @@ local function hset(key, args, n)
 end
 for b = 0, #KEYS / per - 1 do
   local counters, marks = KEYS[b * per + 1], KEYS[b * per + 2]
-  local fields, counts, pairs = ARGV[b * 3 + 3], ARGV[b * 3 + 4], ARGV[b * 3 + 5]
+  local fields, pairs = ARGV[b * 2 + 3], ARGV[b * 2 + 4]
   redis.call('DEL', unpack(KEYS, b * per + 1, b * per + per))
   local args, n = {}, 0
-  for count in string.gmatch(counts, '%d+') do
-    args[n + 1] = sub(fields, n * 3 + 1, n * 3 + 6)
-    args[n + 2] = count
+  for at = 1, #fields, 10 do
+    args[n + 1] = sub(fields, at, at + 5)
+    args[n + 2] = count_at('>I4', fields, at + 6)
     n = n + 2
   end
   if n > 0 then hset(counters, args, n) end
@@ -85,23 +86,26 @@ WINDOW_SECONDS = 4 * 24 * 60 * 60
 # Slots replaced per pipeline: big enough to amortize the round trip, small enough that a
 # request stays a few megabytes.
 REPLACE_CHUNK = 200
+# Chunks sent and not yet answered: two keep Redis busy while the client packs.
+REPLACES_IN_FLIGHT = 2
 # Buckets one REPLACE call takes on a single Redis: as many as share a cluster slot by default.
 BUCKETS_PER_CALL = 16
 
 
-def _packed(bucket: Sequence[bytes], counts: dict[bytes, int],
-            marks: Mapping[bytes, list[bytes]]) -> tuple[bytes, str, bytes]:
-    """One bucket's counter fields, their counts and its marks, each packed in one string, as
-    REPLACE reads them; ``bucket`` is its keys, each followed by its counter field."""
-    keys = bucket[::2]
-    return (b"".join(bucket[1::2]),
-            " ".join([str(counts[key]) for key in keys]),
-            b"".join(chain.from_iterable([marks.get(key, ()) for key in keys])))
+# What a pair's mark and a URL key's counter are made of, so a backfill can compute them over
+# bytes at C speed: blake2b both. A key's digest picks its bucket with its first 4 bytes
+# (big-endian, modulo the buckets) and is its counter's field with the other 6.
+MARK_BYTES = 8
+KEY_DIGEST_BYTES = 10
+BUCKET_BYTES = 4
+FIELD_BYTES = KEY_DIGEST_BYTES - BUCKET_BYTES
+mark_hash = functools.partial(hashlib.blake2b, digest_size=MARK_BYTES)
+key_hash = functools.partial(hashlib.blake2b, digest_size=KEY_DIGEST_BYTES)
 
 
 def pair_field(update_id: str, key: str) -> bytes:
     """The idempotency mark of one (update, url) pair: 8 bytes, collision odds ~2^-64 a pair."""
-    return hashlib.blake2b(f"{update_id}\n{key}".encode(), digest_size=8).digest()
+    return mark_hash(f"{update_id}\n{key}".encode()).digest()
 
 
 class LinkCounter:
@@ -126,8 +130,9 @@ class LinkCounter:
 
     def bucket_of(self, key: bytes) -> tuple[int, bytes]:
         """``bucket`` of a key already UTF-8 encoded."""
-        digest = hashlib.blake2b(key, digest_size=10).digest()
-        return int.from_bytes(digest[:4], "big") % self.buckets, digest[4:]
+        digest = key_hash(key).digest()
+        return (int.from_bytes(digest[:BUCKET_BYTES], "big") % self.buckets,
+                digest[BUCKET_BYTES:])
 
     def slot(self, key: str) -> tuple[str, bytes]:
         """The counter hash and field of a normalized URL key."""
@@ -174,47 +179,35 @@ class LinkCounter:
 
     # -- a backfill's side ------------------------------------------------------------------
 
-    def replace(self, counts: dict[bytes, int], marks: Mapping[bytes, list[bytes]],
-                since: int) -> None:
-        """Makes ``counts`` (UTF-8 URL key -> count) every bucket's counters, and the marks of
-        recent pairs (URL key -> its pairs' 8-byte marks) its marks, forgetting live marks
-        made from window ``since`` on; one bucket at a time, each atomically. A live bucket
-        ``counts`` has nothing for is emptied."""
+    def replace(self, rebuilt: Mapping[int, tuple[bytes, bytes]], since: int) -> None:
+        """Makes ``rebuilt`` (bucket -> its counters and marks, packed as REPLACE reads them)
+        every bucket's counters and marks, forgetting live marks made from window ``since``
+        on; one bucket at a time, each atomically. A live bucket ``rebuilt`` lacks is
+        emptied."""
         window = self.window()
         forget = list(range(since, window))
         expire_at = self.expire_at(window)
-        grouped = self._grouped(counts)
-        # Redis runs one chunk while this thread packs the next.
-        with ThreadPoolExecutor(1, thread_name_prefix="replace") as writer:
-            sent: Future | None = None
+        empty = (b"", b"")
+        # Chunks go out on connections of their own, a few at a time, so Redis runs one while
+        # the next is packed, here and by redis-py.
+        with ThreadPoolExecutor(REPLACES_IN_FLIGHT, thread_name_prefix="replace") as writers:
+            in_flight: deque[Future] = deque()
             calls = []
-            for buckets in self._by_slot(grouped.keys() | self._existing_buckets()):
+            for buckets in self._by_slot(rebuilt.keys() | self._existing_buckets()):
                 keys: list[str] = []
-                args: list[bytes | str] = []
+                args: list[bytes] = []
                 for b in buckets:
                     keys += self._replaced_keys(b, window, forget)
-                    args += _packed(grouped.get(b, ()), counts, marks)
+                    args += rebuilt.get(b, empty)
                 calls.append((len(keys), *keys, 2 + len(forget), expire_at, *args))
                 if len(calls) >= REPLACE_CHUNK:
-                    if sent:
-                        sent.result()
-                    sent = writer.submit(self._evalsha_all, REPLACE, calls)
+                    if len(in_flight) == REPLACES_IN_FLIGHT:
+                        in_flight.popleft().result()
+                    in_flight.append(writers.submit(self._evalsha_all, REPLACE, calls))
                     calls = []
-            if sent:
+            for sent in in_flight:
                 sent.result()
             self._evalsha_all(REPLACE, calls)
-
-    def _grouped(self, keys: Iterable[bytes]) -> dict[int, list[bytes]]:
-        """Bucket -> its keys, each followed by its counter field."""
-        grouped: dict[int, list[bytes]] = {}
-        for key in keys:
-            bucket, field = self.bucket_of(key)
-            found = grouped.get(bucket)
-            if found is None:
-                grouped[bucket] = [key, field]
-            else:
-                found += (key, field)
-        return grouped
 
     def _replaced_keys(self, bucket: int, window: int, forget: list[int]) -> list[str]:
         tag = f"{{{bucket:x}}}"
