@@ -55,6 +55,9 @@ PROGRESS_EVERY_SECONDS = 1.0
 # far, so it waits until as many new ones have come (a few sorts in all, and memory stays
 # within about twice the distinct pairs').
 FOLD_AFTER_RECORDS = 4_000_000
+# Bucket ranges the swap sorts and sends one after another: Redis replaces one while numpy
+# sorts the next.
+REBUILT_PARTS = 16
 T = TypeVar("T")
 _digest = operator.methodcaller("digest")
 _second = operator.itemgetter(1)
@@ -145,10 +148,11 @@ class Backfill:
     def swap(self) -> None:
         """Replaces the live counts and marks with the rebuild's, bucket by bucket."""
         self._phase("swap")
-        rebuilt = Rebuilt.of(self.recent, self.older, self.live.buckets)
-        self.progress.pairs, self.progress.links = rebuilt.pairs, rebuilt.counters
+        rebuilt = Rebuilt(self.recent, self.older, self.live.buckets)
+        self.progress.pairs = rebuilt.pairs
         self._report(force=True)
-        self.live.replace(rebuilt.by_bucket(), since=self.started_window)
+        self.live.replace(rebuilt.parts(), since=self.started_window)
+        self.progress.links = rebuilt.counters
 
     def count_live(self, keys: Iterable[str]) -> None:
         """Counts these objects' pairs through the live path, each once whoever got there."""
@@ -292,22 +296,12 @@ class Records:
         self.count = self.folded = len(marks)
 
 
-@dataclass
 class Rebuilt:
-    """The rebuilt counters and recent marks, sorted by bucket and packed as
+    """The rebuilt counters and recent marks, in parts by bucket range, each packed as
     ``LinkCounter.replace`` sends them: counters of 6-byte fields and 4-byte big-endian
     counts, marks of 8 bytes."""
 
-    buckets: list[int]
-    counter_bytes: bytes
-    counter_ends: list[int]  # per bucket, where its counters end in counter_bytes
-    mark_bytes: bytes
-    mark_ends: list[int]
-    pairs: int
-    counters: int
-
-    @classmethod
-    def of(cls, recent: Records, older: Records, buckets: int) -> Rebuilt:
+    def __init__(self, recent: Records, older: Records, buckets: int):
         """The rebuild of these records, which it takes (they are left empty)."""
         recent_marks, recent_digests = recent.take()
         older_marks, older_digests = older.take()
@@ -315,46 +309,57 @@ class Rebuilt:
         digests = np.concatenate([recent_digests, older_digests])
         recent_count = len(recent_marks)
         del recent_marks, recent_digests, older_marks, older_digests
-        if not len(marks):
-            return cls([], b"", [], b"", [], pairs=0, counters=0)
         # One record per pair, a recent one where the pair is both (archived again later).
         marks, first = np.unique(marks, return_index=True)
         is_recent = first < recent_count
         digests = digests[first]
         del first
         # The counter each pair counts on, (bucket, field), as LinkCounter.bucket_of reads the
-        # digest. Sorted by it, each counter's pairs are a run, and each bucket's counters too.
+        # digest.
         bucket = (digests[:, :BUCKET_BYTES].copy().view(">u4")[:, 0]
                   % np.uint64(buckets)).astype(np.uint32)
         field = np.zeros((len(digests), 8), dtype=np.uint8)
         field[:, 8 - FIELD_BYTES:] = digests[:, BUCKET_BYTES:]
         field = field.view(">u8")[:, 0]
         del digests
+        # Split by bucket range, so Redis replaces one range while the next is sorted.
+        part = (bucket.astype(np.uint64) * REBUILT_PARTS // buckets).astype(np.intp)
+        order = np.argsort(part, kind="stable")
+        self.part_ends = np.cumsum(np.bincount(part, minlength=REBUILT_PARTS)).tolist()
+        self.bucket, self.field = bucket[order], field[order]
+        self.marks, self.is_recent = marks[order], is_recent[order]
+        self.pairs = len(marks)
+        self.counters = 0  # counted as the parts are made
+
+    def parts(self) -> Iterator[dict[int, tuple[bytes, bytes]]]:
+        """Per bucket range: bucket -> its counters and marks."""
+        start = 0
+        for end in self.part_ends:
+            yield self._part(start, end)
+            start = end
+
+    def _part(self, start: int, end: int) -> dict[int, tuple[bytes, bytes]]:
+        if start == end:
+            return {}
+        # Sorted by counter, each counter's pairs are a run, and each bucket's counters too.
+        bucket, field = self.bucket[start:end], self.field[start:end]
         order = np.lexsort((field, bucket))
         bucket, field = bucket[order], field[order]
-        marks, is_recent = marks[order], is_recent[order]
-        del order
+        marks, is_recent = self.marks[start:end][order], self.is_recent[start:end][order]
         starts = np.flatnonzero(np.concatenate(
             [[True], (bucket[1:] != bucket[:-1]) | (field[1:] != field[:-1])]))
         counters = np.empty((len(starts), FIELD_BYTES + 4), dtype=np.uint8)
         counters[:, :FIELD_BYTES] = field[starts].view(np.uint8).reshape(-1, 8)[:, -FIELD_BYTES:]
         counts = np.diff(np.append(starts, len(bucket))).astype(">u4")
         counters[:, FIELD_BYTES:] = counts.view(np.uint8).reshape(-1, 4)
+        self.counters += len(starts)
         counter_buckets = bucket[starts]
         ends = np.flatnonzero(np.append(counter_buckets[1:] != counter_buckets[:-1], True))
-        return cls(buckets=counter_buckets[ends].tolist(),
-                   counter_bytes=counters.tobytes(),
-                   counter_ends=((ends + 1) * counters.shape[1]).tolist(),
-                   mark_bytes=marks[is_recent].tobytes(),
-                   mark_ends=(np.searchsorted(bucket[is_recent], counter_buckets[ends], "right")
-                              * MARK_BYTES).tolist(),
-                   pairs=len(marks), counters=len(starts))
-
-    def by_bucket(self) -> dict[int, tuple[bytes, bytes]]:
-        """Bucket -> its counters and marks."""
-        return dict(zip(self.buckets, zip(_slices(self.counter_bytes, self.counter_ends),
-                                          _slices(self.mark_bytes, self.mark_ends),
-                                          strict=True), strict=True))
+        mark_ends = np.searchsorted(bucket[is_recent], counter_buckets[ends], "right")
+        return dict(zip(counter_buckets[ends].tolist(), zip(
+            _slices(counters.tobytes(), ((ends + 1) * counters.shape[1]).tolist()),
+            _slices(marks[is_recent].tobytes(), (mark_ends * MARK_BYTES).tolist()),
+            strict=True), strict=True))
 
 
 def _slices(data: bytes, ends: list[int]) -> Iterator[bytes]:

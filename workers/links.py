@@ -18,7 +18,7 @@ import math
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import redis
 from redis.cluster import RedisCluster
@@ -179,32 +179,32 @@ class LinkCounter:
 
     # -- a backfill's side ------------------------------------------------------------------
 
-    def replace(self, rebuilt: Mapping[int, tuple[bytes, bytes]], since: int) -> None:
-        """Makes ``rebuilt`` (bucket -> its counters and marks, packed as REPLACE reads them)
-        every bucket's counters and marks, forgetting live marks made from window ``since``
-        on; one bucket at a time, each atomically. A live bucket ``rebuilt`` lacks is
-        emptied."""
+    def replace(self, rebuilt: Iterable[Mapping[int, tuple[bytes, bytes]]], since: int) -> None:
+        """Makes ``rebuilt`` (parts of bucket -> its counters and marks, packed as REPLACE
+        reads them) every bucket's counters and marks, forgetting live marks made from window
+        ``since`` on; one bucket at a time, each atomically, a part sent while the caller makes
+        the next. A live bucket no part has is emptied."""
         window = self.window()
         forget = list(range(since, window))
         expire_at = self.expire_at(window)
-        empty = (b"", b"")
         # Chunks go out on connections of their own, a few at a time, so Redis runs one while
         # the next is packed, here and by redis-py.
         with ThreadPoolExecutor(REPLACES_IN_FLIGHT, thread_name_prefix="replace") as writers:
             in_flight: deque[Future] = deque()
-            calls = []
-            for buckets in self._by_slot(rebuilt.keys() | self._existing_buckets()):
-                keys: list[str] = []
-                args: list[bytes] = []
-                for b in buckets:
-                    keys += self._replaced_keys(b, window, forget)
-                    args += rebuilt.get(b, empty)
-                calls.append((len(keys), *keys, 2 + len(forget), expire_at, *args))
-                if len(calls) >= REPLACE_CHUNK:
-                    if len(in_flight) == REPLACES_IN_FLIGHT:
-                        in_flight.popleft().result()
-                    in_flight.append(writers.submit(self._evalsha_all, REPLACE, calls))
-                    calls = []
+            calls: list[tuple] = []
+            for part in _then_emptied(rebuilt, self._existing_buckets()):
+                for buckets in self._by_slot(part.keys()):
+                    keys: list[str] = []
+                    args: list[bytes] = []
+                    for b in buckets:
+                        keys += self._replaced_keys(b, window, forget)
+                        args += part[b]
+                    calls.append((len(keys), *keys, 2 + len(forget), expire_at, *args))
+                    if len(calls) >= REPLACE_CHUNK:
+                        if len(in_flight) == REPLACES_IN_FLIGHT:
+                            in_flight.popleft().result()
+                        in_flight.append(writers.submit(self._evalsha_all, REPLACE, calls))
+                        calls = []
             for sent in in_flight:
                 sent.result()
             self._evalsha_all(REPLACE, calls)
@@ -250,6 +250,15 @@ class LinkCounter:
                     raise
                 self.client.script_load(script)
         raise AssertionError("unreachable")
+
+
+def _then_emptied(parts: Iterable[Mapping[int, tuple[bytes, bytes]]],
+                  existing: set[int]) -> Iterator[Mapping[int, tuple[bytes, bytes]]]:
+    """The parts, then the existing buckets none of them has, each emptied."""
+    for part in parts:
+        existing -= part.keys()
+        yield part
+    yield dict.fromkeys(existing, (b"", b""))
 
 
 def _sha(script: str) -> str:
