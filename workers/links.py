@@ -187,6 +187,7 @@ class LinkCounter:
         window = self.window()
         forget = list(range(since, window))
         expire_at = self.expire_at(window)
+        self.client.script_load(REPLACE)  # else each writer's first chunk comes back refused
         # Chunks go out on connections of their own, a few at a time, so Redis runs one while
         # the next is packed, here and by redis-py.
         with ThreadPoolExecutor(REPLACES_IN_FLIGHT, thread_name_prefix="replace") as writers:
