@@ -2,8 +2,10 @@
 
 import json
 import signal
+import socket
 import subprocess
 import sys
+import threading
 
 import boto3
 import pytest
@@ -19,6 +21,7 @@ from workers.stats import (
     processes_needed,
     render,
     report,
+    scrape_handled,
 )
 
 
@@ -77,6 +80,18 @@ def test_report_measures_the_drain_between_samples_and_advises():
     assert table.splitlines()[2].split() == ["post-sent", "600", "0", "0", "3", "42s", "100",
                                              "6s", "20*", "3"]
     assert "missing" in render(report(sample(0.0, None), None, 10, 20))
+
+
+def test_a_port_that_answers_with_something_other_than_http_is_no_daemon():
+    # Given a port that sends back what it reads, as a socket connected to itself does
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        def echo():
+            conn, _ = server.accept()
+            with conn:
+                conn.sendall(conn.recv(65536))
+        threading.Thread(target=echo, daemon=True).start()
+        # Then stats counts no daemon there, and does not fail
+        assert scrape_handled(server.getsockname()[1], "post-sent") is None
 
 
 def test_stats_json_matches_what_is_in_the_queues(env, sqs, queues, prefix):

@@ -21,6 +21,7 @@ the ETA is the backlog over it.
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import time
@@ -161,7 +162,9 @@ def scrape_handled(port: int, queue: str) -> float | None:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
                                     timeout=SCRAPE_TIMEOUT_SECONDS) as response:
             text = response.read().decode()
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):
+        # Refused, or not HTTP: a port of the ephemeral range nobody listens on can even
+        # connect to itself and read back its own request.
         return None
     handled, ours = 0.0, False
     try:
