@@ -56,10 +56,12 @@ local function hset(key, args, n)
     redis.call('HSET', key, unpack(args, i, math.min(i + 999, n)))
   end
 end
+-- After a loss (what a backfill is mostly for) none of them exists: one call says so.
+local any_live = redis.call('EXISTS', unpack(KEYS)) > 0
 for b = 0, #KEYS / per - 1 do
   local counters, marks = KEYS[b * per + 1], KEYS[b * per + 2]
   local fields, pairs = ARGV[b * 2 + 3], ARGV[b * 2 + 4]
-  redis.call('DEL', unpack(KEYS, b * per + 1, b * per + per))
+  if any_live then redis.call('DEL', unpack(KEYS, b * per + 1, b * per + per)) end
   local args, n = {}, 0
   for at = 1, #fields, 10 do
     args[n + 1] = sub(fields, at, at + 5)
