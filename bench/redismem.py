@@ -7,7 +7,7 @@ included) on a FLUSHALLed server of its own, so nothing else is in the figure.
   (hash, field) ``LinkCounter.slot`` gives, in big pipelines (the Lua script is for
   exactly-once, not for loading a million counters). Naive: one string key per URL, INCR.
 * Idempotency marks, ours: ``LinkCounter.record`` itself, with the counters already
-  present so only the ``li:`` window hashes add memory; all pairs fall in one 4-day
+  present so only the ``li:`` windows add memory; all pairs fall in one 4-day
   window, so ``pairs`` stands for a window's worth of links (2M: 500,000 a day).
   Naive: ``SET seen:{update_id}:{url} 1 NX EX ttl``.
 """

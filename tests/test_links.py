@@ -3,7 +3,7 @@ import time
 import redis
 
 from helpers import ON_SINGLE_AND_CLUSTER
-from workers.links import LinkCounter, connect
+from workers.links import LinkCounter, connect, pair_field
 
 
 @ON_SINGLE_AND_CLUSTER
@@ -34,11 +34,34 @@ def test_idempotency_marks_expire_and_share_the_counters_slot(redis_client):
     counter = LinkCounter(redis_client, ttl=31 * 86400)
     counter.record("u1", ["a.com"])
     [marks] = redis_client.keys("li:*")
-    assert redis_client.type(marks) == b"hash"
+    assert redis_client.get(marks) == pair_field("u1", "a.com")
     assert 31 * 86400 < redis_client.ttl(marks) <= 40 * 86400
     hash_key, _ = counter.slot("a.com")
     tag = hash_key[hash_key.index("{"):hash_key.index("}") + 1]
     assert tag.encode() in marks
+
+
+def test_a_mark_is_found_only_where_one_begins(redis_client):
+    counter = LinkCounter(redis_client, buckets=1)
+    counter.record("u1", ["a.com"])
+    [marks] = redis_client.keys("li:*")
+    # Given a window whose bytes hold u2's mark astride two marks
+    u2 = pair_field("u2", "a.com")
+    redis_client.set(marks, pair_field("u1", "a.com")[:4] + u2 + b"\0" * 4, keepttl=True)
+    # Then u2 still counts, and once
+    assert counter.record("u2", ["a.com"]) == [True]
+    assert counter.record("u2", ["a.com"]) == [False]
+
+
+def test_a_window_an_earlier_version_kept_as_a_hash_still_counts_once(redis_client):
+    counter = LinkCounter(redis_client, buckets=1)
+    window_key = counter.marks_key(0, counter.window())
+    redis_client.hset(window_key, pair_field("u1", "a.com"), "")
+    assert counter.record("u1", ["a.com"]) == [False]
+    assert counter.record("u2", ["a.com"]) == [True]
+    assert redis_client.hexists(window_key, pair_field("u2", "a.com"))
+    assert counter.record("u2", ["a.com"]) == [False]
+    assert counter.counts(["a.com"]) == [1]
 
 
 def test_a_redelivery_30_days_later_still_counts_once(redis_client):

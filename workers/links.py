@@ -5,9 +5,10 @@ Layout (see README.rst, "Link counting and its memory layout"):
 * ``lc:{B}`` is a hash of counters. A URL key's 10-byte blake2b digest picks its bucket ``B``
   (one of ``buckets``) and its 6-byte binary field, so many counters share one small hash and
   Redis keeps it in the compact listpack encoding instead of a key per URL.
-* ``li:{B}W`` is a hash of the (update_id, url) pairs of bucket ``B`` first counted in time
-  window ``W`` (4 days): an 8-byte field each, the hash expiring once no redelivery it guards
-  against can come. Both carry the hash tag ``{B}``, so the Lua script touches one cluster slot.
+* ``li:{B}W`` holds the (update_id, url) pairs of bucket ``B`` first counted in time window
+  ``W`` (4 days): their 8-byte marks end to end in one string, expiring once no redelivery it
+  guards against can come. Both carry the hash tag ``{B}``, so the Lua script touches one
+  cluster slot.
 """
 
 from __future__ import annotations
@@ -28,13 +29,33 @@ from workers.settings import DEFAULT_LINK_BUCKETS, IDEMPOTENCY_TTL_SECONDS
 
 # Atomic inside Redis: count only if no window still kept names this (update, url), then mark
 # it in the current window. A crash before it runs leaves nothing; after it, a redelivery finds
-# the mark and skips. KEYS: the counter hash, then the window hashes, current first.
-# ARGV: counter field, pair field, when the current window's hash may expire.
+# the mark and skips. A window is its marks end to end in one string: a mark counts where it
+# starts at a multiple of 8 bytes (a window holds a few dozen: one memchr-driven search),
+# one is added by one APPEND, and a backfill writes a window whole, in one SET. A window an
+# earlier version kept as a hash of marks is read and added to as one until it expires.
+# KEYS: the counter hash, then the windows, current first. ARGV: counter field, pair mark, when
+# the current window may expire.
 COUNT_ONCE = """
+local mark, find = ARGV[2], string.find
+local current_is_hash = false
 for i = 2, #KEYS do
-  if redis.call('HEXISTS', KEYS[i], ARGV[2]) == 1 then return -1 end
+  local marks = redis.pcall('GET', KEYS[i])
+  if type(marks) == 'table' then
+    if redis.call('HEXISTS', KEYS[i], mark) == 1 then return -1 end
+    current_is_hash = current_is_hash or i == 2
+  elseif marks then
+    local at = find(marks, mark, 1, true)
+    while at do
+      if at % 8 == 1 then return -1 end
+      at = find(marks, mark, at + 1, true)
+    end
+  end
 end
-redis.call('HSET', KEYS[2], ARGV[2], '')
+if current_is_hash then
+  redis.call('HSET', KEYS[2], mark, '')
+else
+  redis.call('APPEND', KEYS[2], mark)
+end
 if redis.call('TTL', KEYS[2]) == -1 then redis.call('EXPIREAT', KEYS[2], ARGV[3]) end
 return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 """
@@ -47,7 +68,8 @@ return redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 # each: a call or an argument apiece would cost the client far more than Redis.
 # KEYS, per bucket: its counters, its marks of the current window, then its live windows since
 # the backfill began. ARGV: keys per bucket, when the marks may expire, then per bucket: its
-# counters (each a 6-byte field and a big-endian 4-byte count) and its 8-byte pair marks.
+# counters (each a 6-byte field and a big-endian 4-byte count) and its 8-byte pair marks, end
+# to end as COUNT_ONCE keeps them.
 REPLACE = """
 local per, expire_at = tonumber(ARGV[1]), ARGV[2]
 local sub, unpack, count_at = string.sub, unpack, struct.unpack
@@ -69,21 +91,12 @@ for b = 0, #KEYS / per - 1 do
     n = n + 2
   end
   if n > 0 then hset(counters, args, n) end
-  args, n = {}, 0
-  for at = 1, #pairs, 8 do
-    args[n + 1] = sub(pairs, at, at + 7)
-    args[n + 2] = ''
-    n = n + 2
-  end
-  if n > 0 then
-    hset(marks, args, n)
-    redis.call('EXPIREAT', marks, expire_at)
-  end
+  if #pairs > 0 then redis.call('SET', marks, pairs, 'EXAT', expire_at) end
 end
 return 1
 """
-# Marks are grouped by the window they were made in: a window's hash holds a few days of a
-# bucket's posts (a dozen or so at a million a day: listpack-sized), and expires whole.
+# Marks are grouped by the window they were made in: a window holds a few days of a bucket's
+# posts (a dozen or so marks at a million a day), and expires whole.
 WINDOW_SECONDS = 4 * 24 * 60 * 60
 # Slots replaced per pipeline: big enough to amortize the round trip, small enough that a
 # request stays a few megabytes.
