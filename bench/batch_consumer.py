@@ -21,7 +21,8 @@ import boto3
 from botocore.config import Config
 from naive_consumer import QUEUE, handle
 
-from workers.links import LinkCounter, connect
+from workers.links import LinkCounter
+from workers.redisconn import connect
 from workers.settings import Settings
 
 WAIT_SECONDS = 20  # long polling: an idle queue costs one request per 20 s per thread

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from helpers import start_daemon
-from workers import devstack, links, provision
+from workers import devstack, provision, redisconn
 from workers.settings import Settings
 
 # boto3 must never reach real AWS from a test, whatever the machine's environment says.
@@ -55,7 +55,7 @@ def redis_url(request: pytest.FixtureRequest, redis_service: devstack.Service) -
 
 @pytest.fixture
 def redis_client(redis_url: str) -> redis.Redis:
-    client = links.connect(redis_url)
+    client = redisconn.connect(redis_url)
     client.flushall()  # on a cluster: on every master
     return client
 

@@ -3,7 +3,8 @@ import time
 import redis
 
 from helpers import ON_SINGLE_AND_CLUSTER
-from workers.links import LinkCounter, connect, pair_field
+from workers.links import LinkCounter, pair_field
+from workers.redisconn import connect
 
 
 @ON_SINGLE_AND_CLUSTER

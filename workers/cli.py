@@ -96,7 +96,8 @@ def links() -> None:
 @click.pass_obj
 def links_count(settings: Settings, urls: tuple[str, ...], as_json: bool) -> None:
     """Print COUNT<TAB>NORMALIZED_URL for each URL (a full URL or a normalized key)."""
-    from workers.links import LinkCounter, connect
+    from workers.links import LinkCounter
+    from workers.redisconn import connect
     from workers.urls import InvalidURL, normalize_key
 
     keys, bad = [], []
@@ -132,7 +133,8 @@ def links_backfill(settings: Settings, settle: float | None, threads: int) -> No
     from workers import sqs
     from workers.archive import Archive
     from workers.backfill import Backfill
-    from workers.links import LinkCounter, connect
+    from workers.links import LinkCounter
+    from workers.redisconn import connect
 
     if not settings.archive_bucket:
         raise Failure("WORKERS_ARCHIVE_BUCKET is not set: there is no archive to read")

@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 
-from workers import archive, engagement, links, mail, notify, social, sqs
+from workers import archive, engagement, links, mail, notify, redisconn, social, sqs
 from workers.settings import Settings
 
 
@@ -17,7 +17,7 @@ class Deps:
 
     @cached_property
     def redis(self) -> redis.Redis:
-        return links.connect(self.settings.redis_url)
+        return redisconn.connect(self.settings.redis_url)
 
     @cached_property
     def links(self) -> links.LinkCounter:

@@ -19,7 +19,7 @@ import math
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import redis
 from redis.cluster import RedisCluster
@@ -280,17 +280,3 @@ def _then_emptied(parts: Iterable[Mapping[int, tuple[bytes, bytes]]],
 def _sha(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()
 
-
-# REDIS_URL names a Redis Cluster with this scheme (rediss+cluster:// for TLS): any node will
-# do, the client learns the others and which slots each serves.
-CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
-
-
-def connect(url: str) -> redis.Redis | RedisCluster:
-    """A client that fails fast when Redis is away, so handlers report a transient error."""
-    options: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 5}
-    scheme, sep, rest = url.partition("://")
-    if scheme in CLUSTER_SCHEMES:
-        # A cluster has one database; /0 is accepted for symmetry with a single Redis.
-        return RedisCluster.from_url(f"{CLUSTER_SCHEMES[scheme]}{sep}{rest}", **options)
-    return redis.Redis.from_url(url, health_check_interval=30, **options)

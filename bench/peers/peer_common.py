@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 
 from workers.events import validate
 from workers.handlers.post_sent import distinct_keys
-from workers.links import LinkCounter, connect
+from workers.links import LinkCounter
+from workers.redisconn import connect
 from workers.settings import Settings
 
 QUEUE = "post-sent"

@@ -1,0 +1,211 @@
+"""The one home of the Redis connection: what REDIS_URL may name, how its client fails, and
+what a production Redis must promise before the fleet counts on it (see SPEC.md, "Redis in
+production", and README.rst, "Running the counters' Redis in production").
+
+REDIS_URL schemes:
+
+* ``redis://`` and ``rediss://`` (TLS): one Redis, or a DNS name or proxy that a failover
+  switches to the new primary. A pooled connection that answers ``READONLY`` (its primary was
+  demoted while it stayed connected) is dropped, so the next command connects anew.
+* ``redis+cluster://`` and ``rediss+cluster://``: a Redis Cluster, any node of it.
+* ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]`` (and
+  ``rediss+sentinel://``): the primary that Redis Sentinel names for ``service``, asked again
+  on every new connection, so a failover is followed without a restart.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, Union
+from urllib.parse import unquote
+
+import redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+from redis.exceptions import RedisClusterException
+from redis.sentinel import Sentinel
+
+from workers.settings import SettingsError
+
+Client = Union[redis.Redis, RedisCluster]
+
+# A Redis Cluster, any node of it (rediss+cluster:// for TLS): the client learns the others
+# and which slots each serves.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+# The primary Redis Sentinel names for a service; rediss+sentinel:// speaks TLS to both.
+SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}
+# Sentinel's own port, when a sentinel's address gives none.
+SENTINEL_PORT = 26379
+# Fail fast when Redis is away, so a handler reports a transient error instead of hanging.
+# The read timeout must outlast WAIT_TIMEOUT_MS, which blocks on purpose.
+CLIENT_OPTIONS: dict[str, Any] = {"socket_connect_timeout": 2, "socket_timeout": 5}
+# redis-py pings a connection idle this long before using it: a dropped one is replaced then.
+HEALTH_CHECK_SECONDS = 30
+
+# Every error a Redis client library raises when Redis is away, refuses, or fails over.
+# RedisClusterException is not a RedisError: redis-py raises it when no node of a cluster
+# answers, or a cluster URL names no usable node.
+REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException)
+
+# The key of the small write WAIT follows (on a cluster, one per primary, under a hash tag of a
+# slot it serves). It expires on its own; its value says nothing.
+REPLICATED_KEY = "workers:replicated"
+REPLICATED_TTL_MS = 60_000
+
+
+class RedisURLError(SettingsError):
+    """REDIS_URL cannot be used as written (never says the URL: it may hold a password)."""
+
+
+class EvictionPolicyError(Exception):
+    """Redis may evict keys: an evicted idempotency mark would count a redelivery twice."""
+
+
+# -- connecting ---------------------------------------------------------------------------
+
+class _DropOnReadOnly:
+    """A pooled connection to a primary that answers READONLY was left behind by a failover
+    (its server is now a replica, while DNS or a proxy points new connections at the new
+    primary): disconnect it, so the pool connects anew, and fail this command as a dropped
+    connection would. A ConnectionError, not the READONLY reply, so that a pipeline stops
+    reading from the closed connection and redis-py's own retry (on a fresh one) applies."""
+
+    def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except redis.exceptions.ReadOnlyError as exc:
+            self.disconnect()  # type: ignore[attr-defined]
+            raise redis.ConnectionError(f"READONLY from a demoted primary: {exc}") from None
+
+
+class FailoverConnection(_DropOnReadOnly, redis.Connection):
+    pass
+
+
+class FailoverSSLConnection(_DropOnReadOnly, redis.SSLConnection):
+    pass
+
+
+def connect(url: str) -> Client:
+    """A client for REDIS_URL. A cluster's client asks a node for the layout at once, so an
+    unreachable cluster raises here, one of REDIS_ERRORS; a bad URL raises RedisURLError."""
+    scheme, sep, rest = url.partition("://")
+    try:
+        if scheme in CLUSTER_SCHEMES:
+            # A cluster has one database; /0 is accepted for symmetry with a single Redis.
+            return RedisCluster.from_url(f"{CLUSTER_SCHEMES[scheme]}{sep}{rest}",
+                                         **CLIENT_OPTIONS)
+        if scheme in SENTINEL_SCHEMES:
+            return _connect_sentinel(rest, tls=SENTINEL_SCHEMES[scheme])
+        options: dict[str, Any] = {}
+        if scheme in ("redis", "rediss"):
+            options["connection_class"] = (FailoverSSLConnection if scheme == "rediss"
+                                           else FailoverConnection)
+        return redis.Redis.from_url(url, health_check_interval=HEALTH_CHECK_SECONDS,
+                                    **CLIENT_OPTIONS, **options)
+    except (ValueError, TypeError) as exc:
+        raise RedisURLError(f"REDIS_URL is not a usable Redis URL: {exc}") from None
+
+
+def _connect_sentinel(rest: str, tls: bool) -> redis.Redis:
+    netloc, _, path = rest.partition("/")
+    userinfo, _, hosts = netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    service, _, db = path.strip("/").partition("/")
+    if not service or "?" in path:
+        raise ValueError("a sentinel URL is redis+sentinel://host:port[,host:port]/service[/db]")
+    sentinels = [_address(host) for host in hosts.split(",")]
+    timeouts = dict(CLIENT_OPTIONS, ssl=True) if tls else dict(CLIENT_OPTIONS)
+    return Sentinel(sentinels, sentinel_kwargs=timeouts).master_for(
+        service, db=int(db or 0), username=unquote(username) or None,
+        password=unquote(password) or None, health_check_interval=HEALTH_CHECK_SECONDS,
+        **timeouts)
+
+
+def _address(host: str) -> tuple[str, int]:
+    name, colon, port = host.rpartition(":")
+    if not colon:
+        name, port = host, str(SENTINEL_PORT)
+    if not name:
+        raise ValueError("a sentinel address has no host")
+    return name.strip("[]"), int(port)
+
+
+def primaries(client: Client) -> list[tuple[str, redis.Redis]]:
+    """Each primary's name (empty for a lone Redis) and client: the one Redis, or each
+    primary of a cluster by its own connection (for commands about a node, not a key)."""
+    if isinstance(client, RedisCluster):
+        return [(node.name, node.redis_connection) for node in client.get_primaries()]
+    return [("", client)]
+
+
+# -- eviction -----------------------------------------------------------------------------
+
+def check_noeviction(client: Client) -> None:
+    """Raises EvictionPolicyError unless every primary's maxmemory-policy is noeviction.
+    Reads INFO memory, which managed services allow where they forbid CONFIG; a Redis that
+    does not report the policy is refused too, since nothing says it keeps every key."""
+    for name, node in primaries(client):
+        policy = node.info("memory").get("maxmemory_policy")
+        if policy != "noeviction":
+            where = f" on {name}" if name else ""
+            raise EvictionPolicyError(
+                f"Redis maxmemory-policy is {policy or 'not reported'}{where}; the counters' "
+                "Redis must use noeviction, or an evicted idempotency mark counts a "
+                "redelivery twice")
+
+
+def refuse_eviction(client: Callable[[], Client], log: Any) -> None:
+    """At a daemon's start: raises EvictionPolicyError when Redis may evict. A Redis that
+    cannot be reached now is logged and not waited for: handlers fail transiently until it
+    is back, and the next start checks it."""
+    try:
+        check_noeviction(client())
+    except REDIS_ERRORS as exc:
+        log.warning("redis.unchecked", error=f"{type(exc).__name__}: {exc}")
+
+
+# -- replication --------------------------------------------------------------------------
+
+def wait_for_replicas(client: Client, replicas: int, timeout_ms: int) -> int:
+    """Waits until ``replicas`` replicas of every primary acknowledged every write made
+    before this call (WAIT), ``timeout_ms`` at most; returns the fewest that did.
+
+    WAIT waits for the last write of the connection it runs on, so it follows a small write
+    on that same connection (one pipeline): a primary's replication stream is ordered, so a
+    replica that has this write has every write the primary acknowledged before it."""
+    acknowledged = replicas
+    for node, key in _replicated_keys(client):
+        pipe = node.pipeline(transaction=False)
+        pipe.set(key, b"1", px=REPLICATED_TTL_MS)
+        pipe.wait(replicas, timeout_ms)
+        acknowledged = min(acknowledged, int(pipe.execute()[1]))
+    return acknowledged
+
+
+def _replicated_keys(client: Client) -> Iterator[tuple[redis.Redis, str]]:
+    if not isinstance(client, RedisCluster):
+        yield client, REPLICATED_KEY
+        return
+    for node in client.get_primaries():
+        yield node.redis_connection, f"{REPLICATED_KEY}:{{{_tag_served_by(client, node)}}}"
+
+
+_TAGS: dict[str, str] = {}  # node name -> a hash tag of a slot it served when last asked
+
+
+def _tag_served_by(client: RedisCluster, node: ClusterNode) -> str:
+    """A hash tag whose slot ``node`` serves, so its key is written on that node itself."""
+    slots = client.nodes_manager.slots_cache
+    tag = _TAGS.get(node.name)
+    if tag is not None and _primary_of(slots, key_slot(tag.encode())) == node.name:
+        return tag
+    slot = next(s for s in slots if _primary_of(slots, s) == node.name)
+    tag = next(str(i) for i in range(REDIS_CLUSTER_HASH_SLOTS * 64)
+               if key_slot(str(i).encode()) == slot)
+    _TAGS[node.name] = tag
+    return tag
+
+
+def _primary_of(slots: dict[int, list[ClusterNode]], slot: int) -> str | None:
+    nodes = slots.get(slot)
+    return nodes[0].name if nodes else None
