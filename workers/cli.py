@@ -7,7 +7,6 @@ import sys
 from typing import Any
 
 import click
-import redis
 
 from workers import QUEUES
 from workers.settings import (
@@ -60,11 +59,14 @@ def queues_create(settings: Settings) -> None:
 @click.pass_obj
 def run(settings: Settings, queue: str, concurrency: int, log_level: str) -> None:
     """Consume QUEUE in the foreground until SIGTERM or SIGINT (then finish and exit 0)."""
-    from workers import logs
+    from workers import logs, redisconn
     from workers.consumer import Consumer
 
     logs.configure(log_level)
-    sys.exit(Consumer(queue, settings, concurrency=concurrency).run())
+    consumer = Consumer(queue, settings, concurrency=concurrency)
+    # Before the first receive: a Redis that may evict would count redeliveries twice.
+    redisconn.refuse_eviction(lambda: consumer.deps.redis, consumer.log)
+    sys.exit(consumer.run())
 
 
 @cli.command()
@@ -308,6 +310,7 @@ def main() -> None:
     from workers.dlq import DLQError
     from workers.errors import PermanentError
     from workers.producer import SendError
+    from workers.redisconn import REDIS_ERRORS, EvictionPolicyError
     from workers.scale import ScaleError
 
     try:
@@ -318,9 +321,9 @@ def main() -> None:
         _fail(exc.format_message(), exc.exit_code)
     except PermanentError as exc:
         _fail(exc.reason)
-    except (SettingsError, SendError, DLQError, ScaleError) as exc:
+    except (SettingsError, SendError, DLQError, ScaleError, EvictionPolicyError) as exc:
         _fail(str(exc))
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         _fail(f"redis: {exc}")
     except (BotoCoreError, ClientError) as exc:
         _fail(f"aws: {exc}")

@@ -26,6 +26,7 @@ from workers.errors import PermanentError, TransientError
 from workers.events import decode
 from workers.heartbeat import Heartbeat
 from workers.message import Message
+from workers.redisconn import REDIS_ERRORS
 from workers.settings import (
     DEFAULT_CONCURRENCY,
     LONG_POLL_SECONDS,
@@ -83,6 +84,7 @@ class Consumer:
         deps: Deps | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         shutdown: Shutdown | None = None,
+        before_ack: list[handlers.BeforeAck] | None = None,
     ):
         self.queue = queue
         self.settings = settings
@@ -91,6 +93,7 @@ class Consumer:
             client(settings, pool=self.concurrency + 4),
             settings.queue_name(queue), settings.dlq_name(queue))
         self.handler = handler or handlers.get(queue)
+        self.before_ack = handlers.before_ack_steps(queue) if before_ack is None else before_ack
         self.deps = deps or Deps(settings)
         self.shutdown = shutdown or Shutdown()
         self.backoff = ExponentialBackoff(settings.visibility_timeout)
@@ -124,7 +127,7 @@ class Consumer:
         else:
             self.heartbeat.track(messages)
             try:
-                outcomes = self._archive(self._handle_all(messages))
+                outcomes = self._before_ack(self._archive(self._handle_all(messages)))
             finally:
                 self.heartbeat.untrack(messages)
         result = self._acknowledge(outcomes)
@@ -181,6 +184,8 @@ class Consumer:
             outcome = Outcome(message, DEAD_LETTERED, exc.reason)
         except TransientError as exc:
             outcome = Outcome(message, RETRIED, exc.reason, exc.retry_after)
+        except REDIS_ERRORS as exc:  # what a handler did not catch: Redis away is transient
+            outcome = Outcome(message, RETRIED, f"redis unavailable: {type(exc).__name__}: {exc}")
         except Exception as exc:  # a bug, not the message's fault: retry, then the DLQ
             log.exception("handler.crashed")
             outcome = Outcome(message, RETRIED, f"unexpected {type(exc).__name__}: {exc}")
@@ -214,6 +219,26 @@ class Consumer:
             metrics.FAILED.labels(self.queue, "transient").inc(sum(1 for o in outcomes
                                                                    if o.staged))
             return [Outcome(o.message, RETRIED, reason) if o.staged else o for o in outcomes]
+
+    def _before_ack(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """Runs the queue's before-ack steps once for the batch, if anything succeeded; if one
+        fails, the successes are retried instead of deleted (handling again is harmless)."""
+        succeeded = sum(1 for o in outcomes if o.kind == SUCCEEDED)
+        if not succeeded or not self.before_ack:
+            return outcomes
+        try:
+            for step in self.before_ack:
+                step(self.deps)
+            return outcomes
+        except TransientError as exc:
+            reason = exc.reason
+            self.log.warning("before_ack.failed", error=reason, messages=succeeded)
+        except Exception as exc:  # a bug in a step: retry, as for a handler's
+            reason = f"unexpected {type(exc).__name__}: {exc}"
+            self.log.exception("before_ack.crashed", messages=succeeded)
+        metrics.FAILED.labels(self.queue, "transient").inc(succeeded)
+        return [Outcome(o.message, RETRIED, reason) if o.kind == SUCCEEDED else o
+                for o in outcomes]
 
     def _acknowledge(self, outcomes: list[Outcome]) -> BatchResult:
         by_kind: dict[str, list[Outcome]] = {SUCCEEDED: [], RETRIED: [], DEAD_LETTERED: [],

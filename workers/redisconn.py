@@ -85,6 +85,12 @@ class FailoverSSLConnection(_DropOnReadOnly, redis.SSLConnection):
     pass
 
 
+CONNECTION_CLASSES: dict[str, type[redis.connection.AbstractConnection]] = {
+    "redis": FailoverConnection, "rediss": FailoverSSLConnection,
+    "unix": redis.UnixDomainSocketConnection}
+SCHEMES = [f"{s}://" for s in [*CONNECTION_CLASSES, *CLUSTER_SCHEMES, *SENTINEL_SCHEMES]]
+
+
 def connect(url: str) -> Client:
     """A client for REDIS_URL. A cluster's client asks a node for the layout at once, so an
     unreachable cluster raises here, one of REDIS_ERRORS; a bad URL raises RedisURLError."""
@@ -96,12 +102,11 @@ def connect(url: str) -> Client:
                                          **CLIENT_OPTIONS)
         if scheme in SENTINEL_SCHEMES:
             return _connect_sentinel(rest, tls=SENTINEL_SCHEMES[scheme])
-        options: dict[str, Any] = {}
-        if scheme in ("redis", "rediss"):
-            options["connection_class"] = (FailoverSSLConnection if scheme == "rediss"
-                                           else FailoverConnection)
+        if scheme not in CONNECTION_CLASSES:
+            raise ValueError(f"the scheme must be one of {', '.join(SCHEMES)}")
         return redis.Redis.from_url(url, health_check_interval=HEALTH_CHECK_SECONDS,
-                                    **CLIENT_OPTIONS, **options)
+                                    connection_class=CONNECTION_CLASSES[scheme],
+                                    **CLIENT_OPTIONS)
     except (ValueError, TypeError) as exc:
         raise RedisURLError(f"REDIS_URL is not a usable Redis URL: {exc}") from None
 

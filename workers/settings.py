@@ -30,6 +30,15 @@ IDEMPOTENCY_TTL_SECONDS = 31 * 24 * 60 * 60
 # listpack encoding (hash-max-listpack-entries, 128 by default), large enough that few
 # buckets hold a lone counter at 1M URLs. Changing it needs a rebuild from the archive.
 DEFAULT_LINK_BUCKETS = 2**18
+# Replicas that must acknowledge a batch's counts (Redis WAIT) before its messages are deleted.
+# Off by default: a lone Redis has none, and with AOF it already keeps what it acknowledged;
+# with replicas and failover, a primary lost before its replicas copied a count loses that
+# count while its message is gone, unless this is set (to 1 for the usual one replica).
+DEFAULT_REDIS_WAIT_REPLICAS = 0
+# How long a batch waits for them: a few round trips of a healthy replica, well past its
+# usual lag; fewer acknowledgements by then make the batch a transient failure. Below the
+# client's 5 s read timeout, which WAIT's block would otherwise trip.
+REDIS_WAIT_TIMEOUT_MS = 2000
 # Email goes through Amazon SES unless WORKERS_EMAIL_BACKEND says smtp: SES is what production
 # runs, and it needs no server of ours.
 EMAIL_BACKENDS = ("ses", "smtp")
@@ -84,6 +93,7 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     archive_bucket: str | None = None
     link_buckets: int = DEFAULT_LINK_BUCKETS
+    redis_wait_replicas: int = DEFAULT_REDIS_WAIT_REPLICAS
     metrics_port: int = 0
     process_num: int = 0
     pusher_app_id: str | None = None
@@ -125,6 +135,8 @@ class Settings:
             redis_url=env.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
             archive_bucket=env.get("WORKERS_ARCHIVE_BUCKET") or None,
             link_buckets=_int(env, "WORKERS_LINK_BUCKETS", DEFAULT_LINK_BUCKETS, 1, 2**32),
+            redis_wait_replicas=_int(env, "WORKERS_REDIS_WAIT_REPLICAS",
+                                     DEFAULT_REDIS_WAIT_REPLICAS, 0, 100),
             metrics_port=_int(env, "WORKERS_METRICS_PORT", 0, 0, 65000),
             process_num=_int(env, "WORKERS_PROCESS_NUM", 0, 0, 99),
             pusher_app_id=env.get("PUSHER_APP_ID") or None,

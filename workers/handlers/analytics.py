@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import redis
-
 from workers.deps import Deps
 from workers.errors import TransientError
 from workers.events import Analytics
 from workers.handlers import handler
+from workers.redisconn import REDIS_ERRORS
 
 
 @handler("analytics")
@@ -22,7 +21,7 @@ def analytics(event: Analytics, deps: Deps) -> dict[str, Any]:
               "profile_id": event.profile_id}
     try:
         stored = deps.engagement.store(event.update_id, fields, fetched_at)
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise TransientError(f"redis unavailable: {type(exc).__name__}: {exc}") from None
     if stored:  # a newer fetch already told the browser
         deps.notifier.analytics_updated(event.profile_id, event.update_id, event.service,

@@ -7,6 +7,7 @@ from typing import Protocol
 import redis
 
 from workers.errors import PermanentError, TransientError
+from workers.redisconn import REDIS_ERRORS
 
 
 class CredentialStore(Protocol):
@@ -25,7 +26,7 @@ class RedisCredentials:
     def token(self, profile_id: str, service: str) -> str:
         try:
             value = self.client.hget(self.prefix + profile_id, service)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise TransientError(f"credentials unavailable: {type(exc).__name__}") from None
         if isinstance(value, bytes):
             value = value.decode()
