@@ -121,3 +121,21 @@ def daemons(env, queues, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture
+def redis_servers(tmp_path) -> Iterator:
+    """Starts redis-servers of this test's own (``extra`` arguments, or a replica of a port),
+    for tests that change their settings, replicate or fail them over; discards them after."""
+    started: list[devstack.Service] = []
+
+    def start(*extra: str, replica_of: int | None = None) -> devstack.Service:
+        log = tmp_path / f"redis-{len(started)}.log"
+        service = (devstack.redis_replica(replica_of, log, extra) if replica_of is not None
+                   else devstack.redis_server(log_path=log, extra=extra))
+        started.append(service)
+        return service.start()
+
+    yield start
+    for service in started:
+        service.discard()

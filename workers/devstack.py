@@ -90,16 +90,40 @@ def redis_server(port: int | None = None, log_path: Path | None = None,
     binary = _binary("redis-server")
     port = port or free_port()
     workdir = tempfile.mkdtemp(prefix="workers-redis-")
+    # A replica's first sync starts at once, not after the default 5 s of waiting for others.
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", workdir, *extra]
+            "--appendonly", "no", "--dir", workdir, "--repl-diskless-sync-delay", "0", *extra]
     return Service("redis", argv, port, log_path, Path(workdir))
+
+
+def redis_replica(primary_port: int, log_path: Path | None = None,
+                  extra: Sequence[str] = ()) -> Service:
+    """A redis-server replicating the one on ``primary_port``."""
+    return redis_server(log_path=log_path,
+                        extra=("--replicaof", "127.0.0.1", str(primary_port), *extra))
+
+
+def redis_sentinel(primary_port: int, service: str = "counters",
+                   log_path: Path | None = None) -> Service:
+    """A Redis Sentinel watching the primary on ``primary_port`` as ``service``; a quorum of
+    one, and a primary it cannot reach for a second is failed over."""
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="workers-sentinel-"))
+    conf = workdir / "sentinel.conf"  # Sentinel rewrites its file as it learns: its own copy
+    conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {workdir}\n"
+                    f"sentinel monitor {service} 127.0.0.1 {primary_port} 1\n"
+                    f"sentinel down-after-milliseconds {service} 1000\n"
+                    f"sentinel failover-timeout {service} 10000\n")
+    return Service("sentinel", [_binary("redis-server"), str(conf), "--sentinel"], port,
+                   log_path, workdir)
 
 
 @dataclass
 class Cluster:
-    """A Redis Cluster of ``masters`` redis-servers in cluster mode, no replicas."""
+    """A Redis Cluster of redis-servers in cluster mode: masters, and ``replicas`` of each."""
 
     nodes: list[Service]
+    replicas: int = 0
 
     @property
     def url(self) -> str:
@@ -112,9 +136,10 @@ class Cluster:
                 node.start()
             subprocess.run([_binary("redis-cli"), "--cluster", "create",
                             *(f"127.0.0.1:{n.port}" for n in self.nodes),
-                            "--cluster-replicas", "0", "--cluster-yes"],
+                            "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                            check=True, capture_output=True, timeout=60)
             self._wait_ok()
+            self._wait_synced()
         except BaseException:
             self.stop()
             raise
@@ -137,14 +162,31 @@ class Cluster:
         raise TimeoutError(f"the cluster is not ok after {timeout}s")
 
 
-def redis_cluster(masters: int = 3, log_dir: Path | None = None) -> Cluster:
-    """A local Redis Cluster, as Redis's own tools make one (redis-cli --cluster create)."""
+    def _wait_synced(self, timeout: float = 30.0) -> None:
+        """Until every replica has made its first sync (a WAIT counts it from then on)."""
+        deadline = time.monotonic() + timeout
+        while self.replicas and time.monotonic() < deadline:
+            states = [subprocess.run([_binary("redis-cli"), "-p", str(n.port), "info",
+                                      "replication"], capture_output=True, text=True,
+                                     timeout=10).stdout for n in self.nodes]
+            if all("role:master" in s or "master_link_status:up" in s for s in states):
+                return
+            time.sleep(0.1)
+        if self.replicas:
+            raise TimeoutError(f"the cluster's replicas are not in sync after {timeout}s")
+
+
+def redis_cluster(masters: int = 3, log_dir: Path | None = None, replicas: int = 0,
+                  node_timeout_ms: int = 5000) -> Cluster:
+    """A local Redis Cluster, as Redis's own tools make one (redis-cli --cluster create).
+    ``node_timeout_ms`` is how long a master may be unreachable before its replica takes
+    over."""
     return Cluster([redis_server(
         log_path=log_dir / f"redis-cluster-{i}.log" if log_dir else None,
         # The cluster bus port defaults to port + 10000, past 65535 for a high free port.
         extra=("--cluster-enabled", "yes", "--cluster-port", str(free_port()),
-               "--cluster-node-timeout", "5000"))
-        for i in range(masters)])
+               "--cluster-node-timeout", str(node_timeout_ms)))
+        for i in range(masters * (1 + replicas))], replicas)
 
 
 def _binary(name: str) -> str:

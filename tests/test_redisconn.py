@@ -1,0 +1,188 @@
+"""The counters' Redis as production runs it (SPEC.md, "Redis in production"): REDIS_URL's
+forms and errors, the refusal of an evicting Redis, a full Redis, and WAIT for replicas."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import redis
+
+from helpers import drain, log_events, queue_depth, wait_until, workers_cmd
+from workers import redisconn
+from workers.consumer import Consumer
+from workers.devstack import free_port
+from workers.links import LinkCounter
+
+
+def event(update_id: str, *urls: str) -> str:
+    return json.dumps({"update_id": update_id, "profile_id": "p1", "urls": list(urls)})
+
+
+@pytest.fixture
+def source(queues, prefix):
+    return queues[prefix + "post-sent"]
+
+
+@pytest.fixture
+def dlq(queues, prefix):
+    return queues[prefix + "post-sent-dlq"]
+
+
+def url_of(service) -> str:
+    return f"redis://127.0.0.1:{service.port}/0"
+
+
+def handled(proc) -> list[dict]:
+    return [e for e in log_events(proc.log_path) if e["event"] == "message.handled"]
+
+
+# -- REDIS_URL ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("url", ["redis+cluster://127.0.0.1:{port}/0",
+                                 "redis+cluster://127.0.0.1:notaport/0",
+                                 "redis+sentinel://127.0.0.1:{port}/counters",
+                                 "redis+sentinel://127.0.0.1:{port}",
+                                 "mysql://127.0.0.1:{port}/0"])
+def test_a_bad_or_unreachable_redis_url_is_one_line_from_the_cli(env, url):
+    nobody = free_port()
+    result = workers_cmd("links", "count", "a.com",
+                         env={**env, "REDIS_URL": url.format(port=nobody)})
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unreachable_cluster_is_a_transient_failure_in_a_daemon(daemons, env, sqs, source):
+    proc = daemons("post-sent", environment={
+        **env, "REDIS_URL": f"redis+cluster://127.0.0.1:{free_port()}/0"})
+    sqs.send_message(QueueUrl=source, MessageBody=event("u1", "https://a.com"))
+    retried = wait_until(lambda: [e for e in handled(proc) if e["outcome"] == "retried"],
+                         timeout=60)
+    assert "redis unavailable: RedisClusterException" in retried[0]["reason"]
+    events = {e["event"] for e in log_events(proc.log_path)}
+    assert "redis.unchecked" in events and "handler.crashed" not in events
+    assert proc.poll() is None
+
+
+def test_a_sentinel_url_reaches_the_primary_sentinel_names(redis_servers, tmp_path):
+    from workers import devstack
+
+    primary = redis_servers()
+    sentinel = devstack.redis_sentinel(primary.port, "counters", tmp_path / "sentinel.log")
+    try:
+        client = redisconn.connect(f"redis+sentinel://127.0.0.1:{sentinel.start().port}"
+                                   f"/counters/2")
+        client.set("k", "v")
+        assert redis.Redis(port=primary.port, db=2).get("k") == b"v"
+    finally:
+        sentinel.discard()
+
+
+# -- eviction -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("policy", ["volatile-lru", "allkeys-lru"])
+def test_a_daemon_refuses_to_start_on_a_redis_that_may_evict(redis_servers, env, policy):
+    evicting = redis_servers("--maxmemory", "64mb", "--maxmemory-policy", policy)
+    result = workers_cmd("run", "post-sent", env={**env, "REDIS_URL": url_of(evicting)},
+                         timeout=60)
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: Redis maxmemory-policy is {policy}; ")
+    assert "noeviction" in result.stderr
+
+
+def test_a_daemon_starts_on_a_redis_that_never_evicts(redis_servers, daemons, env):
+    keeping = redis_servers("--maxmemory", "64mb", "--maxmemory-policy", "noeviction")
+    proc = daemons("post-sent", environment={**env, "REDIS_URL": url_of(keeping)})
+    wait_until(lambda: any(e["event"] == "daemon.started" for e in log_events(proc.log_path)),
+               timeout=30)
+    assert proc.poll() is None
+
+
+def test_check_noeviction_reads_every_primary_of_a_cluster(redis_cluster):
+    client = redisconn.connect(redis_cluster.url)
+    redisconn.check_noeviction(client)
+    last = redis_cluster.nodes[-1]
+    redis.Redis(port=last.port).config_set("maxmemory-policy", "volatile-ttl")
+    try:
+        with pytest.raises(redisconn.EvictionPolicyError, match=f"volatile-ttl on .*:{last.port}"):
+            redisconn.check_noeviction(client)
+    finally:
+        redis.Redis(port=last.port).config_set("maxmemory-policy", "noeviction")
+
+
+# -- memory full --------------------------------------------------------------------------
+
+def fill(client: redis.Redis) -> int:
+    """Writes junk until Redis refuses with OOM; the number of keys written."""
+    n = 0
+    while True:
+        try:
+            client.set(f"junk:{n}", b"x" * 100_000)
+        except redis.exceptions.OutOfMemoryError:
+            return n
+        n += 1
+
+
+def test_a_full_redis_makes_events_wait_and_count_once_when_memory_returns(
+        redis_servers, daemons, env, sqs, source, dlq):
+    full = redis_servers("--maxmemory", "8mb", "--maxmemory-policy", "noeviction")
+    client = redis.Redis(port=full.port)
+    proc = daemons("post-sent", environment={**env, "REDIS_URL": url_of(full),
+                                             "WORKERS_MAX_RECEIVES": "10"})
+    wait_until(lambda: any(e["event"] == "daemon.started" for e in log_events(proc.log_path)),
+               timeout=30)
+    assert fill(client) > 0
+    bodies = [event(f"u{i}", f"https://site{i % 3}.com", "https://all.com") for i in range(12)]
+    for body in bodies + bodies[:4]:  # four sent twice
+        sqs.send_message(QueueUrl=source, MessageBody=body)
+    wait_until(lambda: len({e["message_id"] for e in handled(proc)
+                            if "OutOfMemoryError" in e.get("reason", "")}) == 16, timeout=60)
+    assert LinkCounter(client).counts(["all.com"]) == [0]
+    client.config_set("maxmemory", 0)
+    wait_until(lambda: queue_depth(sqs, source) == 0, timeout=120, interval=0.5)
+    assert LinkCounter(client).counts(["all.com", "site0.com", "site1.com", "site2.com"]) == [
+        12, 4, 4, 4]
+    assert drain(sqs, dlq) == []
+    assert proc.poll() is None
+
+
+# -- WAIT for replicas --------------------------------------------------------------------
+
+def test_too_few_replicas_hold_the_batch_back_and_one_lets_it_go(redis_servers, settings, sqs,
+                                                                 source):
+    primary = redis_servers()
+    waiting = replace(settings, redis_url=url_of(primary), redis_wait_replicas=1)
+    consumer = Consumer("post-sent", waiting)
+    sqs.send_message(QueueUrl=source, MessageBody=event("u1", "https://a.com"))
+    sqs.send_message(QueueUrl=source, MessageBody=event("u2", "https://a.com"))
+    first = wait_until(lambda: consumer.process_batch(wait_seconds=1).received and
+                       consumer.totals, timeout=30)
+    assert (first.succeeded, first.retried) == (0, first.received)  # counted, not deleted
+    assert queue_depth(sqs, source) == 2
+    replica = redis_servers(replica_of=primary.port)
+    wait_until(lambda: redis.Redis(port=replica.port).info("replication")
+               ["master_link_status"] == "up", timeout=30)
+    wait_until(lambda: (consumer.process_batch(wait_seconds=1), consumer.totals.succeeded)[1]
+               == 2, timeout=60)
+    assert queue_depth(sqs, source) == 0
+    assert LinkCounter(redis.Redis(port=replica.port)).counts(["a.com"]) == [2]
+
+
+def test_wait_runs_once_per_batch_not_per_message(redis_servers, settings, sqs, source):
+    primary = redis_servers()
+    replica = redis_servers(replica_of=primary.port)
+    wait_until(lambda: redis.Redis(port=replica.port).info("replication")
+               ["master_link_status"] == "up", timeout=30)
+    client = redis.Redis(port=primary.port)
+    consumer = Consumer("post-sent", replace(settings, redis_url=url_of(primary),
+                                             redis_wait_replicas=1))
+    sqs.send_message_batch(QueueUrl=source, Entries=[
+        {"Id": str(i), "MessageBody": event(f"u{i}", "https://a.com")} for i in range(10)])
+    client.config_resetstat()
+    batches = 0
+    while consumer.totals.succeeded < 10:
+        batches += bool(consumer.process_batch(wait_seconds=1).received)
+    assert client.info("commandstats")["cmdstat_wait"]["calls"] == batches < 10
