@@ -177,7 +177,7 @@ class Cluster:
 
 
 def redis_cluster(masters: int = 3, log_dir: Path | None = None, replicas: int = 0,
-                  node_timeout_ms: int = 5000) -> Cluster:
+                  node_timeout_ms: int = 5000, extra: Sequence[str] = ()) -> Cluster:
     """A local Redis Cluster, as Redis's own tools make one (redis-cli --cluster create).
     ``node_timeout_ms`` is how long a master may be unreachable before its replica takes
     over."""
@@ -185,7 +185,7 @@ def redis_cluster(masters: int = 3, log_dir: Path | None = None, replicas: int =
         log_path=log_dir / f"redis-cluster-{i}.log" if log_dir else None,
         # The cluster bus port defaults to port + 10000, past 65535 for a high free port.
         extra=("--cluster-enabled", "yes", "--cluster-port", str(free_port()),
-               "--cluster-node-timeout", str(node_timeout_ms)))
+               "--cluster-node-timeout", str(node_timeout_ms), *extra))
         for i in range(masters * (1 + replicas))], replicas)
 
 
