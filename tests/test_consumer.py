@@ -286,3 +286,33 @@ def test_a_lane_pauses_while_everything_fails_transiently_and_not_after(settings
     assert shutdown.waits[-1] == 1.0  # the doubling starts over, not at 8 s
     consumer._pause_if_peers_down(BatchResult(received=10, succeeded=1, retried=9))
     assert len(shutdown.waits) == 4  # a success: no pause
+
+
+def test_a_before_ack_step_runs_once_per_batch_and_its_failure_keeps_the_batch(
+        settings, send, sqs, source, redis_client):
+    calls = []
+
+    def replicas_behind(deps):
+        calls.append(deps)
+        if len(calls) == 1:
+            raise TransientError("replicas behind")
+
+    send(*[post(f"u{i}", "https://a.com") for i in range(3)])
+    consumer = Consumer("post-sent", settings, before_ack=[replicas_behind])
+    first = consumer.process_batch(wait_seconds=1)
+    assert (first.succeeded, first.retried) == (0, first.received) and len(calls) == 1
+    assert queue_depth(sqs, source) == 3  # none deleted
+    batches = 1
+    while consumer.totals.succeeded < 3:
+        batches += bool(consumer.process_batch(wait_seconds=1).received)
+    assert queue_depth(sqs, source) == 0
+    assert counts(settings, redis_client, "a.com") == [3]  # the retried ones counted once
+    assert len(calls) == batches  # once a batch, not once a message
+
+
+def test_post_sent_registers_its_wait_for_replicas_step():
+    from workers import handlers
+    from workers.handlers.post_sent import wait_for_replicas
+
+    assert handlers.before_ack_steps("post-sent") == [wait_for_replicas]
+    assert handlers.before_ack_steps("email") == []

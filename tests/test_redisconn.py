@@ -54,6 +54,38 @@ def test_a_bad_or_unreachable_redis_url_is_one_line_from_the_cli(env, url):
     assert "Traceback" not in result.stderr
 
 
+def test_a_sentinel_url_names_its_sentinels_service_database_and_password():
+    client = redisconn.connect("redis+sentinel://:s%40cret@10.0.0.1:26380,[::1],s3/counters/3")
+    pool = client.connection_pool
+    assert pool.service_name == "counters"
+    assert [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs[
+        "port"]) for s in pool.sentinel_manager.sentinels] == [
+        ("10.0.0.1", 26380), ("::1", 26379), ("s3", 26379)]
+    assert pool.connection_kwargs["db"] == 3
+    assert pool.connection_kwargs["password"] == "s@cret"
+
+
+def test_redis_urls_get_a_connection_that_drops_itself_on_readonly():
+    assert redisconn.connect("redis://h:6379/0").connection_pool.connection_class is (
+        redisconn.FailoverConnection)
+    assert redisconn.connect("rediss://h:6379/0").connection_pool.connection_class is (
+        redisconn.FailoverSSLConnection)
+
+
+def test_a_readonly_answer_drops_the_connection_and_the_next_command_connects_anew(
+        redis_servers):
+    primary = redis_servers()
+    replica = redis_servers(replica_of=primary.port)
+    client = redisconn.connect(url_of(replica))
+    connection = client.connection_pool.get_connection()
+    client.connection_pool.release(connection)
+    with pytest.raises(redis.ConnectionError, match="READONLY"):
+        client.set("k", "v")
+    assert connection._sock is None  # dropped, not handed out again as it was
+    redis.Redis(port=replica.port).replicaof("NO", "ONE")
+    assert client.set("k", "v")
+
+
 def test_an_unreachable_cluster_is_a_transient_failure_in_a_daemon(daemons, env, sqs, source):
     proc = daemons("post-sent", environment={
         **env, "REDIS_URL": f"redis+cluster://127.0.0.1:{free_port()}/0"})

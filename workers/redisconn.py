@@ -127,12 +127,15 @@ def _connect_sentinel(rest: str, tls: bool) -> redis.Redis:
 
 
 def _address(host: str) -> tuple[str, int]:
-    name, colon, port = host.rpartition(":")
-    if not colon:
-        name, port = host, str(SENTINEL_PORT)
+    """``host:port``, ``host``, ``[v6]:port`` or ``[v6]`` (a port defaults to Sentinel's)."""
+    if host.startswith("["):
+        name, _, after = host[1:].partition("]")
+        port = after.removeprefix(":")
+    else:
+        name, _, port = host.partition(":")
     if not name:
         raise ValueError("a sentinel address has no host")
-    return name.strip("[]"), int(port)
+    return name, int(port or SENTINEL_PORT)
 
 
 def primaries(client: Client) -> list[tuple[str, redis.Redis]]:
