@@ -85,9 +85,13 @@ class FailoverSSLConnection(_DropOnReadOnly, redis.SSLConnection):
     pass
 
 
+class FailoverUnixConnection(_DropOnReadOnly, redis.UnixDomainSocketConnection):
+    pass
+
+
 CONNECTION_CLASSES: dict[str, type[redis.connection.AbstractConnection]] = {
     "redis": FailoverConnection, "rediss": FailoverSSLConnection,
-    "unix": redis.UnixDomainSocketConnection}
+    "unix": FailoverUnixConnection}
 SCHEMES = [f"{s}://" for s in [*CONNECTION_CLASSES, *CLUSTER_SCHEMES, *SENTINEL_SCHEMES]]
 
 
@@ -119,11 +123,12 @@ def _connect_sentinel(rest: str, tls: bool) -> redis.Redis:
     if not service or "?" in path:
         raise ValueError("a sentinel URL is redis+sentinel://host:port[,host:port]/service[/db]")
     sentinels = [_address(host) for host in hosts.split(",")]
-    timeouts = dict(CLIENT_OPTIONS, ssl=True) if tls else dict(CLIENT_OPTIONS)
-    return Sentinel(sentinels, sentinel_kwargs=timeouts).master_for(
+    # The password is the primary's; sentinels are asked without one.
+    options = dict(CLIENT_OPTIONS, ssl=True) if tls else dict(CLIENT_OPTIONS)
+    return Sentinel(sentinels, sentinel_kwargs=options).master_for(
         service, db=int(db or 0), username=unquote(username) or None,
         password=unquote(password) or None, health_check_interval=HEALTH_CHECK_SECONDS,
-        **timeouts)
+        **options)
 
 
 def _address(host: str) -> tuple[str, int]:
