@@ -39,9 +39,6 @@ from workers.sqs import (
 RECEIVE_WAIT_SECONDS = 1
 # How often to ask how far SQS's move task got (each ask is a billed request).
 TASK_POLL_SECONDS = 2
-# A send batch is capped at the maximum message size in total; 256 KiB is what every endpoint
-# accepts (SQS's cap before 2025, moto's). A larger message is sent alone.
-BATCH_PAYLOAD_BYTES = 256 * 1024
 # How much of a body `peek` prints.
 BODY_PREVIEW_CHARS = 200
 # The ways `replay` moves messages: SQS's own task, or receive/send/delete.
@@ -254,30 +251,17 @@ class DeadLetters:
         return result
 
     def _copy(self, batch: list[Message], result: ReplayResult) -> None:
-        entries = [(m, original_attributes(m)) for m in batch]
-        sent: list[Message] = []
-        for chunk in payload_chunks(entries, BATCH_PAYLOAD_BYTES):
-            sent.extend(self._send(chunk, result))
+        refused = self.client.send_failures([m.body for m in batch], url=self.url,
+                                            attributes=[original_attributes(m) for m in batch])
+        for error in refused.values():
+            if error not in result.errors:
+                result.errors.append(error)
+        sent = [m for i, m in enumerate(batch) if i not in refused]
         # What SQS refused stays hidden in the DLQ until `visibility` passes, so this run moves
         # on to others instead of retrying it in a loop.
         result.undeleted += len(self.client.delete(sent, url=self.dlq_url))
         result.moved += len(sent)
-        result.failed += len(batch) - len(sent)
-
-    def _send(self, chunk: Sequence[tuple[Message, dict]], result: ReplayResult) -> list[Message]:
-        entries = []
-        for i, (m, attributes) in enumerate(chunk):
-            entry: dict[str, Any] = {"Id": str(i), "MessageBody": m.body}
-            if attributes:
-                entry["MessageAttributes"] = attributes
-            entries.append(entry)
-        response = self.sqs.send_message_batch(QueueUrl=self.url, Entries=entries)
-        refused = {f["Id"]: f for f in response.get("Failed", [])}
-        for f in refused.values():
-            error = f"{f.get('Code', '?')}: {f.get('Message', '')}".strip()
-            if error not in result.errors:
-                result.errors.append(error)
-        return [m for i, (m, _) in enumerate(chunk) if str(i) not in refused]
+        result.failed += len(refused)
 
     def _arn(self, url: str) -> str:
         return self.sqs.get_queue_attributes(
@@ -297,30 +281,6 @@ def _code(exc: ClientError) -> str:
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     code = error.get("Code") or "error"
     return f"HTTP {status}" if code == str(status) else code
-
-
-def payload_bytes(body: str, attributes: dict[str, Any]) -> int:
-    size = len(body.encode())
-    for name, value in attributes.items():
-        size += len(name.encode()) + len(value.get("DataType", "").encode())
-        size += len(value.get("StringValue", "").encode()) + len(value.get("BinaryValue", b""))
-    return size
-
-
-def payload_chunks(entries: Sequence[tuple[Message, dict]],
-                   cap: int) -> Iterator[list[tuple[Message, dict]]]:
-    """Batches of at most 10 whose payload stays under ``cap``; a larger message goes alone."""
-    chunk: list[tuple[Message, dict]] = []
-    size = 0
-    for message, attributes in entries:
-        n = payload_bytes(message.body, attributes)
-        if chunk and (len(chunk) == SQS_BATCH_MAX or size + n > cap):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append((message, attributes))
-        size += n
-    if chunk:
-        yield chunk
 
 
 # -- list -------------------------------------------------------------------------------------
