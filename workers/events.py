@@ -39,8 +39,11 @@ class PostSent(Event):
     update_id: Id
     profile_id: Id
     created_at: float | None = None
-    url: str | None = None
-    urls: list[str] = Field(default_factory=list, max_length=MAX_URLS_PER_EVENT)
+    # A URL that is not a string (null, a number, an object) is an invalid URL like any other:
+    # the handler skips and counts it, and the event's valid URLs still count (SPEC.md). So
+    # the schema takes any JSON value here, and ``urls`` needs only to be a bounded list.
+    url: Any = None
+    urls: list[Any] = Field(default_factory=list, max_length=MAX_URLS_PER_EVENT)
     service: str | None = None
 
     @field_validator("created_at", mode="before")
@@ -59,8 +62,9 @@ class PostSent(Event):
         return seconds
 
     @property
-    def all_urls(self) -> list[str]:
-        """``url`` and ``urls`` together, in order, as given (not yet normalized)."""
+    def all_urls(self) -> list[Any]:
+        """``url`` and ``urls`` together, in order, as given (not yet normalized, nor checked
+        to be strings)."""
         return ([self.url] if self.url is not None else []) + list(self.urls)
 
 
