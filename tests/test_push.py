@@ -15,8 +15,10 @@ from moto_api import published
 from workers import devstack
 from workers.consumer import Consumer
 from workers.deps import Deps
+from workers.errors import PermanentError
 from workers.events import Push
-from workers.handlers.push import describe_target, sns_message
+from workers.handlers.push import check_target, describe_target, sns_message
+from workers.settings import Settings, SettingsError
 from workers.sqs import ERROR_ATTRIBUTE
 
 
@@ -153,3 +155,59 @@ def test_the_push_daemon_publishes_and_dead_letters(env, sqs, source, dlq, endpo
     assert "EndpointDisabled" in handled["dead_lettered"]["reason"]
     text = log.read_text()
     assert enabled not in text and disabled not in text  # device identifiers stay out of logs
+
+
+# -- which targets are accepted -------------------------------------------------------------
+
+@pytest.fixture
+def topic(sns, sqs, prefix, queues):
+    """An SNS topic with an SQS queue subscribed to it, standing for every device of an app;
+    returns the topic's ARN and the subscribed queue's URL."""
+    arn = sns.create_topic(Name=f"{prefix}all-devices")["TopicArn"]
+    inbox = sqs.create_queue(QueueName=f"{prefix}topic-inbox")["QueueUrl"]
+    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=inbox_arn)
+    return arn, inbox
+
+
+def test_a_push_to_a_topic_goes_to_the_dlq_and_reaches_no_subscriber(settings, sqs, source,
+                                                                     dlq, topic):
+    # Given a push event whose target is a topic, not one device
+    arn, inbox = topic
+    send(sqs, source, push_event(arn))
+    # When the consumer handles it
+    result = Consumer("push", settings).process_batch(wait_seconds=1)
+    # Then it is a dead letter saying why, and nothing was broadcast
+    assert result.dead_lettered == 1
+    [dead] = drain(sqs, dlq)
+    reason = dead["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"]
+    assert reason.startswith("target_arn is an SNS topic") and arn not in reason
+    assert "WORKERS_PUSH_ALLOW_TOPICS" in reason
+    assert drain(sqs, inbox) == []
+
+
+def test_a_push_to_a_topic_is_published_where_topics_are_allowed(settings, sqs, source, topic):
+    arn, inbox = topic
+    send(sqs, source, push_event(arn))
+    allowed = dataclasses.replace(settings, push_allow_topics=True)
+    assert Consumer("push", allowed).process_batch(wait_seconds=1).succeeded == 1
+    assert wait_until(lambda: drain(sqs, inbox), timeout=10)
+
+
+@pytest.mark.parametrize("arn", [
+    "arn:aws:sqs:us-east-1:123456789012:some-queue",
+    "arn:aws:sns:us-east-1:123456789012:endpoint/GCM/app",         # no endpoint id
+    "arn:aws:sns:us-east-1:123456789012:endpoint/GCM/app/x\n",
+    "arn:aws:sns:us-east-1:123456789012:topic/../endpoint/GCM/app/x",
+])
+def test_a_target_that_is_no_platform_endpoint_is_refused(arn):
+    with pytest.raises(PermanentError, match="not an SNS platform endpoint ARN"):
+        check_target(arn, allow_topics=True)
+
+
+def test_the_topic_setting_comes_from_the_environment():
+    assert Settings.from_env({}).push_allow_topics is False
+    assert Settings.from_env({"WORKERS_PUSH_ALLOW_TOPICS": "true"}).push_allow_topics is True
+    with pytest.raises(SettingsError, match="WORKERS_PUSH_ALLOW_TOPICS"):
+        Settings.from_env({"WORKERS_PUSH_ALLOW_TOPICS": "maybe"})

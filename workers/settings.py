@@ -67,6 +67,11 @@ DEFAULT_FACEBOOK_API_VERSION = "v25.0"
 DEFAULT_LINKEDIN_API_VERSION = "202510"
 
 
+# push sends to one device (an SNS platform endpoint) unless WORKERS_PUSH_ALLOW_TOPICS says
+# otherwise: a topic ARN in a message would broadcast to every subscriber of the topic (every
+# device of an app, or an operations topic), which no per-user notification should do.
+DEFAULT_PUSH_ALLOW_TOPICS = False
+
 # Daemons per queue until `workers scale` says otherwise (WORKERS_<QUEUE>_PROCS): post-sent
 # is the busy one; the others wait on remote APIs, and one process holds 20 handlers.
 DEFAULT_PROCS = {"post-sent": 2, "analytics": 1, "push": 1, "email": 1}
@@ -105,6 +110,7 @@ class Settings:
     smtp_user: str | None = None
     smtp_password: str | None = field(default=None, repr=False)  # a secret: never in a repr
     smtp_starttls: bool = DEFAULT_SMTP_STARTTLS
+    push_allow_topics: bool = DEFAULT_PUSH_ALLOW_TOPICS
     wait_seconds: int = LONG_POLL_SECONDS
     run_dir: str = DEFAULT_RUN_DIR
     scale_file: str | None = None  # default: run_dir/scale.json
@@ -150,6 +156,7 @@ class Settings:
             smtp_password=env.get("WORKERS_SMTP_PASSWORD") or None,
             smtp_starttls=env.get("WORKERS_SMTP_STARTTLS", "true").lower()
             not in ("0", "false", "no"),
+            push_allow_topics=_bool(env, "WORKERS_PUSH_ALLOW_TOPICS", DEFAULT_PUSH_ALLOW_TOPICS),
             wait_seconds=_int(env, "WORKERS_WAIT_SECONDS", LONG_POLL_SECONDS, 1,
                               LONG_POLL_SECONDS),
             run_dir=env.get("WORKERS_RUN_DIR") or DEFAULT_RUN_DIR,
@@ -184,6 +191,17 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low} and {high}, not {value}")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, not {raw!r}")
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
