@@ -10,6 +10,7 @@ import uuid
 import boto3
 import pytest
 
+from fakes import FakeServer, Request
 from helpers import drain, log_events, process_all, queue_depth, send, start_daemon, wait_until
 from moto_api import published
 from workers import devstack
@@ -211,3 +212,73 @@ def test_the_topic_setting_comes_from_the_environment():
     assert Settings.from_env({"WORKERS_PUSH_ALLOW_TOPICS": "true"}).push_allow_topics is True
     with pytest.raises(SettingsError, match="WORKERS_PUSH_ALLOW_TOPICS"):
         Settings.from_env({"WORKERS_PUSH_ALLOW_TOPICS": "maybe"})
+
+
+# -- sent once ------------------------------------------------------------------------------
+
+def handle_until_empty(consumer: Consumer, sqs, source: str) -> None:
+    """Batches until the queue is empty: a retried message comes back after its backoff."""
+    def empty() -> bool:
+        consumer.process_batch(wait_seconds=1)
+        return queue_depth(sqs, source) == 0
+    wait_until(empty, timeout=30)
+
+
+class AcceptsThenFails(FakeServer):
+    """An AWS endpoint that takes every request (as if the service acted on it) and answers
+    500, as a service that accepted a send and then failed to say so."""
+
+    def answer(self, request: Request) -> tuple[int, dict, bytes]:
+        return 500, {"Content-Type": "text/xml"}, b"<ErrorResponse><Error><Code>InternalError" \
+            b"</Code><Message>accepted, then failed</Message></Error></ErrorResponse>"
+
+
+@pytest.fixture
+def accepts_then_fails():
+    server = AcceptsThenFails().start()
+    yield server
+    server.stop()
+
+
+def test_a_redelivered_push_is_published_once(settings, sqs, source, endpoint):
+    # Given one push event delivered twice (the API enqueued it twice, or a replay brought it
+    # back after it was sent): the same body, two SQS messages
+    arn = endpoint()
+    send(sqs, source, push_event(arn, data={"update_id": "7"}),
+         push_event(arn, data={"update_id": "7"}))
+    # When both are handled (side by side, one waits for the other's send to finish)
+    handle_until_empty(Consumer("push", settings), sqs, source)
+    # Then both are acknowledged, and the device got one notification
+    assert len(published(settings.endpoint_url, arn)) == 1
+
+
+def test_pushes_with_their_own_idempotency_keys_are_each_published(settings, sqs, source,
+                                                                   endpoint):
+    arn = endpoint()
+    send(sqs, source, push_event(arn, idempotency_key="a"), push_event(arn, idempotency_key="b"))
+    assert process_all(Consumer("push", settings)).succeeded == 2
+    assert len(published(settings.endpoint_url, arn)) == 2
+
+
+def test_a_publish_that_fails_after_sns_took_it_is_not_retried_by_boto3(settings, sqs, source,
+                                                                        endpoint,
+                                                                        accepts_then_fails):
+    # Given an SNS that takes the publish and then answers 500
+    deps = Deps(dataclasses.replace(settings, endpoint_url=accepts_then_fails.url))
+    send(sqs, source, push_event(endpoint()))
+    # When the consumer handles the push
+    result = Consumer("push", settings, deps=deps).process_batch(wait_seconds=1)
+    # Then SNS saw one request, not boto3's retries of it; the message waits for SQS's retry
+    assert len(accepts_then_fails.requests) == 1
+    assert result.retried == 1 and queue_depth(sqs, source) == 1
+
+
+def test_redis_away_before_a_publish_is_transient_and_publishes_nothing(settings, sqs, source,
+                                                                        endpoint):
+    arn = endpoint()
+    away = Deps(dataclasses.replace(settings,
+                                    redis_url=f"redis://127.0.0.1:{devstack.free_port()}/0"))
+    send(sqs, source, push_event(arn))
+    result = Consumer("push", settings, deps=away).process_batch(wait_seconds=1)
+    assert (result.retried, result.succeeded) == (1, 0)
+    assert published(settings.endpoint_url, arn) == []

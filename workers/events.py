@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Annotated, Any, Literal
 
@@ -9,6 +10,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -33,6 +35,14 @@ class InvalidEvent(PermanentError):
 class Event(BaseModel):
     # Unknown fields are ignored (SPEC.md); events never change once decoded.
     model_config = ConfigDict(extra="ignore", frozen=True)
+    # The digest of the body this event was decoded from (``decode`` sets it): what stays the
+    # same over redeliveries and DLQ replays, unlike the SQS message id.
+    _body_digest: str | None = PrivateAttr(default=None)
+
+    @property
+    def body_digest(self) -> str:
+        """The digest of the message body; of the event's own JSON when built in code."""
+        return self._body_digest or digest(self.model_dump_json(exclude_none=True))
 
 
 class PostSent(Event):
@@ -76,6 +86,9 @@ class Analytics(Event):
 
 
 class Push(Event):
+    # The API's name for this one send (a request id): a second event with the same key is
+    # not sent again (workers.sent). Without it, the body's digest stands for it.
+    idempotency_key: Id | None = None
     user_id: Id
     target_arn: Annotated[str, StringConstraints(pattern=r"^arn:")]
     title: Text
@@ -84,6 +97,7 @@ class Push(Event):
 
 
 class Email(Event):
+    idempotency_key: Id | None = None  # as Push's
     to: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)]
     subject: Text | None = None
     text: Text | None = None
@@ -117,7 +131,13 @@ def validate(queue: str, data: Any) -> Event:
 
 
 def decode(queue: str, message: Message) -> Event:
-    return validate(queue, message.json())
+    event = validate(queue, message.json())
+    event._body_digest = digest(message.body)
+    return event
+
+
+def digest(body: str) -> str:
+    return hashlib.blake2b(body.encode(), digest_size=16).hexdigest()
 
 
 def _describe(exc: ValidationError, limit: int = 3) -> str:

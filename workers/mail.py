@@ -92,24 +92,43 @@ class SMTPMailer:
 
     def send(self, message: EmailMessage) -> str:
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
-                if self.starttls:
-                    smtp.starttls(context=ssl.create_default_context())
-                if self._user:
-                    smtp.login(self._user, self._password or "")
-                smtp.send_message(message)
+            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        except smtplib.SMTPConnectError as exc:  # a server refusing connections: come back
+            raise TransientError(f"smtp connect refused: {exc.smtp_code}") from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise TransientError(f"smtp unreachable: {type(exc).__name__}: {exc}") from None
+        try:
+            self._submit(smtp, message)
+        finally:
+            quit_quietly(smtp)
+        return message["Message-ID"]
+
+    def _submit(self, smtp: smtplib.SMTP, message: EmailMessage) -> None:
+        """Up to the server's 250 for DATA: from then on the mail is the server's, sent."""
+        try:
+            if self.starttls:
+                smtp.starttls(context=ssl.create_default_context())
+            if self._user:
+                smtp.login(self._user, self._password or "")
+            smtp.send_message(message)
         except smtplib.SMTPRecipientsRefused as exc:  # our one recipient, refused
             code, reply = next(iter(exc.recipients.values()))
             raise smtp_reply_error(code, reply) from None
         except smtplib.SMTPAuthenticationError as exc:  # a 5xx, but the operator's to fix
             raise TransientError(f"smtp login refused ({exc.smtp_code})") from None
-        except smtplib.SMTPConnectError as exc:  # a server refusing connections: come back
-            raise TransientError(f"smtp connect refused: {exc.smtp_code}") from None
         except smtplib.SMTPResponseException as exc:  # sender or data refused, and others
             raise smtp_reply_error(exc.smtp_code, exc.smtp_error) from None
         except (smtplib.SMTPException, OSError) as exc:  # refused, reset, timed out, no TLS
             raise TransientError(f"smtp unreachable: {type(exc).__name__}: {exc}") from None
-        return message["Message-ID"]
+
+
+def quit_quietly(smtp: smtplib.SMTP) -> None:
+    """QUIT, whatever the answer: it ends the session, and once DATA was accepted a 421 or a
+    dropped connection here must not turn a sent mail into a failed one (and a resend)."""
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
 
 
 def smtp_reply_error(code: int, reply: bytes | str) -> PermanentError | TransientError:

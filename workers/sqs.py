@@ -33,9 +33,10 @@ T = TypeVar("T")
 
 
 def client(settings: Settings, service: str = "sqs", pool: int = 10, attempts: int = 3) -> Any:
-    """A boto3 client whose read timeout outlasts a long poll."""
+    """A boto3 client whose read timeout outlasts a long poll. ``attempts`` counts the first
+    request too (botocore's ``max_attempts`` would count only the retries): 1 is no retry."""
     config = Config(
-        retries={"mode": "standard", "max_attempts": attempts},
+        retries={"mode": "standard", "total_max_attempts": attempts},
         max_pool_connections=pool,
         connect_timeout=5,
         read_timeout=LONG_POLL_SECONDS + 10,

@@ -25,6 +25,7 @@ from workers.deps import Deps
 from workers.errors import PermanentError
 from workers.events import Push
 from workers.handlers import handler
+from workers.sent import mark_key
 
 # SNS's error codes that say this message can never be delivered: the endpoint is disabled
 # (the platform reported the token invalid, e.g. the app was uninstalled), it does not exist,
@@ -46,12 +47,18 @@ FCM_PLATFORM = "GCM"
 def push(event: Push, deps: Deps) -> dict[str, Any]:
     check_target(event.target_arn, deps.settings.push_allow_topics)
     target = describe_target(event.target_arn)
+    response = deps.sent.once(mark_key("push", event), lambda: publish(event, deps))
+    if response is None:  # a redelivery or a replay of a push sent before
+        return {"user_id": event.user_id, **target, "already_sent": True}
+    return {"user_id": event.user_id, **target, "sns_message_id": response.get("MessageId")}
+
+
+def publish(event: Push, deps: Deps) -> dict[str, Any]:
     try:
-        response = deps.sns.publish(TargetArn=event.target_arn, MessageStructure="json",
-                                    Message=sns_message(event))
+        return deps.sns.publish(TargetArn=event.target_arn, MessageStructure="json",
+                                Message=sns_message(event))
     except AWS_ERRORS as exc:
         raise classify("sns", exc, PERMANENT_CODES, redact=event.target_arn) from None
-    return {"user_id": event.user_id, **target, "sns_message_id": response.get("MessageId")}
 
 
 def check_target(arn: str, allow_topics: bool) -> None:
