@@ -351,21 +351,62 @@ def render_messages(messages: Sequence[Message], now: float) -> str:
     for m in messages:
         d = describe(m, now)
         lines = [f"{d['id']}  receives={d['receive_count']}  age={format_age(d['age_seconds'])}",
-                 f"  error: {d['error'] or '-'}"]
+                 f"  error: {printable(d['error'] or '-')}"]
         if d["attributes"]:
-            lines.append("  attributes: " + json.dumps(d["attributes"], ensure_ascii=False))
+            lines.append("  attributes: " + json_printable(d["attributes"]))
         lines.append("  body: " + preview(m.body))
         blocks.append("\n".join(lines))
     return "\n".join(blocks)
 
 
 def render_messages_json(messages: Sequence[Message], now: float) -> str:
-    return json.dumps([describe(m, now) for m in messages], ensure_ascii=False)
+    return json_printable([describe(m, now) for m in messages])
 
 
 def preview(body: str, limit: int = BODY_PREVIEW_CHARS) -> str:
-    flat = body.replace("\r", "\\r").replace("\n", "\\n")
+    flat = printable(body[:limit + 1])  # what is shown (and one more), not a 1 MiB body
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+# Whatever a dead letter holds is someone else's text: printed raw, an escape sequence in it
+# (ESC, or the C1 CSI 0x9b) could retitle, recolour or rewrite the operator's terminal, and a
+# bidi override could reorder what they read. Every character Python does not call printable
+# (controls, format characters, separators other than the space, unassigned) is shown escaped:
+# \n, \x1b, \u202e.
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` with every unprintable character escaped, safe to print to a terminal."""
+    if text.isprintable():  # the common case, at C speed
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def json_printable(value: Any) -> str:
+    """JSON of ``value``, Unicode kept readable, every unprintable character escaped (json
+    escapes only those below 0x20; the others can only be inside strings, where a \\uXXXX
+    escape means the same)."""
+    text = json.dumps(value, ensure_ascii=False)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _json_escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    if char in _SHORT:
+        return _SHORT[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else (
+        f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+
+
+def _json_escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # beyond the BMP, JSON spells a character as its UTF-16 surrogate pair
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def _string(value: dict[str, Any] | None) -> str | None:

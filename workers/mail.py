@@ -3,26 +3,53 @@
 Both backends send the same raw message (SES's SendRawEmail), so what a recipient gets does not
 depend on the backend. Each raises PermanentError when the mail can never go (SES rejects it,
 an SMTP server answers 5xx) and TransientError when it may go later (throttling, 5xx from SES,
-an SMTP 4xx, a server that does not answer).
+an SMTP 4xx, a server that does not answer). Neither reason names an email address: servers
+quote the recipient (or the sender) in their refusals, and reasons end up in logs and in the
+DLQ's ``workers.error``, which are read widely; the address's domain is kept.
 """
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
-from typing import Any, Protocol
+from functools import wraps
+from typing import Any, Callable, Protocol, TypeVar
 
 from workers.aws_errors import AWS_ERRORS, classify
-from workers.errors import PermanentError, TransientError
+from workers.errors import HandlerError, PermanentError, TransientError
 from workers.settings import SMTP_TIMEOUT_SECONDS, Settings
 
 # SES's error codes that say this mail can never go: SES refused its content or an address
 # (MessageRejected also covers an unverified sender, which needs an operator, then a replay).
 SES_PERMANENT_CODES = frozenset({"MessageRejected", "InvalidParameterValue",
                                  "MailFromDomainNotVerified", "ValidationError"})
+# An address as servers quote it in a reply: a local part (no space, bracket or quote), an @
+# and a dotted domain. Loose on purpose: masking a little too much costs nothing.
+_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"'@]+@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def redact_addresses(text: str) -> str:
+    """``text`` with every email address's local part masked: ``***@example.com``."""
+    return _ADDRESS.sub(r"***@\1", text)
+
+
+def no_addresses(send: F) -> F:
+    """The send's permanent and transient errors, their reasons without email addresses."""
+    @wraps(send)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return send(*args, **kwargs)
+        except HandlerError as exc:
+            exc.reason = redact_addresses(exc.reason)
+            exc.args = (exc.reason,)
+            raise
+    return wrapper  # type: ignore[return-value]
 
 
 class Mailer(Protocol):
@@ -53,7 +80,7 @@ def recipient(to: str) -> str:
     try:
         address = Address(addr_spec=to)
     except (ValueError, IndexError) as exc:
-        raise PermanentError(f"invalid recipient address: {exc}") from None
+        raise PermanentError(f"invalid recipient address: {redact_addresses(str(exc))}") from None
     if address.addr_spec != to or not address.domain:
         raise PermanentError("invalid recipient address")
     return to
@@ -63,6 +90,7 @@ class SESMailer:
     def __init__(self, ses: Any):
         self.ses = ses
 
+    @no_addresses
     def send(self, message: EmailMessage) -> str:
         try:
             response = self.ses.send_raw_email(
@@ -90,6 +118,7 @@ class SMTPMailer:
     def __repr__(self) -> str:  # the password stays out of every repr and traceback
         return f"SMTPMailer({self.host}:{self.port}, starttls={self.starttls})"
 
+    @no_addresses
     def send(self, message: EmailMessage) -> str:
         try:
             smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from typing import Mapping
 
 from workers import QUEUES
@@ -164,6 +165,13 @@ class Settings:
             procs={q: _int(env, procs_variable(q), n, 0, 99) for q, n in DEFAULT_PROCS.items()},
         )
 
+    def __repr__(self) -> str:
+        # Settings get logged and shown in tracebacks: REDIS_URL may carry a password
+        # (redis://:PASSWORD@host), so it shows masked; the other secrets not at all.
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr
+                          and f.name != "redis_url")
+        return f"Settings(redis_url={mask_url(self.redis_url)!r}, {shown})"
+
     def queue_name(self, queue: str) -> str:
         """The SQS name of a logical queue."""
         return self.queue_prefix + queue
@@ -174,6 +182,17 @@ class Settings:
     @property
     def pusher_enabled(self) -> bool:
         return bool(self.pusher_app_id and self.pusher_key and self.pusher_secret)
+
+
+# The password of a URL: after the scheme's "//" and an optional user, up to the last "@"
+# before the host; or a ``password=`` query parameter (redis-py reads both).
+_URL_PASSWORD = re.compile(r"(?<=://)([^/@:]*:)[^/]*(?=@)")
+_QUERY_PASSWORD = re.compile(r"(?<=[?&]password=)[^&]*")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password, if any, as ``***``."""
+    return _QUERY_PASSWORD.sub("***", _URL_PASSWORD.sub(r"\1***", url))
 
 
 class SettingsError(ValueError):
