@@ -76,8 +76,15 @@ DEFAULT_PUSH_ALLOW_TOPICS = False
 # Daemons per queue until `workers scale` says otherwise (WORKERS_<QUEUE>_PROCS): post-sent
 # is the busy one; the others wait on remote APIs, and one process holds 20 handlers.
 DEFAULT_PROCS = {"post-sent": 2, "analytics": 1, "push": 1, "email": 1}
-# Where supervisord keeps its socket and logs (bin/supervisor-env has the same default).
-DEFAULT_RUN_DIR = "/tmp/workers"
+
+
+def default_run_dir() -> str:
+    """Where supervisord keeps its socket, pid and logs, and `workers scale` its file
+    (bin/supervisor-env has the same default): one directory per user, which workers.rundir
+    creates 0700 and refuses when another user could have planted it. Not $XDG_RUNTIME_DIR:
+    a supervisord started by systemd and an operator's login shell would disagree on it.
+    Production sets WORKERS_RUN_DIR=/run/workers (README.rst, Security)."""
+    return f"/tmp/workers-{os.getuid()}"
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,7 @@ class Settings:
     smtp_starttls: bool = DEFAULT_SMTP_STARTTLS
     push_allow_topics: bool = DEFAULT_PUSH_ALLOW_TOPICS
     wait_seconds: int = LONG_POLL_SECONDS
-    run_dir: str = DEFAULT_RUN_DIR
+    run_dir: str = field(default_factory=default_run_dir)
     scale_file: str | None = None  # default: run_dir/scale.json
     procs: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PROCS))
 
@@ -160,7 +167,7 @@ class Settings:
             push_allow_topics=_bool(env, "WORKERS_PUSH_ALLOW_TOPICS", DEFAULT_PUSH_ALLOW_TOPICS),
             wait_seconds=_int(env, "WORKERS_WAIT_SECONDS", LONG_POLL_SECONDS, 1,
                               LONG_POLL_SECONDS),
-            run_dir=env.get("WORKERS_RUN_DIR") or DEFAULT_RUN_DIR,
+            run_dir=env.get("WORKERS_RUN_DIR") or default_run_dir(),
             scale_file=env.get("WORKERS_SCALE_FILE") or None,
             procs={q: _int(env, procs_variable(q), n, 0, 99) for q, n in DEFAULT_PROCS.items()},
         )
