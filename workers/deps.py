@@ -49,7 +49,7 @@ class Deps:
         return archive.Archive(sqs.client(self.settings, "s3"), self.settings.archive_bucket)
 
     @cached_property
-    def sent(self) -> sent.SentMarks:
+    def sent_marks(self) -> sent.SentMarks:
         """Marks of the emails and pushes sent, so none is sent twice by a redelivery."""
         return sent.SentMarks(self.redis)
 

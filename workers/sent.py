@@ -39,7 +39,8 @@ log = structlog.get_logger()
 
 
 def mark_key(queue: str, event: Email | Push) -> str:
-    """The Redis key of one message's mark: by the API's key, else by the body's digest."""
+    """The Redis key of one message's mark: by the API's key, else by the body's digest.
+    ``queue`` is the SQS name, prefix included, so fleets sharing a Redis keep apart."""
     if event.idempotency_key is not None:
         return f"sent:{queue}:k:{digest(event.idempotency_key)}"
     return f"sent:{queue}:b:{event.body_digest}"

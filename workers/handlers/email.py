@@ -25,7 +25,8 @@ def send_email(event: Email, deps: Deps) -> dict[str, Any]:
         raise TransientError("WORKERS_EMAIL_FROM is not set")
     content = compose(event)
     message = build_message(sender, event.to, content.subject, content.text, content.html)
-    sent_id = deps.sent.once(mark_key("email", event), lambda: deps.mailer.send(message))
+    key = mark_key(deps.settings.queue_name("email"), event)
+    sent_id = deps.sent_marks.once(key, lambda: deps.mailer.send(message))
     fields = {"backend": deps.settings.email_backend, "template": event.template,
               "to_domain": event.to.rpartition("@")[2]}
     if sent_id is None:  # a redelivery or a replay of an email sent before

@@ -47,7 +47,8 @@ FCM_PLATFORM = "GCM"
 def push(event: Push, deps: Deps) -> dict[str, Any]:
     check_target(event.target_arn, deps.settings.push_allow_topics)
     target = describe_target(event.target_arn)
-    response = deps.sent.once(mark_key("push", event), lambda: publish(event, deps))
+    key = mark_key(deps.settings.queue_name("push"), event)
+    response = deps.sent_marks.once(key, lambda: publish(event, deps))
     if response is None:  # a redelivery or a replay of a push sent before
         return {"user_id": event.user_id, **target, "already_sent": True}
     return {"user_id": event.user_id, **target, "sns_message_id": response.get("MessageId")}
