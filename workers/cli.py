@@ -306,6 +306,7 @@ def main() -> None:
     from workers.dlq import DLQError
     from workers.errors import PermanentError
     from workers.producer import SendError
+    from workers.rundir import RunDirError
     from workers.scale import ScaleError
 
     try:
@@ -316,7 +317,7 @@ def main() -> None:
         _fail(exc.format_message(), exc.exit_code)
     except PermanentError as exc:
         _fail(exc.reason)
-    except (SettingsError, SendError, DLQError, ScaleError) as exc:
+    except (SettingsError, SendError, DLQError, ScaleError, RunDirError) as exc:
         _fail(str(exc))
     except redis.RedisError as exc:
         _fail(f"redis: {exc}")
