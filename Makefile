@@ -18,8 +18,9 @@ $(VENV)/.installed: setup.cfg setup.py
 	$(VENV)/bin/pip install -q -e '.[test]'
 	@touch $@
 
-redis:  ## install redis-server through apt-get when it is missing
-	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+redis:  ## install redis-server (and faketime, for the clock-skew tests) through apt-get when missing
+	@command -v redis-server >/dev/null && command -v faketime >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq redis-server faketime; }
 
 run: install redis  ## the whole fleet on a local stack (moto, redis-server, supervisord); Ctrl-C stops it
 	$(PY) bin/run-local

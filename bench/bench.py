@@ -37,6 +37,7 @@ from typing import Any
 import backfillbench
 import clusterbench
 import consumers
+import hoturl
 import peervenv
 import procstat
 import redismem
@@ -52,9 +53,12 @@ FULL = {"messages": 3000, "delay_messages": 1000, "urls": 1_000_000, "pairs": 2_
         "backfill_records": 1_000_000}
 QUICK = {"messages": 300, "delay_messages": 100, "urls": 20_000, "pairs": 20_000,
          "backfill_records": 20_000}
+# Prior shares of one link before its counting cost is measured, and counts measured at each.
+HOT_SIZES = {False: hoturl.SIZES, True: (1_000, 20_000)}
+HOT_SAMPLES = {False: 2_000, True: 500}
 # What real SQS adds to a call that loopback moto does not.
 DELAY_MS = 10.0
-PARTS = (*consumers.KINDS, "delayed", "reads", "redis", "backfill", "cluster")
+PARTS = (*consumers.KINDS, "delayed", "reads", "redis", "hot", "backfill", "cluster")
 # Counting processes and updates for the cluster-vs-single figure.
 CLUSTER_PROCESSES, CLUSTER_UPDATES = 4, {False: 40_000, True: 4_000}
 
@@ -166,6 +170,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if "redis" in parts:
         log(f"redis: {args.urls:,} URLs and {args.pairs:,} idempotency keys...")
         result["redis"] = redismem.measure(args.urls, args.pairs)
+    if "hot" in parts:
+        sizes = HOT_SIZES[args.quick]
+        log(f"hot: Redis time per count of one link after {', '.join(f'{n:,}' for n in sizes)} "
+            "prior shares...")
+        result["hot_url"] = hoturl.measure(sizes, HOT_SAMPLES[args.quick])
     if "backfill" in parts:
         records = args.backfill_records
         log(f"backfill: {records:,} archive records, ours and the naive rebuild...")

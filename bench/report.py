@@ -271,6 +271,11 @@ def details(result: dict[str, Any]) -> list[str]:
                f"{c['hashes']:,} hashes ({c['urls_per_hash']:.1f} per hash, "
                f"{c['hash_encoding']}); {i['pairs']:,} (update, url) pairs in one 4-day window, "
                f"{i['pairs_per_hash']:.1f} per window")
+    h = result["hot_url"]
+    costs = ", ".join(f"{r['usec_per_new_count']:.1f} µs after {r['shares']:,}" for r in h["runs"])
+    out.append(f"hot link: Redis time per count of one link, {costs} prior shares: "
+               f"{h['ratio_last_to_first']:.2f}× ({h['goal']}: "
+               f"{'met' if h['met'] else 'MISSED'})")
     b = result["backfill"]
     ours_runs = b["large_objects"]["ours"]["runs_records_per_s"]
     out.append(f"backfill: {b['records']:,} records naming {b['links']:,} links, 2% archived "

@@ -73,6 +73,23 @@ def test_after_a_backfill_a_redelivered_pair_still_counts_once(store, live):
     assert live.counts(["a.com", "b.com"]) == [1, 1]
 
 
+@ON_SINGLE_AND_CLUSTER
+def test_a_viral_links_rebuilt_marks_are_a_hash_that_refuses_every_redelivery(store, live,
+                                                                             redis_client):
+    # Given a link shared by more posts than a window keeps as a string
+    updates = [f"u{i}" for i in range(400)]
+    store.write(records(*((u, "viral.com") for u in updates)))
+    backfill(store, live).run()
+    [marks] = redis_client.keys("li:*")
+    assert redis_client.type(marks) == b"hash" and redis_client.hlen(marks) == 400
+    assert 31 * 86400 < redis_client.ttl(marks) <= 40 * 86400
+    # Then every redelivery is refused, and a new post still counts
+    assert live.record(updates[0], ["viral.com"]) == [False]
+    assert live.record(updates[-1], ["viral.com"]) == [False]
+    assert live.record("u400", ["viral.com"]) == [True]
+    assert live.counts(["viral.com"]) == [401]
+
+
 def test_counts_missing_from_the_archive_are_dropped(store, live):
     store.write(records(("u1", "a.com")))
     live.record("u0", ["never-archived.com"])

@@ -157,3 +157,14 @@ def test_the_tables_name_every_consumer_and_every_goal(quick_run):
         assert label in table, label
     assert set(result["goals"]) >= {"direct_fastest", "delayed_fastest", "direct_least_cpu",
                                     "direct_requests", "direct_ceiling"}
+
+
+def test_a_hot_links_counting_cost_is_measured_after_each_number_of_shares(quick_run):
+    result, table = quick_run
+    hot = result["hot_url"]
+    assert [r["shares"] for r in hot["runs"]] == [1_000, 20_000]
+    for run in hot["runs"]:
+        assert sane(run["usec_per_new_count"]) and sane(run["usec_per_redelivery"])
+        assert run["window_type"] == "hash"  # a link this shared has its marks in a hash
+    assert sane(hot["ratio_last_to_first"])
+    assert "hot link: Redis time per count" in table

@@ -14,7 +14,11 @@ from botocore.stub import Stubber
 from helpers import drain, queue_depth, wait_until, workers_cmd
 from workers.consumer import Consumer
 from workers.dlq import COPY, TASK, DeadLetters, DLQError
-from workers.sqs import ERROR_ATTRIBUTE
+from workers.sqs import ERROR_ATTRIBUTE, SQSQueue
+
+# Ten of these are past the payload one SendMessageBatch may carry (256 KiB on moto, 1 MiB on
+# SQS), each well within a message's.
+POISON_BYTES = 150_000
 
 
 @pytest.fixture
@@ -67,6 +71,68 @@ def test_poison_messages_reach_the_dlq_and_peek_leaves_them_in_place(settings, e
     assert all(m["id"] in second.stdout for m in shown)
     assert "error: body is not JSON" in second.stdout
     assert visible(sqs, dlq) == 2 and queue_depth(sqs, source) == 0
+
+
+class NoPause:
+    """A Shutdown stand-in that never stops and records every pause asked of it."""
+
+    requested = False
+
+    def __init__(self):
+        self.waits: list[float] = []
+
+    def wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def handle_until(consumer: Consumer, count: int) -> list:
+    """Batches until ``count`` messages were received (SQS may hand out fewer than asked);
+    each batch's result, after the lane's peer-down check has seen it."""
+    results = []
+    while sum(r.received for r in results) < count:
+        results.append(consumer.process_batch(wait_seconds=1))
+        consumer._pause_if_peers_down(results[-1])
+    return results
+
+
+def test_large_poison_messages_reach_the_dlq_with_their_reasons_in_one_pass(settings, sqs,
+                                                                           source, dlq):
+    # Given ten ~150 KB bodies no retry can fix
+    bodies = [f"{i}:" + "x" * POISON_BYTES for i in range(10)]
+    for body in bodies:
+        sqs.send_message(QueueUrl=source, MessageBody=body)
+    shutdown = NoPause()
+    consumer = Consumer("post-sent", settings, shutdown=shutdown)
+    # When the consumer receives them
+    results = handle_until(consumer, 10)
+    # Then every one is in the DLQ with its reason at the first receive, none left in flight,
+    # and the lane never paused as if a peer were down
+    assert sum(r.dead_lettered for r in results) == 10
+    dead = drain(sqs, dlq)
+    assert sorted(m["Body"] for m in dead) == sorted(bodies)
+    assert all(m["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"].startswith(
+        "body is not JSON") for m in dead)
+    assert queue_depth(sqs, source) == 0
+    assert shutdown.waits == []
+
+
+def test_a_dead_letter_sqs_refuses_is_left_for_later_without_pausing_the_lane(settings, sqs,
+                                                                              source, dlq):
+    # Given poison messages, and a DLQ that refuses the first entry of every batch
+    for i in range(3):
+        sqs.send_message(QueueUrl=source, MessageBody=f"not json {i}")
+    shutdown = NoPause()
+    queue = SQSQueue(RefusingFirst(sqs), settings.queue_name("post-sent"),
+                     settings.dlq_name("post-sent"))
+    consumer = Consumer("post-sent", settings, sqs_queue=queue, shutdown=shutdown)
+    # When the consumer handles them
+    results = handle_until(consumer, 3)
+    # Then the refused ones stay in the source for a redelivery, the rest are dead letters,
+    # and nothing counts as a transient failure of a peer
+    refused = sum(r.not_dead_lettered for r in results)
+    assert refused >= 1 and sum(r.dead_lettered for r in results) == 3 - refused
+    assert sum(r.retried for r in results) == 0 and shutdown.waits == []
+    assert queue_depth(sqs, source) == refused and queue_depth(sqs, dlq) == 3 - refused
 
 
 def test_list_shows_each_dlq_depth_and_oldest_age(env, sqs, dlq, prefix):

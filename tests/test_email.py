@@ -16,6 +16,7 @@ from helpers import drain, log_events, process_all, queue_depth, send, start_dae
 from moto_api import sent_emails
 from workers import devstack, rendering
 from workers.consumer import Consumer
+from workers.deps import Deps
 from workers.errors import PermanentError
 from workers.mail import SMTPMailer, build_message
 from workers.settings import Settings, SettingsError
@@ -268,3 +269,89 @@ def test_the_email_daemon_sends_through_ses(env, ses, sqs, source, dlq, to, sett
     assert handled["succeeded"]["to_domain"] == "example.com"
     assert "unknown email template" in handled["dead_lettered"]["reason"]
     assert to not in log.read_text()  # the address stays out of the logs
+
+
+# -- sent once ------------------------------------------------------------------------------
+
+class QuitsBadly(Mailbox):
+    """Accepts the mail, then answers QUIT with 421, as a relay shutting down does."""
+
+    async def handle_QUIT(self, server, session, envelope):
+        return "421 4.3.2 service shutting down"
+
+
+@pytest.fixture
+def quits_badly():
+    mailbox = QuitsBadly()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=devstack.free_port())
+    controller.start()
+    mailbox.port = controller.port
+    yield mailbox
+    controller.stop()
+
+
+def test_a_mail_accepted_then_a_421_to_quit_counts_as_sent(smtp_settings, quits_badly, sqs,
+                                                           source, to):
+    # Given an SMTP server that accepts the data (250) and answers QUIT with 421
+    settings = dataclasses.replace(smtp_settings, smtp_port=quits_badly.port)
+    send(sqs, source, {"to": to, "subject": "Hi", "text": "hello"})
+    # When the consumer sends the email
+    result = Consumer("email", settings).process_batch(wait_seconds=1)
+    # Then it is sent and acknowledged, not retried: one mail delivered
+    assert (result.succeeded, result.retried) == (1, 0)
+    assert queue_depth(sqs, source) == 0
+    assert len(quits_badly.received) == 1
+
+
+def test_a_redelivered_email_is_sent_once(smtp_settings, smtp_server, sqs, source, to):
+    # Given the same email twice in the queue (enqueued twice, or replayed after it was sent)
+    event = {"to": to, "template": "welcome", "params": WELCOME}
+    send(sqs, source, event, event)
+    consumer = Consumer("email", smtp_settings)
+    # When both are handled (side by side, one waits for the other's send to finish)
+    def empty() -> bool:
+        consumer.process_batch(wait_seconds=1)
+        return queue_depth(sqs, source) == 0
+    wait_until(empty, timeout=30)
+    # Then one mail was delivered
+    assert len(smtp_server.received) == 1
+
+
+def test_an_email_sent_before_is_not_sent_again_by_a_replay(ses_settings, sqs, source, to):
+    body = {"to": to, "subject": "Receipt", "text": "paid"}
+    send(sqs, source, body)
+    assert process_all(Consumer("email", ses_settings)).succeeded == 1
+    send(sqs, source, body)  # later: the same body, a new SQS message id (as a replay has)
+    result = process_all(Consumer("email", ses_settings))
+    assert result.succeeded == 1
+    assert len(sent_emails(ses_settings.endpoint_url, to)) == 1
+
+
+def test_an_email_that_fails_after_ses_took_it_is_not_retried_by_boto3(ses_settings, sqs,
+                                                                       source, to):
+    from fakes import FakeServer
+
+    class AcceptsThenFails(FakeServer):
+        def answer(self, request):
+            return 500, {"Content-Type": "text/xml"}, b"<ErrorResponse><Error><Code>" \
+                b"InternalFailure</Code></Error></ErrorResponse>"
+
+    ses_fake = AcceptsThenFails().start()
+    try:
+        deps = Deps(dataclasses.replace(ses_settings, endpoint_url=ses_fake.url))
+        send(sqs, source, {"to": to, "subject": "Hi", "text": "hello"})
+        result = Consumer("email", ses_settings, deps=deps).process_batch(wait_seconds=1)
+    finally:
+        ses_fake.stop()
+    assert len(ses_fake.requests) == 1  # SES saw one request, not boto3's retries of it
+    assert result.retried == 1 and queue_depth(sqs, source) == 1
+
+
+def test_redis_away_before_an_email_is_transient_and_sends_nothing(smtp_settings, smtp_server,
+                                                                   sqs, source, to):
+    away = Deps(dataclasses.replace(smtp_settings,
+                                    redis_url=f"redis://127.0.0.1:{devstack.free_port()}/0"))
+    send(sqs, source, {"to": to, "subject": "Hi", "text": "hello"})
+    result = Consumer("email", smtp_settings, deps=away).process_batch(wait_seconds=1)
+    assert (result.retried, result.succeeded) == (1, 0)
+    assert smtp_server.received == []

@@ -4,7 +4,8 @@ import pytest
 
 from helpers import drain
 from workers.events import InvalidEvent
-from workers.producer import Producer, batches
+from workers.producer import Producer
+from workers.sqs import batches, payload_bytes
 
 
 def test_events_are_validated_then_sent_in_batches(settings, sqs, queues, prefix):
@@ -25,6 +26,20 @@ def test_one_invalid_event_and_nothing_is_sent(settings, sqs, queues, prefix):
 
 
 def test_batches_hold_ten_entries_and_fit_the_size_limit():
-    assert [len(g) for g in batches(["x"] * 25)] == [10, 10, 5]
-    big = "x" * 100_000
-    assert [len(g) for g in batches([big] * 5)] == [2, 2, 1]
+    assert [len(g) for g in batches([1] * 25)] == [10, 10, 5]
+    assert [len(g) for g in batches([100_000] * 5)] == [2, 2, 1]
+    assert list(batches([300_000, 10, 300_000])) == [[0], [1], [2]]  # too big: alone
+
+
+def test_attributes_count_towards_a_batch_payload():
+    attributes = {"workers.error": {"DataType": "String", "StringValue": "r" * 1000}}
+    assert payload_bytes("body", attributes) == 4 + len("workers.error") + 6 + 1000
+
+
+def test_large_events_are_sent_in_batches_sqs_accepts(settings, sqs, queues, prefix):
+    # Given ten events of ~150 KB, together past the 256 KiB a batch request may carry
+    events = [{"update_id": str(i), "profile_id": "p", "url": "https://a.com/" + "x" * 150_000}
+              for i in range(10)]
+    # When they are sent, then all of them arrive
+    assert Producer(settings, sqs).send_many("post-sent", events) == 10
+    assert len(drain(sqs, queues[prefix + "post-sent"])) == 10

@@ -10,13 +10,16 @@ import uuid
 import boto3
 import pytest
 
+from fakes import FakeServer, Request
 from helpers import drain, log_events, process_all, queue_depth, send, start_daemon, wait_until
 from moto_api import published
 from workers import devstack
 from workers.consumer import Consumer
 from workers.deps import Deps
+from workers.errors import PermanentError
 from workers.events import Push
-from workers.handlers.push import describe_target, sns_message
+from workers.handlers.push import check_target, describe_target, sns_message
+from workers.settings import Settings, SettingsError
 from workers.sqs import ERROR_ATTRIBUTE
 
 
@@ -153,3 +156,129 @@ def test_the_push_daemon_publishes_and_dead_letters(env, sqs, source, dlq, endpo
     assert "EndpointDisabled" in handled["dead_lettered"]["reason"]
     text = log.read_text()
     assert enabled not in text and disabled not in text  # device identifiers stay out of logs
+
+
+# -- which targets are accepted -------------------------------------------------------------
+
+@pytest.fixture
+def topic(sns, sqs, prefix, queues):
+    """An SNS topic with an SQS queue subscribed to it, standing for every device of an app;
+    returns the topic's ARN and the subscribed queue's URL."""
+    arn = sns.create_topic(Name=f"{prefix}all-devices")["TopicArn"]
+    inbox = sqs.create_queue(QueueName=f"{prefix}topic-inbox")["QueueUrl"]
+    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])[
+        "Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=arn, Protocol="sqs", Endpoint=inbox_arn)
+    return arn, inbox
+
+
+def test_a_push_to_a_topic_goes_to_the_dlq_and_reaches_no_subscriber(settings, sqs, source,
+                                                                     dlq, topic):
+    # Given a push event whose target is a topic, not one device
+    arn, inbox = topic
+    send(sqs, source, push_event(arn))
+    # When the consumer handles it
+    result = Consumer("push", settings).process_batch(wait_seconds=1)
+    # Then it is a dead letter saying why, and nothing was broadcast
+    assert result.dead_lettered == 1
+    [dead] = drain(sqs, dlq)
+    reason = dead["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"]
+    assert reason.startswith("target_arn is an SNS topic") and arn not in reason
+    assert "WORKERS_PUSH_ALLOW_TOPICS" in reason
+    assert drain(sqs, inbox) == []
+
+
+def test_a_push_to_a_topic_is_published_where_topics_are_allowed(settings, sqs, source, topic):
+    arn, inbox = topic
+    send(sqs, source, push_event(arn))
+    allowed = dataclasses.replace(settings, push_allow_topics=True)
+    assert Consumer("push", allowed).process_batch(wait_seconds=1).succeeded == 1
+    assert wait_until(lambda: drain(sqs, inbox), timeout=10)
+
+
+@pytest.mark.parametrize("arn", [
+    "arn:aws:sqs:us-east-1:123456789012:some-queue",
+    "arn:aws:sns:us-east-1:123456789012:endpoint/GCM/app",         # no endpoint id
+    "arn:aws:sns:us-east-1:123456789012:endpoint/GCM/app/x\n",
+    "arn:aws:sns:us-east-1:123456789012:topic/../endpoint/GCM/app/x",
+])
+def test_a_target_that_is_no_platform_endpoint_is_refused(arn):
+    with pytest.raises(PermanentError, match="not an SNS platform endpoint ARN"):
+        check_target(arn, allow_topics=True)
+
+
+def test_the_topic_setting_comes_from_the_environment():
+    assert Settings.from_env({}).push_allow_topics is False
+    assert Settings.from_env({"WORKERS_PUSH_ALLOW_TOPICS": "true"}).push_allow_topics is True
+    with pytest.raises(SettingsError, match="WORKERS_PUSH_ALLOW_TOPICS"):
+        Settings.from_env({"WORKERS_PUSH_ALLOW_TOPICS": "maybe"})
+
+
+# -- sent once ------------------------------------------------------------------------------
+
+def handle_until_empty(consumer: Consumer, sqs, source: str) -> None:
+    """Batches until the queue is empty: a retried message comes back after its backoff."""
+    def empty() -> bool:
+        consumer.process_batch(wait_seconds=1)
+        return queue_depth(sqs, source) == 0
+    wait_until(empty, timeout=30)
+
+
+class AcceptsThenFails(FakeServer):
+    """An AWS endpoint that takes every request (as if the service acted on it) and answers
+    500, as a service that accepted a send and then failed to say so."""
+
+    def answer(self, request: Request) -> tuple[int, dict, bytes]:
+        return 500, {"Content-Type": "text/xml"}, b"<ErrorResponse><Error><Code>InternalError" \
+            b"</Code><Message>accepted, then failed</Message></Error></ErrorResponse>"
+
+
+@pytest.fixture
+def accepts_then_fails():
+    server = AcceptsThenFails().start()
+    yield server
+    server.stop()
+
+
+def test_a_redelivered_push_is_published_once(settings, sqs, source, endpoint):
+    # Given one push event delivered twice (the API enqueued it twice, or a replay brought it
+    # back after it was sent): the same body, two SQS messages
+    arn = endpoint()
+    send(sqs, source, push_event(arn, data={"update_id": "7"}),
+         push_event(arn, data={"update_id": "7"}))
+    # When both are handled (side by side, one waits for the other's send to finish)
+    handle_until_empty(Consumer("push", settings), sqs, source)
+    # Then both are acknowledged, and the device got one notification
+    assert len(published(settings.endpoint_url, arn)) == 1
+
+
+def test_pushes_with_their_own_idempotency_keys_are_each_published(settings, sqs, source,
+                                                                   endpoint):
+    arn = endpoint()
+    send(sqs, source, push_event(arn, idempotency_key="a"), push_event(arn, idempotency_key="b"))
+    assert process_all(Consumer("push", settings)).succeeded == 2
+    assert len(published(settings.endpoint_url, arn)) == 2
+
+
+def test_a_publish_that_fails_after_sns_took_it_is_not_retried_by_boto3(settings, sqs, source,
+                                                                        endpoint,
+                                                                        accepts_then_fails):
+    # Given an SNS that takes the publish and then answers 500
+    deps = Deps(dataclasses.replace(settings, endpoint_url=accepts_then_fails.url))
+    send(sqs, source, push_event(endpoint()))
+    # When the consumer handles the push
+    result = Consumer("push", settings, deps=deps).process_batch(wait_seconds=1)
+    # Then SNS saw one request, not boto3's retries of it; the message waits for SQS's retry
+    assert len(accepts_then_fails.requests) == 1
+    assert result.retried == 1 and queue_depth(sqs, source) == 1
+
+
+def test_redis_away_before_a_publish_is_transient_and_publishes_nothing(settings, sqs, source,
+                                                                        endpoint):
+    arn = endpoint()
+    away = Deps(dataclasses.replace(settings,
+                                    redis_url=f"redis://127.0.0.1:{devstack.free_port()}/0"))
+    send(sqs, source, push_event(arn))
+    result = Consumer("push", settings, deps=away).process_batch(wait_seconds=1)
+    assert (result.retried, result.succeeded) == (1, 0)
+    assert published(settings.endpoint_url, arn) == []

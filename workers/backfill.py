@@ -99,7 +99,7 @@ class Backfill:
         self.on_progress = on_progress
         self.sleep = sleep
         self.progress = Progress()
-        self.started = live.clock()
+        self.started = live.now()
         self.started_window = live.window()  # live marks from here on go with the swap
         self.read_keys: set[str] = set()
         # Records of pairs recent enough to be redelivered, whose marks go to Redis, and of
@@ -138,7 +138,7 @@ class Backfill:
     def rebuild(self, keys: Iterable[str]) -> None:
         """Reads these objects into the in-memory rebuild."""
         self._phase("read")
-        recent_after = self.live.clock() - self.ttl
+        recent_after = self.live.now() - self.ttl
         for key, (marks, digests) in self._fetched(keys, _hashes):
             written = archive.written_at(key)
             (self.recent if written is None or written >= recent_after else self.older).add(
@@ -161,8 +161,8 @@ class Backfill:
             by_update: defaultdict[str, list[str]] = defaultdict(list)
             for update_id, key in pairs:
                 by_update[update_id.decode()].append(key.decode())
-            for update_id, urls in by_update.items():
-                self.progress.caught_up += sum(self.live.record(update_id, urls))
+            counted = self.live.record_all(list(by_update.items()))
+            self.progress.caught_up += sum(map(sum, counted))
 
     def unread(self) -> list[str]:
         """Objects not read yet, among those written since the backfill began (give or take

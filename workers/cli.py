@@ -311,6 +311,7 @@ def main() -> None:
     from workers.errors import PermanentError
     from workers.producer import SendError
     from workers.redisconn import REDIS_ERRORS, EvictionPolicyError
+    from workers.rundir import RunDirError
     from workers.scale import ScaleError
 
     try:
@@ -321,7 +322,8 @@ def main() -> None:
         _fail(exc.format_message(), exc.exit_code)
     except PermanentError as exc:
         _fail(exc.reason)
-    except (SettingsError, SendError, DLQError, ScaleError, EvictionPolicyError) as exc:
+    except (SettingsError, SendError, DLQError, ScaleError, RunDirError,
+            EvictionPolicyError) as exc:
         _fail(str(exc))
     except REDIS_ERRORS as exc:
         _fail(f"redis: {exc}")

@@ -66,6 +66,9 @@ class BatchResult:
     succeeded: int = 0
     retried: int = 0
     dead_lettered: int = 0
+    # Permanent failures SQS would not take into the DLQ: left for a redelivery, and not
+    # counted as retried, since no peer of the handler failed.
+    not_dead_lettered: int = 0
     returned: int = 0
 
     def add(self, other: "BatchResult") -> None:
@@ -254,23 +257,27 @@ class Consumer:
         metrics.DEAD_LETTERED.labels(self.queue).inc(len(copied))
         metrics.RETURNED.labels(self.queue).inc(len(by_kind[RETURNED]))
         return BatchResult(received=len(outcomes), succeeded=len(by_kind[SUCCEEDED]),
-                           retried=len(by_kind[RETRIED]) + len(by_kind[DEAD_LETTERED]) -
-                           len(copied), dead_lettered=len(copied),
+                           retried=len(by_kind[RETRIED]), dead_lettered=len(copied),
+                           not_dead_lettered=len(by_kind[DEAD_LETTERED]) - len(copied),
                            returned=len(by_kind[RETURNED]))
 
     def _dead_letter(self, dead: list[Outcome]) -> list[Message]:
-        """Copies permanent failures to the DLQ; only those copied may then be deleted."""
+        """Copies permanent failures to the DLQ; only those copied may then be deleted. One
+        SQS refused stays in flight and comes back after its visibility timeout, to be copied
+        again (or redriven by SQS after WORKERS_MAX_RECEIVES receives)."""
         if not dead:
             return []
         try:
-            copied = self.sqs.dead_letter([(o.message, o.reason or "permanent") for o in dead])
+            copied, refused = self.sqs.dead_letter(
+                [(o.message, o.reason or "permanent") for o in dead])
         except SQS_ERRORS as exc:
-            copied = []
-            self.log.warning("dlq.unavailable", error=str(exc), messages=len(dead))
+            copied, refused = [], [(o.message, str(exc)) for o in dead]
         for o in dead:
             if o.message in copied:
                 self.log.warning("message.dead_lettered", message_id=o.message.id,
                                  reason=o.reason)
+        for message, why in refused:
+            self.log.warning("dlq.refused", message_id=message.id, error=why)
         return copied
 
     def _delete(self, messages: list[Message]) -> None:

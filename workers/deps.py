@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 
-from workers import archive, engagement, links, mail, notify, redisconn, social, sqs
+from workers import archive, engagement, links, mail, notify, redisconn, sent, social, sqs
 from workers.settings import Settings
 
 
@@ -49,13 +49,21 @@ class Deps:
         return archive.Archive(sqs.client(self.settings, "s3"), self.settings.archive_bucket)
 
     @cached_property
+    def sent_marks(self) -> sent.SentMarks:
+        """Marks of the emails and pushes sent, so none is sent twice by a redelivery."""
+        return sent.SentMarks(self.redis)
+
+    # SNS and SES without botocore's retries: a retry after a timeout the service had already
+    # accepted sends the message twice. A failed send is transient for us instead, released
+    # and retried through SQS, with the sent mark checked first.
+    @cached_property
     def sns(self) -> Any:
         """Amazon SNS, for mobile push."""
-        return sqs.client(self.settings, "sns")
+        return sqs.client(self.settings, "sns", attempts=1)
 
     @cached_property
     def ses(self) -> Any:
-        return sqs.client(self.settings, "ses")
+        return sqs.client(self.settings, "ses", attempts=1)
 
     @cached_property
     def mailer(self) -> mail.Mailer:

@@ -39,9 +39,6 @@ from workers.sqs import (
 RECEIVE_WAIT_SECONDS = 1
 # How often to ask how far SQS's move task got (each ask is a billed request).
 TASK_POLL_SECONDS = 2
-# A send batch is capped at the maximum message size in total; 256 KiB is what every endpoint
-# accepts (SQS's cap before 2025, moto's). A larger message is sent alone.
-BATCH_PAYLOAD_BYTES = 256 * 1024
 # How much of a body `peek` prints.
 BODY_PREVIEW_CHARS = 200
 # The ways `replay` moves messages: SQS's own task, or receive/send/delete.
@@ -254,30 +251,17 @@ class DeadLetters:
         return result
 
     def _copy(self, batch: list[Message], result: ReplayResult) -> None:
-        entries = [(m, original_attributes(m)) for m in batch]
-        sent: list[Message] = []
-        for chunk in payload_chunks(entries, BATCH_PAYLOAD_BYTES):
-            sent.extend(self._send(chunk, result))
+        refused = self.client.send_failures([m.body for m in batch], url=self.url,
+                                            attributes=[original_attributes(m) for m in batch])
+        for error in refused.values():
+            if error not in result.errors:
+                result.errors.append(error)
+        sent = [m for i, m in enumerate(batch) if i not in refused]
         # What SQS refused stays hidden in the DLQ until `visibility` passes, so this run moves
         # on to others instead of retrying it in a loop.
         result.undeleted += len(self.client.delete(sent, url=self.dlq_url))
         result.moved += len(sent)
-        result.failed += len(batch) - len(sent)
-
-    def _send(self, chunk: Sequence[tuple[Message, dict]], result: ReplayResult) -> list[Message]:
-        entries = []
-        for i, (m, attributes) in enumerate(chunk):
-            entry: dict[str, Any] = {"Id": str(i), "MessageBody": m.body}
-            if attributes:
-                entry["MessageAttributes"] = attributes
-            entries.append(entry)
-        response = self.sqs.send_message_batch(QueueUrl=self.url, Entries=entries)
-        refused = {f["Id"]: f for f in response.get("Failed", [])}
-        for f in refused.values():
-            error = f"{f.get('Code', '?')}: {f.get('Message', '')}".strip()
-            if error not in result.errors:
-                result.errors.append(error)
-        return [m for i, (m, _) in enumerate(chunk) if str(i) not in refused]
+        result.failed += len(refused)
 
     def _arn(self, url: str) -> str:
         return self.sqs.get_queue_attributes(
@@ -297,30 +281,6 @@ def _code(exc: ClientError) -> str:
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     code = error.get("Code") or "error"
     return f"HTTP {status}" if code == str(status) else code
-
-
-def payload_bytes(body: str, attributes: dict[str, Any]) -> int:
-    size = len(body.encode())
-    for name, value in attributes.items():
-        size += len(name.encode()) + len(value.get("DataType", "").encode())
-        size += len(value.get("StringValue", "").encode()) + len(value.get("BinaryValue", b""))
-    return size
-
-
-def payload_chunks(entries: Sequence[tuple[Message, dict]],
-                   cap: int) -> Iterator[list[tuple[Message, dict]]]:
-    """Batches of at most 10 whose payload stays under ``cap``; a larger message goes alone."""
-    chunk: list[tuple[Message, dict]] = []
-    size = 0
-    for message, attributes in entries:
-        n = payload_bytes(message.body, attributes)
-        if chunk and (len(chunk) == SQS_BATCH_MAX or size + n > cap):
-            yield chunk
-            chunk, size = [], 0
-        chunk.append((message, attributes))
-        size += n
-    if chunk:
-        yield chunk
 
 
 # -- list -------------------------------------------------------------------------------------
@@ -391,21 +351,62 @@ def render_messages(messages: Sequence[Message], now: float) -> str:
     for m in messages:
         d = describe(m, now)
         lines = [f"{d['id']}  receives={d['receive_count']}  age={format_age(d['age_seconds'])}",
-                 f"  error: {d['error'] or '-'}"]
+                 f"  error: {printable(d['error'] or '-')}"]
         if d["attributes"]:
-            lines.append("  attributes: " + json.dumps(d["attributes"], ensure_ascii=False))
+            lines.append("  attributes: " + json_printable(d["attributes"]))
         lines.append("  body: " + preview(m.body))
         blocks.append("\n".join(lines))
     return "\n".join(blocks)
 
 
 def render_messages_json(messages: Sequence[Message], now: float) -> str:
-    return json.dumps([describe(m, now) for m in messages], ensure_ascii=False)
+    return json_printable([describe(m, now) for m in messages])
 
 
 def preview(body: str, limit: int = BODY_PREVIEW_CHARS) -> str:
-    flat = body.replace("\r", "\\r").replace("\n", "\\n")
+    flat = printable(body[:limit + 1])  # what is shown (and one more), not a 1 MiB body
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+# Whatever a dead letter holds is someone else's text: printed raw, an escape sequence in it
+# (ESC, or the C1 CSI 0x9b) could retitle, recolour or rewrite the operator's terminal, and a
+# bidi override could reorder what they read. Every character Python does not call printable
+# (controls, format characters, separators other than the space, unassigned) is shown escaped:
+# \n, \x1b, \u202e.
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` with every unprintable character escaped, safe to print to a terminal."""
+    if text.isprintable():  # the common case, at C speed
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def json_printable(value: Any) -> str:
+    """JSON of ``value``, Unicode kept readable, every unprintable character escaped (json
+    escapes only those below 0x20; the others can only be inside strings, where a \\uXXXX
+    escape means the same)."""
+    text = json.dumps(value, ensure_ascii=False)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _json_escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    if char in _SHORT:
+        return _SHORT[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else (
+        f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+
+
+def _json_escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # beyond the BMP, JSON spells a character as its UTF-16 surrogate pair
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def _string(value: dict[str, Any] | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Annotated, Any, Literal
 
@@ -9,6 +10,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StringConstraints,
     ValidationError,
     field_validator,
@@ -33,14 +35,25 @@ class InvalidEvent(PermanentError):
 class Event(BaseModel):
     # Unknown fields are ignored (SPEC.md); events never change once decoded.
     model_config = ConfigDict(extra="ignore", frozen=True)
+    # The digest of the body this event was decoded from (``decode`` sets it): what stays the
+    # same over redeliveries and DLQ replays, unlike the SQS message id.
+    _body_digest: str | None = PrivateAttr(default=None)
+
+    @property
+    def body_digest(self) -> str:
+        """The digest of the message body; of the event's own JSON when built in code."""
+        return self._body_digest or digest(self.model_dump_json(exclude_none=True))
 
 
 class PostSent(Event):
     update_id: Id
     profile_id: Id
     created_at: float | None = None
-    url: str | None = None
-    urls: list[str] = Field(default_factory=list, max_length=MAX_URLS_PER_EVENT)
+    # A URL that is not a string (null, a number, an object) is an invalid URL like any other:
+    # the handler skips and counts it, and the event's valid URLs still count (SPEC.md). So
+    # the schema takes any JSON value here, and ``urls`` needs only to be a bounded list.
+    url: Any = None
+    urls: list[Any] = Field(default_factory=list, max_length=MAX_URLS_PER_EVENT)
     service: str | None = None
 
     @field_validator("created_at", mode="before")
@@ -59,8 +72,9 @@ class PostSent(Event):
         return seconds
 
     @property
-    def all_urls(self) -> list[str]:
-        """``url`` and ``urls`` together, in order, as given (not yet normalized)."""
+    def all_urls(self) -> list[Any]:
+        """``url`` and ``urls`` together, in order, as given (not yet normalized, nor checked
+        to be strings)."""
         return ([self.url] if self.url is not None else []) + list(self.urls)
 
 
@@ -72,6 +86,9 @@ class Analytics(Event):
 
 
 class Push(Event):
+    # The API's name for this one send (a request id): a second event with the same key is
+    # not sent again (workers.sent). Without it, the body's digest stands for it.
+    idempotency_key: Id | None = None
     user_id: Id
     target_arn: Annotated[str, StringConstraints(pattern=r"^arn:")]
     title: Text
@@ -80,6 +97,7 @@ class Push(Event):
 
 
 class Email(Event):
+    idempotency_key: Id | None = None  # as Push's
     to: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)]
     subject: Text | None = None
     text: Text | None = None
@@ -113,7 +131,13 @@ def validate(queue: str, data: Any) -> Event:
 
 
 def decode(queue: str, message: Message) -> Event:
-    return validate(queue, message.json())
+    event = validate(queue, message.json())
+    event._body_digest = digest(message.body)
+    return event
+
+
+def digest(body: str) -> str:
+    return hashlib.blake2b(body.encode(), digest_size=16).hexdigest()
 
 
 def _describe(exc: ValidationError, limit: int = 3) -> str:

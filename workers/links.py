@@ -29,20 +29,29 @@ from workers.settings import DEFAULT_LINK_BUCKETS, IDEMPOTENCY_TTL_SECONDS
 
 # Atomic inside Redis: count only if no window still kept names this (update, url), then mark
 # it in the current window. A crash before it runs leaves nothing; after it, a redelivery finds
-# the mark and skips. A window is its marks end to end in one string: a mark counts where it
-# starts at a multiple of 8 bytes (a window holds a few dozen: one memchr-driven search),
-# one is added by one APPEND, and a backfill writes a window whole, in one SET. A window an
-# earlier version kept as a hash of marks is read and added to as one until it expires.
+# the mark and skips.
+#
+# Which window is current is Redis's call, by its own clock: a worker whose clock is off
+# (seconds or weeks) would otherwise mark in a window no other worker checks, or set an
+# expiry already past. A call made for another window changes nothing and answers Redis's
+# window, for the caller to ask again with its keys.
+#
+# A window is its marks end to end in one string while it is small (a mark counts where it
+# starts at a multiple of 8 bytes; one memchr-driven search, one APPEND): a few dozen marks,
+# 8 bytes each. A window past PROMOTE_BYTES (a link many posts share lands all its marks in
+# one bucket) becomes a hash of marks, whose lookup costs the same at a thousand marks or a
+# million, so counting a viral link costs what counting any link does.
 # KEYS: the counter hash, then the windows, current first. ARGV: counter field, pair mark, when
-# the current window may expire.
+# the current window may expire, the caller's current window, seconds a window lasts.
 COUNT_ONCE = """
+local window = math.floor(tonumber(redis.call('TIME')[1]) / tonumber(ARGV[5]))
+if window ~= tonumber(ARGV[4]) then return {window} end
 local mark, find = ARGV[2], string.find
-local current_is_hash = false
+local current
 for i = 2, #KEYS do
   local marks = redis.pcall('GET', KEYS[i])
   if type(marks) == 'table' then
     if redis.call('HEXISTS', KEYS[i], mark) == 1 then return -1 end
-    current_is_hash = current_is_hash or i == 2
   elseif marks then
     local at = find(marks, mark, 1, true)
     while at do
@@ -50,9 +59,19 @@ for i = 2, #KEYS do
       at = find(marks, mark, at + 1, true)
     end
   end
+  if i == 2 then current = marks end
 end
-if current_is_hash then
+if type(current) == 'table' then
   redis.call('HSET', KEYS[2], mark, '')
+elseif current and #current >= PROMOTE_BYTES then
+  local sub, args, n = string.sub, {mark, ''}, 2
+  for at = 1, #current, 8 do
+    args[n + 1], args[n + 2], n = sub(current, at, at + 7), '', n + 2
+  end
+  redis.call('DEL', KEYS[2])
+  for i = 1, n, 1000 do
+    redis.call('HSET', KEYS[2], unpack(args, i, math.min(i + 999, n)))
+  end
 else
   redis.call('APPEND', KEYS[2], mark)
 end
@@ -91,13 +110,30 @@ for b = 0, #KEYS / per - 1 do
     n = n + 2
   end
   if n > 0 then hset(counters, args, n) end
-  if #pairs > 0 then redis.call('SET', marks, pairs, 'EXAT', expire_at) end
+  if #pairs >= PROMOTE_BYTES then  -- a hot window: a hash, as COUNT_ONCE would have made it
+    args, n = {}, 0
+    for at = 1, #pairs, 8 do
+      args[n + 1], args[n + 2], n = sub(pairs, at, at + 7), '', n + 2
+    end
+    hset(marks, args, n)
+    redis.call('EXPIREAT', marks, expire_at)
+  elseif #pairs > 0 then
+    redis.call('SET', marks, pairs, 'EXAT', expire_at)
+  end
 end
 return 1
 """
 # Marks are grouped by the window they were made in: a window holds a few days of a bucket's
 # posts (a dozen or so marks at a million a day), and expires whole.
 WINDOW_SECONDS = 4 * 24 * 60 * 60
+# A window this long (256 marks, some 20 times the usual) becomes a hash: scanning 2 KB costs
+# Redis about what a hash lookup does, and strings keep the usual window at 8 bytes a mark.
+PROMOTE_BYTES = 256 * 8
+COUNT_ONCE = COUNT_ONCE.replace("PROMOTE_BYTES", str(PROMOTE_BYTES))
+REPLACE = REPLACE.replace("PROMOTE_BYTES", str(PROMOTE_BYTES))
+# A call answered with another window is asked again this many times, with Redis's window: a
+# second mismatch can only come of a window ending between the two.
+WINDOW_RETRIES = 2
 # Slots replaced per pipeline: big enough to amortize the round trip, small enough that a
 # request stays a few megabytes.
 REPLACE_CHUNK = 200
@@ -135,7 +171,8 @@ class LinkCounter:
         self.client = client
         self.buckets = buckets
         self.prefix = prefix
-        self.clock = clock
+        self.clock = clock  # this host's; ``now`` corrects it by Redis's
+        self._offset: float | None = None  # Redis's clock minus ours, once read
         # A redelivery at most ``ttl`` after the first count falls this many windows later.
         self.windows_back = math.ceil(ttl / WINDOW_SECONDS)
 
@@ -160,12 +197,19 @@ class LinkCounter:
     def marks_key(self, bucket: int, window: int) -> str:
         return f"{self.prefix}i:{{{bucket:x}}}{window:x}"
 
-    def window(self) -> int:
-        return int(self.clock()) // WINDOW_SECONDS
+    def now(self) -> float:
+        """Redis's time, as our clock tells it once Redis's TIME has set it: the windows are
+        Redis's, whatever this host's clock says."""
+        if self._offset is None:
+            seconds, micros = self.client.time()
+            self._offset = seconds + micros / 1e6 - self.clock()
+        return self.clock() + self._offset
 
-    def live_windows(self) -> range:
-        """The windows whose marks a count made now checks, current first."""
-        window = self.window()
+    def window(self) -> int:
+        return int(self.now()) // WINDOW_SECONDS
+
+    def windows_from(self, window: int) -> range:
+        """The windows whose marks a count made in ``window`` checks, that one first."""
         return range(window, window - self.windows_back - 1, -1)
 
     def expire_at(self, window: int) -> int:
@@ -174,17 +218,37 @@ class LinkCounter:
 
     def record(self, update_id: str, keys: Sequence[str]) -> list[bool]:
         """Count each distinct key once for this update; True where this call counted it."""
-        if not keys:
+        return self.record_all([(update_id, keys)])[0]
+
+    def record_all(self, updates: Sequence[tuple[str, Sequence[str]]]) -> list[list[bool]]:
+        """``record`` of several updates, in one round trip."""
+        counted = iter(self._count_once([(u, key) for u, keys in updates for key in keys]))
+        return [[next(counted) for _ in keys] for _, keys in updates]
+
+    def _count_once(self, pairs: list[tuple[str, str]]) -> list[bool]:
+        if not pairs:
             return []
-        windows = self.live_windows()
-        expire_at = self.expire_at(windows[0])
-        calls = []
-        for key in keys:
-            bucket, field = self.bucket(key)
-            marks = [self.marks_key(bucket, w) for w in windows]
-            calls.append((1 + len(marks), self.counter_key(bucket), *marks, field,
-                          pair_field(update_id, key), expire_at))
-        return [result != -1 for result in self._evalsha_all(COUNT_ONCE, calls)]
+        counted: dict[int, bool] = {}
+        window = dict.fromkeys(range(len(pairs)), self.window())
+        for _ in range(WINDOW_RETRIES + 1):
+            pending = [i for i in window if i not in counted]
+            answers = self._evalsha_all(COUNT_ONCE, [self._count_call(*pairs[i], window[i])
+                                                     for i in pending])
+            for i, answer in zip(pending, answers, strict=True):
+                if isinstance(answer, list):  # Redis's window is another: ask it again with it
+                    window[i] = int(answer[0])
+                    self._offset = None
+                else:
+                    counted[i] = answer != -1
+            if len(counted) == len(pairs):
+                return [counted[i] for i in range(len(pairs))]
+        raise redis.exceptions.ResponseError("Redis's window kept moving under our calls")
+
+    def _count_call(self, update_id: str, key: str, window: int) -> tuple:
+        bucket, field = self.bucket(key)
+        marks = [self.marks_key(bucket, w) for w in self.windows_from(window)]
+        return (1 + len(marks), self.counter_key(bucket), *marks, field,
+                pair_field(update_id, key), self.expire_at(window), window, WINDOW_SECONDS)
 
     def counts(self, keys: Iterable[str]) -> list[int]:
         pipe = self.client.pipeline(transaction=False)

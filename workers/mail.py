@@ -3,26 +3,53 @@
 Both backends send the same raw message (SES's SendRawEmail), so what a recipient gets does not
 depend on the backend. Each raises PermanentError when the mail can never go (SES rejects it,
 an SMTP server answers 5xx) and TransientError when it may go later (throttling, 5xx from SES,
-an SMTP 4xx, a server that does not answer).
+an SMTP 4xx, a server that does not answer). Neither reason names an email address: servers
+quote the recipient (or the sender) in their refusals, and reasons end up in logs and in the
+DLQ's ``workers.error``, which are read widely; the address's domain is kept.
 """
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
-from typing import Any, Protocol
+from functools import wraps
+from typing import Any, Callable, Protocol, TypeVar
 
 from workers.aws_errors import AWS_ERRORS, classify
-from workers.errors import PermanentError, TransientError
+from workers.errors import HandlerError, PermanentError, TransientError
 from workers.settings import SMTP_TIMEOUT_SECONDS, Settings
 
 # SES's error codes that say this mail can never go: SES refused its content or an address
 # (MessageRejected also covers an unverified sender, which needs an operator, then a replay).
 SES_PERMANENT_CODES = frozenset({"MessageRejected", "InvalidParameterValue",
                                  "MailFromDomainNotVerified", "ValidationError"})
+# An address as servers quote it in a reply: a local part (no space, bracket or quote), an @
+# and a dotted domain. Loose on purpose: masking a little too much costs nothing.
+_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"'@]+@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def redact_addresses(text: str) -> str:
+    """``text`` with every email address's local part masked: ``***@example.com``."""
+    return _ADDRESS.sub(r"***@\1", text)
+
+
+def no_addresses(send: F) -> F:
+    """The send's permanent and transient errors, their reasons without email addresses."""
+    @wraps(send)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return send(*args, **kwargs)
+        except HandlerError as exc:
+            exc.reason = redact_addresses(exc.reason)
+            exc.args = (exc.reason,)
+            raise
+    return wrapper  # type: ignore[return-value]
 
 
 class Mailer(Protocol):
@@ -53,7 +80,7 @@ def recipient(to: str) -> str:
     try:
         address = Address(addr_spec=to)
     except (ValueError, IndexError) as exc:
-        raise PermanentError(f"invalid recipient address: {exc}") from None
+        raise PermanentError(f"invalid recipient address: {redact_addresses(str(exc))}") from None
     if address.addr_spec != to or not address.domain:
         raise PermanentError("invalid recipient address")
     return to
@@ -63,6 +90,7 @@ class SESMailer:
     def __init__(self, ses: Any):
         self.ses = ses
 
+    @no_addresses
     def send(self, message: EmailMessage) -> str:
         try:
             response = self.ses.send_raw_email(
@@ -90,26 +118,46 @@ class SMTPMailer:
     def __repr__(self) -> str:  # the password stays out of every repr and traceback
         return f"SMTPMailer({self.host}:{self.port}, starttls={self.starttls})"
 
+    @no_addresses
     def send(self, message: EmailMessage) -> str:
         try:
-            with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
-                if self.starttls:
-                    smtp.starttls(context=ssl.create_default_context())
-                if self._user:
-                    smtp.login(self._user, self._password or "")
-                smtp.send_message(message)
+            smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+        except smtplib.SMTPConnectError as exc:  # a server refusing connections: come back
+            raise TransientError(f"smtp connect refused: {exc.smtp_code}") from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise TransientError(f"smtp unreachable: {type(exc).__name__}: {exc}") from None
+        try:
+            self._submit(smtp, message)
+        finally:
+            quit_quietly(smtp)
+        return message["Message-ID"]
+
+    def _submit(self, smtp: smtplib.SMTP, message: EmailMessage) -> None:
+        """Up to the server's 250 for DATA: from then on the mail is the server's, sent."""
+        try:
+            if self.starttls:
+                smtp.starttls(context=ssl.create_default_context())
+            if self._user:
+                smtp.login(self._user, self._password or "")
+            smtp.send_message(message)
         except smtplib.SMTPRecipientsRefused as exc:  # our one recipient, refused
             code, reply = next(iter(exc.recipients.values()))
             raise smtp_reply_error(code, reply) from None
         except smtplib.SMTPAuthenticationError as exc:  # a 5xx, but the operator's to fix
             raise TransientError(f"smtp login refused ({exc.smtp_code})") from None
-        except smtplib.SMTPConnectError as exc:  # a server refusing connections: come back
-            raise TransientError(f"smtp connect refused: {exc.smtp_code}") from None
         except smtplib.SMTPResponseException as exc:  # sender or data refused, and others
             raise smtp_reply_error(exc.smtp_code, exc.smtp_error) from None
         except (smtplib.SMTPException, OSError) as exc:  # refused, reset, timed out, no TLS
             raise TransientError(f"smtp unreachable: {type(exc).__name__}: {exc}") from None
-        return message["Message-ID"]
+
+
+def quit_quietly(smtp: smtplib.SMTP) -> None:
+    """QUIT, whatever the answer: it ends the session, and once DATA was accepted a 421 or a
+    dropped connection here must not turn a sent mail into a failed one (and a resend)."""
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
 
 
 def smtp_reply_error(code: int, reply: bytes | str) -> PermanentError | TransientError:

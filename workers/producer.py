@@ -7,15 +7,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 from workers.events import Event, InvalidEvent, validate
 from workers.settings import Settings, check_queue
 from workers.sqs import SQSQueue, client
 
-# SQS refuses a batch whose bodies add up to more than its maximum message size; we stay
-# under the older, smaller limit (256 KiB) so any queue configuration accepts our batches.
-MAX_BATCH_BYTES = 256 * 1024
 # Entries SQS refused in a batch (throttling, internal errors) are sent again this many times.
 SEND_ATTEMPTS = 3
 
@@ -23,8 +20,9 @@ SEND_ATTEMPTS = 3
 class SendError(RuntimeError):
     """SQS refused some events even after retries; ``unsent`` lists their indexes."""
 
-    def __init__(self, unsent: list[int]):
-        super().__init__(f"SQS refused {len(unsent)} event(s) after {SEND_ATTEMPTS} attempts")
+    def __init__(self, unsent: list[int], why: str = ""):
+        super().__init__(f"SQS refused {len(unsent)} event(s) after {SEND_ATTEMPTS} attempts"
+                         + (f": {why}" if why else ""))
         self.unsent = unsent
 
 
@@ -43,16 +41,15 @@ class Producer:
         bodies = encode_all(queue, events)
         target = self._queue(queue)
         pending = list(range(len(bodies)))
+        why: dict[int, str] = {}
         for _ in range(SEND_ATTEMPTS):
             if not pending:
                 break
-            refused: list[int] = []
-            for group in batches([bodies[i] for i in pending]):
-                indexes = [pending[j] for j in group]
-                refused.extend(indexes[k] for k in target.send([bodies[i] for i in indexes]))
-            pending = refused
+            # send() splits into batches SQS takes (10 entries, its payload cap per request).
+            why = target.send_failures([bodies[i] for i in pending])
+            pending = [pending[j] for j in sorted(why)]
         if pending:
-            raise SendError(pending)
+            raise SendError(pending, next(iter(why.values()), ""))
         return len(bodies)
 
     def _queue(self, queue: str) -> SQSQueue:
@@ -77,18 +74,3 @@ def encode(queue: str, event: dict[str, Any] | Event) -> str:
         return event.model_dump_json(exclude_none=True)
     validate(queue, event)
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-
-
-def batches(bodies: Sequence[str]) -> Iterable[list[int]]:
-    """Indexes of ``bodies`` in groups that fit one SendMessageBatch (10 entries, 256 KiB)."""
-    group: list[int] = []
-    size = 0
-    for i, body in enumerate(bodies):
-        length = len(body.encode())
-        if group and (len(group) == 10 or size + length > MAX_BATCH_BYTES):
-            yield group
-            group, size = [], 0
-        group.append(i)
-        size += length
-    if group:
-        yield group

@@ -4,7 +4,9 @@ restarting any other.
 conf/supervisord.conf gives each queue a program of ``WORKERS_<QUEUE>_MAX_PROCS`` process
 slots (post-sent_00, post-sent_01...) that do not start by themselves. The wanted count per
 queue is kept in a small JSON file (``WORKERS_SCALE_FILE``, by default ``scale.json`` in
-``WORKERS_RUN_DIR``), or comes from ``WORKERS_<QUEUE>_PROCS`` until a first ``scale``.
+``WORKERS_RUN_DIR``), or comes from ``WORKERS_<QUEUE>_PROCS`` until a first ``scale``. Both
+the run directory and the scale file's are checked private first (workers.rundir): we
+neither talk to a socket nor write a file where another user could have planted one.
 Applying a count starts the first N slots and stops the rest through supervisord's XML-RPC
 interface, the one supervisorctl speaks; a stop is supervisord's SIGTERM, so the daemon
 finishes what it holds. supervisord runs ``workers scale`` (no arguments) once when it
@@ -14,8 +16,6 @@ need ``reread``/``update``, which restarts every process of the program.
 
 from __future__ import annotations
 
-import json
-import os
 import time
 import xmlrpc.client
 from dataclasses import dataclass, field
@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from supervisor.xmlrpc import SupervisorTransport
 
-from workers import QUEUES
+from workers import QUEUES, rundir
 from workers.settings import Settings, procs_variable
 
 # States in which a process counts as running (or about to be, or about to be retried).
@@ -67,10 +67,12 @@ class Scaler:
         self.timeout = timeout
         self.sleep = sleep
         self.state = Path(settings.scale_file or Path(settings.run_dir) / "scale.json")
+        rundir.ensure_private(settings.run_dir)
+        rundir.ensure_private(self.state.parent)
 
     def wanted(self) -> dict[str, int]:
         """Each queue's count: the last ``scale``'s, else WORKERS_<QUEUE>_PROCS."""
-        saved = json.loads(self.state.read_text()) if self.state.exists() else {}
+        saved = rundir.read_json(self.state) or {}
         return {q: int(saved.get(q, self.settings.procs[q])) for q in QUEUES}
 
     def scale(self, queue: str, count: int) -> Change:
@@ -146,10 +148,7 @@ class Scaler:
                 raise ScaleError(f"supervisord refused {name}: {fault.faultString}") from None
 
     def _save(self, wanted: dict[str, int]) -> None:
-        self.state.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.state.with_suffix(".tmp")
-        temporary.write_text(json.dumps(wanted, indent=1, sort_keys=True) + "\n")
-        os.replace(temporary, self.state)  # a reader sees the old file or the new, never half
+        rundir.write_json(self.state, wanted)  # never through a symlink; never half a file
 
 
 def _max_variable(queue: str) -> str:

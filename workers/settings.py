@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from typing import Mapping
 
 from workers import QUEUES
@@ -76,11 +77,23 @@ DEFAULT_FACEBOOK_API_VERSION = "v25.0"
 DEFAULT_LINKEDIN_API_VERSION = "202510"
 
 
+# push sends to one device (an SNS platform endpoint) unless WORKERS_PUSH_ALLOW_TOPICS says
+# otherwise: a topic ARN in a message would broadcast to every subscriber of the topic (every
+# device of an app, or an operations topic), which no per-user notification should do.
+DEFAULT_PUSH_ALLOW_TOPICS = False
+
 # Daemons per queue until `workers scale` says otherwise (WORKERS_<QUEUE>_PROCS): post-sent
 # is the busy one; the others wait on remote APIs, and one process holds 20 handlers.
 DEFAULT_PROCS = {"post-sent": 2, "analytics": 1, "push": 1, "email": 1}
-# Where supervisord keeps its socket and logs (bin/supervisor-env has the same default).
-DEFAULT_RUN_DIR = "/tmp/workers"
+
+
+def default_run_dir() -> str:
+    """Where supervisord keeps its socket, pid and logs, and `workers scale` its file
+    (bin/supervisor-env has the same default): one directory per user, which workers.rundir
+    creates 0700 and refuses when another user could have planted it. Not $XDG_RUNTIME_DIR:
+    a supervisord started by systemd and an operator's login shell would disagree on it.
+    Production sets WORKERS_RUN_DIR=/run/workers (README.rst, Security)."""
+    return f"/tmp/workers-{os.getuid()}"
 
 
 @dataclass(frozen=True)
@@ -115,8 +128,9 @@ class Settings:
     smtp_user: str | None = None
     smtp_password: str | None = field(default=None, repr=False)  # a secret: never in a repr
     smtp_starttls: bool = DEFAULT_SMTP_STARTTLS
+    push_allow_topics: bool = DEFAULT_PUSH_ALLOW_TOPICS
     wait_seconds: int = LONG_POLL_SECONDS
-    run_dir: str = DEFAULT_RUN_DIR
+    run_dir: str = field(default_factory=default_run_dir)
     scale_file: str | None = None  # default: run_dir/scale.json
     procs: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PROCS))
 
@@ -162,12 +176,20 @@ class Settings:
             smtp_password=env.get("WORKERS_SMTP_PASSWORD") or None,
             smtp_starttls=env.get("WORKERS_SMTP_STARTTLS", "true").lower()
             not in ("0", "false", "no"),
+            push_allow_topics=_bool(env, "WORKERS_PUSH_ALLOW_TOPICS", DEFAULT_PUSH_ALLOW_TOPICS),
             wait_seconds=_int(env, "WORKERS_WAIT_SECONDS", LONG_POLL_SECONDS, 1,
                               LONG_POLL_SECONDS),
-            run_dir=env.get("WORKERS_RUN_DIR") or DEFAULT_RUN_DIR,
+            run_dir=env.get("WORKERS_RUN_DIR") or default_run_dir(),
             scale_file=env.get("WORKERS_SCALE_FILE") or None,
             procs={q: _int(env, procs_variable(q), n, 0, 99) for q, n in DEFAULT_PROCS.items()},
         )
+
+    def __repr__(self) -> str:
+        # Settings get logged and shown in tracebacks: REDIS_URL may carry a password
+        # (redis://:PASSWORD@host), so it shows masked; the other secrets not at all.
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr
+                          and f.name != "redis_url")
+        return f"Settings(redis_url={mask_url(self.redis_url)!r}, {shown})"
 
     def queue_name(self, queue: str) -> str:
         """The SQS name of a logical queue."""
@@ -179,6 +201,17 @@ class Settings:
     @property
     def pusher_enabled(self) -> bool:
         return bool(self.pusher_app_id and self.pusher_key and self.pusher_secret)
+
+
+# The password of a URL: after the scheme's "//" and an optional user, up to the last "@"
+# before the host; or a ``password=`` query parameter (redis-py reads both).
+_URL_PASSWORD = re.compile(r"(?<=://)([^/@:]*:)[^/]*(?=@)")
+_QUERY_PASSWORD = re.compile(r"(?<=[?&]password=)[^&]*")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password, if any, as ``***``."""
+    return _QUERY_PASSWORD.sub("***", _URL_PASSWORD.sub(r"\1***", url))
 
 
 class SettingsError(ValueError):
@@ -196,6 +229,17 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low} and {high}, not {value}")
     return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, not {raw!r}")
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:

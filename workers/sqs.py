@@ -1,11 +1,12 @@
-"""The SQS queue client: receive, delete, change visibility, send, dead-letter. Batches of 10."""
+"""The SQS queue client: receive, delete, change visibility, send, dead-letter. Batches of 10,
+and sends also within SQS's payload cap per request."""
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterator, Sequence, TypeVar
+from typing import Any, Iterator, Mapping, Sequence, TypeVar
 
 import boto3
 from botocore.config import Config
@@ -23,14 +24,19 @@ RECEIVES_ATTRIBUTE = "workers.receive_count"
 MAX_ATTRIBUTES = 10
 # Long enough to say why, short enough to read in `workers dlq peek`.
 MAX_REASON_LENGTH = 1000
+# A send batch's payload (bodies and attributes together) is capped at the maximum message
+# size. 256 KiB is what every endpoint accepts (SQS's cap before August 2025, moto's today);
+# a message larger than that goes in a batch of its own.
+BATCH_PAYLOAD_BYTES = 256 * 1024
 
 T = TypeVar("T")
 
 
 def client(settings: Settings, service: str = "sqs", pool: int = 10, attempts: int = 3) -> Any:
-    """A boto3 client whose read timeout outlasts a long poll."""
+    """A boto3 client whose read timeout outlasts a long poll. ``attempts`` counts the first
+    request too (botocore's ``max_attempts`` would count only the retries): 1 is no retry."""
     config = Config(
-        retries={"mode": "standard", "max_attempts": attempts},
+        retries={"mode": "standard", "total_max_attempts": attempts},
         max_pool_connections=pool,
         connect_timeout=5,
         read_timeout=LONG_POLL_SECONDS + 10,
@@ -85,23 +91,38 @@ class SQSQueue:
                            [m for m, _ in pairs])
 
     def send(self, bodies: Sequence[str], url: str | None = None,
-             attributes: Sequence[dict[str, Any]] | None = None) -> list[int]:
-        """Sends in batches of 10; returns the indexes SQS refused."""
-        entries = []
-        for i, body in enumerate(bodies):
-            entry: dict[str, Any] = {"Id": str(i), "MessageBody": body}
-            if attributes and attributes[i]:
-                entry["MessageAttributes"] = attributes[i]
-            entries.append(entry)
-        return self._batch(self.sqs.send_message_batch, url or self.url, entries,
-                           list(range(len(bodies))))
+             attributes: Sequence[Mapping[str, Any]] | None = None) -> list[int]:
+        """Sends in batches SQS accepts; returns the indexes SQS refused."""
+        return sorted(self.send_failures(bodies, url, attributes))
 
-    def dead_letter(self, failures: Sequence[tuple[Message, str]]) -> list[Message]:
-        """Copies each message to the DLQ with its reason; returns those safely copied."""
+    def send_failures(self, bodies: Sequence[str], url: str | None = None,
+                      attributes: Sequence[Mapping[str, Any]] | None = None) -> dict[int, str]:
+        """Sends in batches of at most 10 entries and BATCH_PAYLOAD_BYTES; returns why SQS
+        refused each index it refused. A batch SQS refuses whole (an error answer, such as a
+        message over the size limit) fails its own entries only; the network being away raises."""
+        attributes = attributes or [{}] * len(bodies)
+        failed: dict[int, str] = {}
+        sizes = [payload_bytes(b, a) for b, a in zip(bodies, attributes, strict=True)]
+        for group in batches(sizes):
+            entries = [_send_entry(j, bodies[i], attributes[i]) for j, i in enumerate(group)]
+            try:
+                response = self.sqs.send_message_batch(QueueUrl=url or self.url, Entries=entries)
+            except ClientError as exc:
+                failed.update(dict.fromkeys(group, client_error_text(exc)))
+                continue
+            for f in response.get("Failed", []):
+                failed[group[int(f["Id"])]] = f"{f.get('Code', '?')}: {f.get('Message', '')}"
+        return failed
+
+    def dead_letter(self, failures: Sequence[tuple[Message, str]]
+                    ) -> tuple[list[Message], list[tuple[Message, str]]]:
+        """Copies each message to the DLQ with its reason; returns those safely copied, and
+        why SQS refused each of the others."""
         bodies = [m.body for m, _ in failures]
         attributes = [dead_letter_attributes(m, reason, self.name) for m, reason in failures]
-        refused = set(self.send(bodies, url=self.dlq_url, attributes=attributes))
-        return [m for i, (m, _) in enumerate(failures) if i not in refused]
+        refused = self.send_failures(bodies, url=self.dlq_url, attributes=attributes)
+        copied = [m for i, (m, _) in enumerate(failures) if i not in refused]
+        return copied, [(failures[i][0], why) for i, why in sorted(refused.items())]
 
     def _batch(self, call: Any, url: str, entries: list[dict], items: Sequence[T]) -> list[T]:
         failed: list[T] = []
@@ -110,6 +131,43 @@ class SQSQueue:
             refused = {f["Id"] for f in response.get("Failed", [])}
             failed.extend(item for entry, item in chunk if entry["Id"] in refused)
         return failed
+
+
+def _send_entry(index: int, body: str, attributes: Mapping[str, Any]) -> dict[str, Any]:
+    entry: dict[str, Any] = {"Id": str(index), "MessageBody": body}
+    if attributes:
+        entry["MessageAttributes"] = dict(attributes)
+    return entry
+
+
+def client_error_text(exc: ClientError) -> str:
+    error = exc.response.get("Error", {})
+    return f"{error.get('Code', '?')}: {error.get('Message', '')}"
+
+
+def payload_bytes(body: str, attributes: Mapping[str, Any]) -> int:
+    """What SQS counts towards its size limit: the body, and each attribute's name, type
+    and value."""
+    size = len(body.encode())
+    for name, value in attributes.items():
+        size += len(name.encode()) + len(value.get("DataType", "").encode())
+        size += len(value.get("StringValue", "").encode()) + len(value.get("BinaryValue", b""))
+    return size
+
+
+def batches(sizes: Sequence[int], cap: int = BATCH_PAYLOAD_BYTES) -> Iterator[list[int]]:
+    """Indexes of payloads of ``sizes`` in groups one batch call takes: at most 10 entries
+    whose sizes add up to at most ``cap``; a payload over ``cap`` alone."""
+    group: list[int] = []
+    total = 0
+    for i, size in enumerate(sizes):
+        if group and (len(group) == SQS_BATCH_MAX or total + size > cap):
+            yield group
+            group, total = [], 0
+        group.append(i)
+        total += size
+    if group:
+        yield group
 
 
 def dead_letter_attributes(message: Message, reason: str, queue: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from workers.errors import TransientError
 from workers.events import Email
 from workers.handlers import handler
 from workers.mail import build_message
+from workers.sent import mark_key
 
 
 @handler("email")
@@ -24,9 +25,13 @@ def send_email(event: Email, deps: Deps) -> dict[str, Any]:
         raise TransientError("WORKERS_EMAIL_FROM is not set")
     content = compose(event)
     message = build_message(sender, event.to, content.subject, content.text, content.html)
-    sent_id = deps.mailer.send(message)
-    return {"backend": deps.settings.email_backend, "template": event.template,
-            "to_domain": event.to.rpartition("@")[2], "email_id": sent_id}
+    key = mark_key(deps.settings.queue_name("email"), event)
+    sent_id = deps.sent_marks.once(key, lambda: deps.mailer.send(message))
+    fields = {"backend": deps.settings.email_backend, "template": event.template,
+              "to_domain": event.to.rpartition("@")[2]}
+    if sent_id is None:  # a redelivery or a replay of an email sent before
+        return {**fields, "already_sent": True}
+    return {**fields, "email_id": sent_id}
 
 
 def compose(event: Email) -> rendering.Rendered:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import structlog
 
@@ -54,13 +54,23 @@ def wait_for_replicas(deps: Deps) -> None:
                              f"counts within {REDIS_WAIT_TIMEOUT_MS} ms")
 
 
-def distinct_keys(urls: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """The event's normalized keys, each once, in order; and the invalid URLs with reasons."""
+def distinct_keys(urls: Sequence[Any]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The event's normalized keys, each once, in order; and the invalid URLs with reasons
+    (an entry that is no string shows as its JSON type: it may be any size or shape)."""
     keys: dict[str, None] = {}
     invalid = []
     for url in urls:
+        if not isinstance(url, str):
+            invalid.append((f"<{json_type(url)}>", "not a string"))
+            continue
         try:
             keys[normalize_url(url)] = None
         except InvalidURL as exc:
             invalid.append((url, str(exc)))
     return list(keys), invalid
+
+
+def json_type(value: Any) -> str:
+    names = {type(None): "null", bool: "boolean", int: "number", float: "number",
+             list: "array", dict: "object"}
+    return names.get(type(value), type(value).__name__)

@@ -1,4 +1,7 @@
-"""push: one mobile notification through Amazon SNS, to a platform endpoint (or a topic).
+"""push: one mobile notification through Amazon SNS, to a platform endpoint (one device).
+
+Only platform-endpoint ARNs are accepted: a topic ARN would broadcast to every subscriber of
+the topic, so it goes to the DLQ unless WORKERS_PUSH_ALLOW_TOPICS=true.
 
 The message carries a payload for every platform (``MessageStructure="json"``): SNS delivers
 the key of the endpoint's platform, and ``default`` to any other. A topic needs them all.
@@ -14,18 +17,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from workers.aws_errors import AWS_ERRORS, classify
 from workers.deps import Deps
+from workers.errors import PermanentError
 from workers.events import Push
 from workers.handlers import handler
+from workers.sent import mark_key
 
 # SNS's error codes that say this message can never be delivered: the endpoint is disabled
 # (the platform reported the token invalid, e.g. the app was uninstalled), it does not exist,
 # or SNS refused the request itself (a malformed ARN, a payload over the platform's limit).
 PERMANENT_CODES = frozenset({"EndpointDisabled", "NotFound", "InvalidParameter",
                              "InvalidParameterValue", "ValidationException"})
+# arn:PARTITION:sns:REGION:ACCOUNT: then endpoint/PLATFORM/APP/ID for one device, or a topic's
+# name (letters, digits, - and _, with .fifo for a FIFO topic).
+_ARN_PREFIX = r"arn:aws(?:-[a-z]+)*:sns:[a-z0-9-]+:\d{12}:"
+ENDPOINT_ARN = re.compile(_ARN_PREFIX + r"endpoint/[A-Z_]+/[^/\s]+/[^/\s]+")
+TOPIC_ARN = re.compile(_ARN_PREFIX + r"[A-Za-z0-9_-]{1,256}(?:\.fifo)?")
 # APNS_SANDBOX is the development environment of the same payload format.
 APNS_PLATFORMS = ("APNS", "APNS_SANDBOX")
 # SNS still names Firebase Cloud Messaging "GCM" in payload keys and endpoint ARNs.
@@ -34,13 +45,36 @@ FCM_PLATFORM = "GCM"
 
 @handler("push")
 def push(event: Push, deps: Deps) -> dict[str, Any]:
+    check_target(event.target_arn, deps.settings.push_allow_topics)
     target = describe_target(event.target_arn)
+    key = mark_key(deps.settings.queue_name("push"), event)
+    response = deps.sent_marks.once(key, lambda: publish(event, deps))
+    if response is None:  # a redelivery or a replay of a push sent before
+        return {"user_id": event.user_id, **target, "already_sent": True}
+    return {"user_id": event.user_id, **target, "sns_message_id": response.get("MessageId")}
+
+
+def publish(event: Push, deps: Deps) -> dict[str, Any]:
     try:
-        response = deps.sns.publish(TargetArn=event.target_arn, MessageStructure="json",
-                                    Message=sns_message(event))
+        return deps.sns.publish(TargetArn=event.target_arn, MessageStructure="json",
+                                Message=sns_message(event))
     except AWS_ERRORS as exc:
         raise classify("sns", exc, PERMANENT_CODES, redact=event.target_arn) from None
-    return {"user_id": event.user_id, **target, "sns_message_id": response.get("MessageId")}
+
+
+def check_target(arn: str, allow_topics: bool) -> None:
+    """PermanentError unless ``arn`` is an SNS platform endpoint (or a topic, if allowed). The
+    reason never repeats the ARN: an endpoint's stands for a device."""
+    if ENDPOINT_ARN.fullmatch(arn):
+        return
+    if TOPIC_ARN.fullmatch(arn):
+        if allow_topics:
+            return
+        raise PermanentError("target_arn is an SNS topic, which would reach every subscriber: "
+                             "push sends to platform endpoints only "
+                             "(WORKERS_PUSH_ALLOW_TOPICS=true allows topics)")
+    raise PermanentError("target_arn is not an SNS platform endpoint ARN "
+                         "(arn:aws:sns:REGION:ACCOUNT:endpoint/PLATFORM/APP/ID)")
 
 
 def sns_message(event: Push) -> str:

@@ -48,7 +48,10 @@ class SocialAPI(ABC):
                                  "with a body that is not JSON") from None
         if not isinstance(body, dict):
             raise TransientError(f"{self.service} api answered JSON that is not an object")
-        return normalize(self.parse(body, post_id))
+        try:
+            return normalize(self.parse(body, post_id))
+        except PermanentError as exc:  # a 200 saying why (X's "errors"), in the API's words
+            raise PermanentError(redact(exc.reason, token)) from None
 
     # -- what each network says -------------------------------------------------------------
 
@@ -102,8 +105,13 @@ class SocialAPI(ABC):
         except ValueError:
             message = ""
         message = " ".join((message or response.reason or "").split())
-        message = message.replace(token, "***")[: httpclient.MAX_ERROR_TEXT]
+        message = redact(message, token)[: httpclient.MAX_ERROR_TEXT]
         return f"{self.service} api {response.status_code} for post {post_id}: {message}"
+
+
+def redact(text: str, token: str) -> str:
+    """``text`` with the access token masked: an API may echo what it was given."""
+    return text.replace(token, "***") if token else text
 
 
 def normalize(counts: Mapping[str, Any]) -> Engagement:
