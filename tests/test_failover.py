@@ -63,10 +63,13 @@ def dlq(queues, prefix):
 def fleet(daemons, env):
     """Starts ``n`` post-sent daemons on REDIS_URL ``url`` that wait for one replica
     (WORKERS_REDIS_WAIT_REPLICAS=1), with the default WORKERS_MAX_RECEIVES, so that a valid
-    event leaking into the DLQ shows."""
+    event leaking into the DLQ shows. A visibility timeout of 4 s (30 in production) keeps
+    the test short and still lets a message wait out a minute of failover (4 + 8 + 16 + 32 s
+    of backoff) on a loaded machine."""
     def start(url: str, n: int = 2) -> list[subprocess.Popen]:
         environment = {**env, "REDIS_URL": url, "WORKERS_REDIS_WAIT_REPLICAS": "1",
-                       "WORKERS_MAX_RECEIVES": "5", "WORKERS_WAIT_SECONDS": "2"}
+                       "WORKERS_MAX_RECEIVES": "5", "WORKERS_VISIBILITY_TIMEOUT": "4",
+                       "WORKERS_WAIT_SECONDS": "2"}
         procs = [daemons("post-sent", environment=environment) for _ in range(n)]
         for proc in procs:
             wait_until(lambda p=proc: any(e["event"] == "daemon.started"
@@ -90,7 +93,8 @@ def finish(workload: Workload, client: Any, procs: list[subprocess.Popen], sqs, 
     assert not feeder.is_alive()
     wait_until(lambda: queue_depth(sqs, source) == 0, timeout=150, interval=0.5)
     assert workload.counted(client) == workload.expected()
-    assert drain(sqs, dlq) == []
+    dead = [(m["MessageId"], m["Body"], m.get("MessageAttributes")) for m in drain(sqs, dlq)]
+    assert dead == []
     for proc in procs:
         assert proc.poll() is None
         assert not CRASHES & {e["event"] for e in log_events(proc.log_path)}
