@@ -86,6 +86,16 @@ def test_a_readonly_answer_drops_the_connection_and_the_next_command_connects_an
     assert client.set("k", "v")
 
 
+def test_a_daemon_refuses_to_start_on_a_malformed_redis_url(env):
+    """A URL that can never work is refused at start, in one line: retrying every message
+    against it would only push them all to the DLQ."""
+    result = workers_cmd("run", "post-sent", timeout=60,
+                         env={**env, "REDIS_URL": "redis+cluster://127.0.0.1:notaport/0"})
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: REDIS_URL is not a usable Redis URL")
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
 def test_an_unreachable_cluster_is_a_transient_failure_in_a_daemon(daemons, env, sqs, source):
     proc = daemons("post-sent", environment={
         **env, "REDIS_URL": f"redis+cluster://127.0.0.1:{free_port()}/0"})
