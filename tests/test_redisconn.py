@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from helpers import drain, log_events, queue_depth, wait_until, workers_cmd
-from workers import redisconn
+from workers import devstack, redisconn
 from workers.consumer import Consumer
 from workers.devstack import free_port
 from workers.links import LinkCounter
@@ -109,8 +109,6 @@ def test_an_unreachable_cluster_is_a_transient_failure_in_a_daemon(daemons, env,
 
 
 def test_a_sentinel_url_reaches_the_primary_sentinel_names(redis_servers, tmp_path):
-    from workers import devstack
-
     primary = redis_servers()
     sentinel = devstack.redis_sentinel(primary.port, "counters", tmp_path / "sentinel.log")
     try:
@@ -141,6 +139,25 @@ def test_a_daemon_starts_on_a_redis_that_never_evicts(redis_servers, daemons, en
     wait_until(lambda: any(e["event"] == "daemon.started" for e in log_events(proc.log_path)),
                timeout=30)
     assert proc.poll() is None
+
+
+def test_a_daemon_started_before_its_redis_stops_once_redis_answers_that_it_may_evict(
+        daemons, env, tmp_path):
+    port = free_port()
+    proc = daemons("post-sent", environment={**env, "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+                                             "WORKERS_WAIT_SECONDS": "1"})
+    wait_until(lambda: any(e["event"] == "redis.unchecked" for e in log_events(proc.log_path)),
+               timeout=60)
+    late = devstack.redis_server(port, tmp_path / "late-redis.log",
+                                 extra=("--maxmemory-policy", "volatile-lru"))
+    try:
+        late.start()
+        assert proc.wait(timeout=60) == 1
+    finally:
+        late.discard()
+    last = proc.log_path.read_text().splitlines()[-1]
+    assert last.startswith("error: Redis maxmemory-policy is volatile-lru; "), last
+    assert any(e["event"] == "redis.evicting" for e in log_events(proc.log_path))
 
 
 def test_check_noeviction_reads_every_primary_of_a_cluster(redis_cluster):

@@ -64,9 +64,18 @@ def run(settings: Settings, queue: str, concurrency: int, log_level: str) -> Non
 
     logs.configure(log_level)
     consumer = Consumer(queue, settings, concurrency=concurrency)
-    # Before the first receive: a Redis that may evict would count redeliveries twice.
-    redisconn.refuse_eviction(lambda: consumer.deps.redis, consumer.log)
-    sys.exit(consumer.run())
+    # Before the first receive: a Redis that may evict would count redeliveries twice. One
+    # that is away now is checked once it answers, and stops the daemon then if it may evict.
+    watch = None
+    if not redisconn.refuse_eviction(lambda: consumer.deps.redis, consumer.log):
+        watch = redisconn.EvictionWatch(lambda: consumer.deps.redis, consumer.log,
+                                        consumer.shutdown.request).start()
+    code = consumer.run()
+    if watch is not None:
+        watch.cancel()
+        if watch.refused is not None:
+            raise watch.refused
+    sys.exit(code)
 
 
 @cli.command()

@@ -15,6 +15,7 @@ REDIS_URL schemes:
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, Iterator, Union
 from urllib.parse import unquote
 
@@ -45,6 +46,10 @@ HEALTH_CHECK_SECONDS = 30
 # RedisClusterException is not a RedisError: redis-py raises it when no node of a cluster
 # answers, or a cluster URL names no usable node.
 REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterException)
+
+# A daemon that could not reach Redis at start checks its eviction policy again this often,
+# until Redis answers: after a reboot, daemons may well start before their Redis.
+RECHECK_SECONDS = 5.0
 
 # The key of the small write WAIT follows (on a cluster, one per primary, under a hash tag of a
 # slot it serves). It expires on its own; its value says nothing.
@@ -167,14 +172,50 @@ def check_noeviction(client: Client) -> None:
                 "redelivery twice")
 
 
-def refuse_eviction(client: Callable[[], Client], log: Any) -> None:
-    """At a daemon's start: raises EvictionPolicyError when Redis may evict. A Redis that
-    cannot be reached now is logged and not waited for: handlers fail transiently until it
-    is back, and the next start checks it."""
+def refuse_eviction(client: Callable[[], Client], log: Any) -> bool:
+    """At a daemon's start: raises EvictionPolicyError when Redis may evict; True once
+    checked. A Redis that cannot be reached now is logged and not waited for (False):
+    handlers fail transiently until it is back, and ``EvictionWatch`` checks it then."""
     try:
         check_noeviction(client())
+        return True
     except REDIS_ERRORS as exc:
         log.warning("redis.unchecked", error=f"{type(exc).__name__}: {exc}")
+        return False
+
+
+class EvictionWatch:
+    """Checks the eviction policy every RECHECK_SECONDS until Redis answers, on a thread of
+    its own. A policy that may evict calls ``stop`` (the daemon's warm stop) and is kept in
+    ``refused`` for the daemon to exit with, as it would have at start."""
+
+    def __init__(self, client: Callable[[], Client], log: Any, stop: Callable[[str], None],
+                 interval: float = RECHECK_SECONDS):
+        self.client, self.log, self.stop, self.interval = client, log, stop, interval
+        self.refused: EvictionPolicyError | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="eviction-watch")
+
+    def start(self) -> "EvictionWatch":
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        self._done.set()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.interval):
+            try:
+                check_noeviction(self.client())
+            except REDIS_ERRORS:
+                continue  # still away: handlers say so, once a message each
+            except EvictionPolicyError as exc:
+                self.refused = exc
+                self.log.error("redis.evicting", error=str(exc))
+                self.stop("redis may evict")
+            else:
+                self.log.info("redis.checked")
+            return
 
 
 # -- replication --------------------------------------------------------------------------
