@@ -100,8 +100,9 @@ def finish(workload: Workload, client: Any, procs: list[subprocess.Popen], sqs, 
         assert not CRASHES & {e["event"] for e in log_events(proc.log_path)}
 
 
+@pytest.mark.parametrize("close_existing", [False, True], ids=["dns", "proxy-drops"])
 def test_a_failover_behind_a_switched_endpoint_loses_and_doubles_nothing(
-        redis_servers, fleet, sqs, source, dlq):
+        redis_servers, fleet, sqs, source, dlq, close_existing):
     old = redis_servers()
     new = redis_servers(replica_of=old.port)
     wait_until(lambda: synced(new), timeout=30)
@@ -117,8 +118,9 @@ def test_a_failover_behind_a_switched_endpoint_loses_and_doubles_nothing(
         redis.Redis(port=old.port).replicaof("127.0.0.1", new.port)
         wait_until(lambda: any("read only replica" in e.get("reason", "")
                                for p in procs for e in log_events(p.log_path)), timeout=60)
-        # ... until DNS names the new primary; connections already open are left as they are.
-        endpoint.switch(new.port, close_existing=False)
+        # ... until DNS names the new primary (connections already open are left as they
+        # are), or a proxy switches and drops them.
+        endpoint.switch(new.port, close_existing=close_existing)
         finish(workload, redis.Redis(port=new.port), procs, sqs, source, dlq, feeder)
     finally:
         endpoint.stop()
