@@ -1,10 +1,12 @@
 """A daemon that can no longer consume does not stay alive, and says so: real `workers run`
-processes whose lane dies or stalls; /health from start-up; /metrics and
+processes whose lane dies, stalls, or whose parent dies; /health from start-up; /metrics and
 /health against clients that never finish their request."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,10 +14,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from helpers import REPO, log_events, wait_until
+from helpers import REPO, alive, log_events, wait_until
 from workers import devstack
 from workers.consumer import EXIT_LANE_DIED
 from workers.health import MAX_CONNECTIONS, REQUEST_SECONDS, port_for
@@ -170,4 +173,44 @@ def dropped(sock: socket.socket) -> bool:
     try:
         return sock.recv(1024) == b""
     except ConnectionResetError:
+        return True
+
+
+# -- an orphan -------------------------------------------------------------------------------
+
+def test_a_daemon_whose_parent_is_killed_stops_warmly(env, queues, tmp_path):
+    # Given a daemon started by a process standing in for supervisord
+    log = tmp_path / "orphan.log"
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys\n"
+         f"p = subprocess.Popen([sys.executable, '-m', 'workers', 'run', 'post-sent'],"
+         f" stdout=open({str(log)!r}, 'ab'), stderr=subprocess.STDOUT)\n"
+         "print(p.pid, flush=True)\n"
+         "p.wait()\n"],
+        env={**env, "WORKERS_WAIT_SECONDS": "1"}, stdout=subprocess.PIPE, text=True,
+        start_new_session=True)
+    daemon_pid = int(parent.stdout.readline())
+    try:
+        wait_until(lambda: any(e["event"] == "daemon.started" for e in log_events(log)),
+                   timeout=30)
+        # When that parent is SIGKILLed
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        # Then the daemon stops by itself, warmly
+        wait_until(lambda: not alive(daemon_pid) or _zombie(daemon_pid), timeout=30)
+        events = log_events(log)
+        assert {"event": "shutdown.requested", "signal": "parent.died"}.items() <= next(
+            e for e in events if e["event"] == "shutdown.requested").items()
+        assert events[-1]["event"] == "daemon.stopped"
+    finally:
+        if alive(daemon_pid):
+            os.kill(daemon_pid, signal.SIGKILL)
+
+
+def _zombie(pid: int) -> bool:
+    """Exited, waiting for init to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z"
+    except (FileNotFoundError, IndexError):
         return True

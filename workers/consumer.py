@@ -286,10 +286,11 @@ class Consumer:
     # -- the daemon -----------------------------------------------------------------------
 
     def run(self) -> int:
-        """Runs until SIGTERM/SIGINT, then finishes what it holds and
+        """Runs until SIGTERM/SIGINT (or its parent is gone), then finishes what it holds and
         returns 0. If a lane ends any other way, the others stop warmly and the process exits
         with EXIT_LANE_DIED, so supervisord starts a whole daemon again."""
         self.shutdown.install()
+        self.shutdown.watch_parent()
         sizes = lane_sizes(self.concurrency)
         self.lanes = Lanes(len(sizes), self.settings.wait_seconds)
         # The gauge follows the lane that polled least recently: one stuck lane shows.
