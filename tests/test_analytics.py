@@ -264,8 +264,10 @@ def test_5xx_and_timeouts_are_retried(stack, sqs, fake_api, redis_client, troubl
     assert stack.consumer.process_batch(wait_seconds=1).retried == 1
     assert queue_depth(sqs, stack.source) == 1
     fake_api.hanging = False
-    time.sleep(2.5)  # the first backoff: the 2 s visibility timeout of the test settings
-    assert stack.consumer.process_batch(wait_seconds=1).succeeded == 1
+    # back after the first backoff (the 2 s visibility timeout of the test settings)
+    again = wait_until(lambda: (got := stack.consumer.process_batch(wait_seconds=1)).received
+                       and got, timeout=15)
+    assert again.succeeded == 1
     assert EngagementStore(redis_client).get("u1")["likes"] == "9"
 
 
