@@ -20,6 +20,12 @@ def exits(event: Any, deps: Any) -> None:
     sys.exit(3)
 
 
+def exits_later(event: Any, deps: Any) -> None:
+    """As ``exits``, a few seconds in: after the test asked for a warm stop."""
+    time.sleep(3)
+    sys.exit(3)
+
+
 def breaks_logging(event: Any, deps: Any) -> None:
     """Stdout gone (a closed pipe) while the handler fails: logging the failure fails too."""
     sys.stdout.close()
@@ -31,7 +37,8 @@ def hangs(event: Any, deps: Any) -> None:
     time.sleep(3600)
 
 
-RIGS = {"exits": exits, "breaks_logging": breaks_logging, "hangs": hangs}
+RIGS = {"exits": exits, "exits_later": exits_later, "breaks_logging": breaks_logging,
+        "hangs": hangs}
 
 if __name__ == "__main__":
     rig = RIGS[sys.argv.pop(1)]

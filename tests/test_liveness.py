@@ -90,6 +90,22 @@ def test_a_lane_that_dies_makes_the_daemon_exit_non_zero(rigged, sqs, queues, pr
         assert log_events(proc.log_path)[-1]["event"] == "daemon.stopped"
 
 
+def test_a_lane_that_dies_during_a_warm_stop_still_makes_the_exit_non_zero(rigged, sqs, queues,
+                                                                          prefix):
+    # Given a daemon whose handler raises SystemExit a few seconds in
+    proc = rigged("exits_later", "post-sent")
+    send_post(sqs, queues, prefix)
+    source = queues[prefix + "post-sent"]
+    wait_until(lambda: sqs.get_queue_attributes(
+        QueueUrl=source, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]["ApproximateNumberOfMessagesNotVisible"] == "1", timeout=30)
+    # When it is asked to stop while that handler runs
+    proc.send_signal(signal.SIGTERM)
+    # Then it still says the lane died
+    assert proc.wait(timeout=60) == EXIT_LANE_DIED
+    assert any(e["event"] == "lane.died" for e in log_events(proc.log_path))
+
+
 # -- /health ---------------------------------------------------------------------------------
 
 def test_a_fresh_daemon_is_healthy_at_once(daemons, metrics_env):
