@@ -56,7 +56,7 @@ class _DeadlineReader(io.RawIOBase):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    timeout = REQUEST_SECONDS  # also bounds each write of the answer
+    timeout = REQUEST_SECONDS  # the socket's, until the request's deadline takes over
     health: Health
 
     def setup(self) -> None:
@@ -75,6 +75,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"not found\n", "text/plain")
 
     def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.connection.settimeout(REQUEST_SECONDS)  # a client that does not read is dropped too
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
