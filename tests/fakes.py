@@ -3,7 +3,7 @@
 ``FakePusher`` checks every request's signature with the app secret as Pusher's HTTP API does,
 and records the events it accepted. ``FakeSocialAPIs`` serves Twitter/X v2, the Facebook Graph
 API and LinkedIn's socialActions with their real response shapes, checks the bearer token, and
-can be told to answer an error status (with headers) or to hang.
+can be told to answer an error status (with headers), to answer slowly, or to hang.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class FakeServer:
 
     requests: list[Request] = field(default_factory=list)
     hanging: bool = False
+    delay: float = 0.0  # seconds every answer takes: a slow peer
     _scripted: list[Reply] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _released: threading.Event = field(default_factory=threading.Event)
@@ -90,6 +91,8 @@ class FakeServer:
         if self.hanging:
             self._released.wait(HANG_SECONDS)
             return 503, {}, {"message": "hung"}
+        if self.delay:
+            self._released.wait(self.delay)
         if scripted is not None:
             status, headers, message = scripted
             return status, headers, self.error_body(request, status, message)

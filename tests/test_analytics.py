@@ -264,8 +264,10 @@ def test_5xx_and_timeouts_are_retried(stack, sqs, fake_api, redis_client, troubl
     assert stack.consumer.process_batch(wait_seconds=1).retried == 1
     assert queue_depth(sqs, stack.source) == 1
     fake_api.hanging = False
-    time.sleep(2.5)  # the first backoff: the 2 s visibility timeout of the test settings
-    assert stack.consumer.process_batch(wait_seconds=1).succeeded == 1
+    # back after the first backoff (the 2 s visibility timeout of the test settings)
+    again = wait_until(lambda: (got := stack.consumer.process_batch(wait_seconds=1)).received
+                       and got, timeout=15)
+    assert again.succeeded == 1
     assert EngagementStore(redis_client).get("u1")["likes"] == "9"
 
 
@@ -341,3 +343,21 @@ def test_a_daemon_dead_letters_a_revoked_token_without_ever_logging_it(daemon, s
                            for e in log_events(proc.log_path)), timeout=10)
     assert "revoked-SECRET-token" not in reason + proc.log_path.read_text()
     assert not redis_client.exists("analytics:u1")
+
+
+def test_a_handler_slower_than_the_visibility_timeout_runs_once_across_two_daemons(
+        daemon, sqs, queues, prefix, redis_client, fake_api, settings):
+    # Given two daemons, and a network whose API takes three visibility timeouts to answer
+    fake_api.delay = 3 * settings.visibility_timeout
+    first, second = daemon(), daemon()
+    source = queues[prefix + "analytics"]
+    # When one event arrives
+    sqs.send_message(QueueUrl=source, MessageBody=event("twitter"))
+    # Then it is handled once: the heartbeat keeps it hidden from the other daemon meanwhile
+    wait_until(lambda: EngagementStore(redis_client).get("u1"), timeout=60)
+    wait_until(lambda: queue_depth(sqs, source) == 0, timeout=30)
+    assert len(fake_api.requests) == 1, [r.path for r in fake_api.requests]
+    handled = [e for proc in (first, second) for e in log_events(proc.log_path)
+               if e["event"] == "message.handled"]
+    assert [e["outcome"] for e in handled] == ["succeeded"]
+    assert handled[0]["receive_count"] == 1

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from helpers import drain, queue_depth
+from helpers import drain, queue_depth, wait_until
 from workers.consumer import Consumer, lane_sizes
 from workers.deps import Deps
 from workers.errors import PermanentError, TransientError
@@ -80,38 +80,61 @@ def test_a_transient_failure_is_redelivered_later_and_counted_once(settings, sen
     assert (first.retried, first.succeeded) == (1, 0)
     assert queue_depth(sqs, source) == 1  # kept, not deleted
     assert consumer.process_batch(wait_seconds=0).received == 0  # hidden for its backoff
-    time.sleep(settings.visibility_timeout + 0.5)
-    second = consumer.process_batch(wait_seconds=1)
+    second = received_again(consumer, within=settings.visibility_timeout + 10)
     assert second.succeeded == 1
     assert counts(settings, redis_client, "a.com") == [1]
     assert queue_depth(sqs, source) == 0
+
+
+def received_again(consumer: Consumer, within: float):
+    """The result of the first batch that receives something, polling a second at a time."""
+    return wait_until(lambda: (result := consumer.process_batch(wait_seconds=1)).received
+                      and result, timeout=within)
+
+
+def visibility_set(consumer: Consumer) -> list[int]:
+    """The visibility timeouts the consumer gives its messages, in order, as it sets them."""
+    seen: list[int] = []
+    change = consumer.sqs.change_visibility
+
+    def recording(pairs):
+        seen.extend(seconds for _, seconds in pairs)
+        return change(pairs)
+
+    consumer.sqs.change_visibility = recording
+    return seen
 
 
 def test_backoff_grows_with_the_receive_count(settings, send, sqs, source):
     def always_fails(event, deps):
         raise TransientError("down")
 
+    # Given a message whose handler always fails transiently (2 s visibility timeout)
     send(post("u1", "https://a.com"))
     consumer = Consumer("post-sent", settings, handler=always_fails)
-    consumer.process_batch(wait_seconds=1)  # receive 1: hidden for 2 s
-    time.sleep(2.5)
-    consumer.process_batch(wait_seconds=1)  # receive 2: hidden for 4 s
-    time.sleep(2.5)
-    assert consumer.process_batch(wait_seconds=0).received == 0
-    time.sleep(2.0)
-    assert consumer.process_batch(wait_seconds=1).received == 1
+    timeouts = visibility_set(consumer)
+    # When it is received three times
+    consumer.process_batch(wait_seconds=1)
+    for _ in range(2):
+        assert consumer.process_batch(wait_seconds=0).received == 0  # hidden meanwhile
+        received_again(consumer, within=20)
+    # Then each receive hid it twice as long as the one before
+    assert timeouts == [2, 4, 8]
 
 
 def test_retry_after_sets_the_visibility(settings, send, sqs, source):
     def throttled(event, deps):
         raise TransientError("429", retry_after=1)
 
+    # Given a 60 s visibility timeout, and a peer answering "retry after 1 s"
     settings = Settings(**{**vars(settings), "visibility_timeout": 60})
     send(post("u1", "https://a.com"))
     consumer = Consumer("post-sent", settings, handler=throttled)
+    timeouts = visibility_set(consumer)
     consumer.process_batch(wait_seconds=1)
-    time.sleep(1.5)
-    assert consumer.process_batch(wait_seconds=1).received == 1
+    # Then the message is hidden for 1 s, not 60: it comes back long before the timeout
+    assert timeouts == [1]
+    received_again(consumer, within=15)
 
 
 @pytest.mark.parametrize("body, reason", [

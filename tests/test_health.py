@@ -1,7 +1,6 @@
 """A running daemon's /metrics and /health endpoint."""
 
 import json
-import time
 import urllib.error
 import urllib.request
 
@@ -9,7 +8,8 @@ import pytest
 
 from helpers import log_events, start_daemon, wait_until
 from workers import devstack
-from workers.health import STALE_AFTER_SECONDS, port_for, serve
+from workers.health import port_for, serve
+from workers.liveness import Lanes
 
 
 def get(url: str) -> tuple[int, str]:
@@ -88,15 +88,31 @@ def test_ports_differ_across_queues_and_processes():
     assert len(ports) == 40
 
 
-def test_health_is_503_when_the_daemon_stopped_polling():
-
-    polled = [time.time()]
+def test_health_is_503_once_any_lane_is_past_twice_the_long_poll():
+    # Given two lanes of a daemon polling every 20 s, on a clock the test moves
+    now = [1000.0]
+    lanes = Lanes(2, wait_seconds=20, clock=lambda: now[0])
     port = devstack.free_port()
-    server = serve(port, lambda: polled[0])
+    server = serve(port, lanes.health)
     try:
+        # Then it is healthy from the start, before any poll
         assert get(f"http://127.0.0.1:{port}/health")[0] == 200
-        polled[0] = time.time() - STALE_AFTER_SECONDS - 1
+        # When lane 0 keeps polling and lane 1 does not for just over 40 s
+        now[0] += 30
+        lanes.polling(0)
+        assert get(f"http://127.0.0.1:{port}/health")[0] == 200
+        now[0] += 10.5
+        lanes.polling(0)
         status, body = get(f"http://127.0.0.1:{port}/health")
-        assert status == 503 and json.loads(body)["status"] == "stale"
+        assert status == 503 and json.loads(body) == {
+            "status": "stale", "stale_lanes": [1], "seconds_since_poll": 40.5}
+        # ... and a lane pausing on purpose (every peer down) is not stale during its pause
+        lanes.polling(1)
+        lanes.pausing(1, 30)
+        now[0] += 60
+        lanes.polling(0)
+        assert get(f"http://127.0.0.1:{port}/health")[0] == 200
+        lanes.ended(0)
+        assert json.loads(get(f"http://127.0.0.1:{port}/health")[1])["stale_lanes"] == [0]
     finally:
         server.shutdown()

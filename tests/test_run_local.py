@@ -1,6 +1,7 @@
 """`make run`'s script: the local stack comes up, sample events get counted, it all stops."""
 
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -46,6 +47,39 @@ def test_run_local_counts_sample_events_and_stops_what_it_started():
                                            (run_dir / "supervisord.log").read_text())]
     assert pids and not any(alive(pid) for pid in pids)
     for url in (env["AWS_ENDPOINT_URL"], env["REDIS_URL"]):  # moto and redis-server stopped
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGHUP"])
+def test_a_stop_with_a_dead_stdout_still_stops_everything(how):
+    # Given `make run | tee run.log`, the fleet up and logging through the pipe
+    run_dir = Path(tempfile.mkdtemp(prefix="wrl"))
+    proc = subprocess.Popen([sys.executable, str(REPO / "bin" / "run-local"), "--rate", "5",
+                             "--run-dir", str(run_dir)], stdout=subprocess.PIPE,
+                            stderr=open(run_dir / "stderr.log", "ab"), start_new_session=True)
+    try:
+        log = run_dir / "supervisord.log"
+        wait_until(lambda: log.exists() and log.read_text().count("entered RUNNING") >= 5,
+                   timeout=90, interval=0.5)
+        supervisord = int((run_dir / "supervisord.pid").read_text())
+        env = env_of(run_dir / "env")
+        # When tee dies (the pipe's reader is gone) and then Ctrl-C, or the terminal closes
+        proc.stdout.close()
+        proc.send_signal(getattr(signal, how))
+        # Then run-local still stops supervisord, every daemon, moto and redis-server
+        assert proc.wait(timeout=150) == 0, (run_dir / "stderr.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    pids = [int(pid) for pid in re.findall(r"with pid (\d+)", text)]
+    assert pids and not any(alive(pid) for pid in [supervisord, *pids])
+    # ... supervisord itself stopped each daemon warmly (no orphan had to notice on its own)
+    for name in re.findall(r"spawned: '((?:post-sent|analytics|push|email)_\d+)'", text):
+        assert f"stopped: {name} (exit status 0)" in text, text[-3000:]
+    for url in (env["AWS_ENDPOINT_URL"], env["REDIS_URL"]):
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()

@@ -20,5 +20,7 @@ VISIBILITY_EXTENSIONS = Counter("workers_visibility_extensions",
                                 "Heartbeat visibility extensions", ["queue"])
 INVALID_URLS = Counter("workers_invalid_urls", "URLs skipped as invalid", ["queue"])
 PUSHER_FAILURES = Counter("workers_pusher_failures", "Pusher triggers that failed", ["event"])
-LAST_POLL = Gauge("workers_last_poll_timestamp_seconds", "When the daemon last polled SQS",
-                  ["queue"])
+# A daemon's lanes poll on their own; this is the one that polled least recently, so that one
+# stuck lane shows (workers/liveness.py).
+LAST_POLL = Gauge("workers_last_poll_timestamp_seconds",
+                  "When the daemon's least recently polling lane last polled SQS", ["queue"])

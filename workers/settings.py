@@ -76,6 +76,9 @@ DEFAULT_LINKEDIN_API_URL = "https://api.linkedin.com"
 DEFAULT_FACEBOOK_API_VERSION = "v25.0"
 DEFAULT_LINKEDIN_API_VERSION = "202510"
 
+# /metrics and /health listen on loopback unless told otherwise: they need no password, so
+# exposing them (WORKERS_METRICS_HOST=0.0.0.0, for a Prometheus on another host) is a choice.
+DEFAULT_METRICS_HOST = "127.0.0.1"
 
 # push sends to one device (an SNS platform endpoint) unless WORKERS_PUSH_ALLOW_TOPICS says
 # otherwise: a topic ARN in a message would broadcast to every subscriber of the topic (every
@@ -108,6 +111,7 @@ class Settings:
     link_buckets: int = DEFAULT_LINK_BUCKETS
     redis_wait_replicas: int = DEFAULT_REDIS_WAIT_REPLICAS
     metrics_port: int = 0
+    metrics_host: str = DEFAULT_METRICS_HOST
     process_num: int = 0
     pusher_app_id: str | None = None
     pusher_key: str | None = None
@@ -152,6 +156,7 @@ class Settings:
             redis_wait_replicas=_int(env, "WORKERS_REDIS_WAIT_REPLICAS",
                                      DEFAULT_REDIS_WAIT_REPLICAS, 0, 100),
             metrics_port=_int(env, "WORKERS_METRICS_PORT", 0, 0, 65000),
+            metrics_host=env.get("WORKERS_METRICS_HOST") or DEFAULT_METRICS_HOST,
             process_num=_int(env, "WORKERS_PROCESS_NUM", 0, 0, 99),
             pusher_app_id=env.get("PUSHER_APP_ID") or None,
             pusher_key=env.get("PUSHER_KEY") or None,

@@ -8,6 +8,8 @@ import threading
 
 # How often the main thread looks for a signal's flag.
 WATCH_SECONDS = 0.2
+# How often a daemon looks whether its parent (supervisord) is still there.
+PARENT_CHECK_SECONDS = 1.0
 
 
 class Shutdown:
@@ -40,6 +42,24 @@ class Shutdown:
             self._event.wait(WATCH_SECONDS)
         self.request()
         return self.signal_name or "requested"
+
+    def watch_parent(self, interval: float = PARENT_CHECK_SECONDS) -> None:
+        """Requests a warm stop once the parent process is gone. A daemon whose supervisord
+        died (killed, or dead of a broken pipe) is adopted by init or a subreaper, and its
+        parent PID changes; nobody would stop or restart it any more.
+
+        A thread comparing ``os.getppid()`` with the parent at start, rather than Linux's
+        PR_SET_PDEATHSIG: portable, it takes the same path as SIGTERM without a signal, and
+        PDEATHSIG fires when the parent's forking *thread* ends, not the parent."""
+        parent = os.getppid()
+
+        def check() -> None:
+            while not self._event.wait(interval):
+                if os.getppid() != parent:
+                    self.request("parent.died")
+                    return
+
+        threading.Thread(target=check, name="parent-watch", daemon=True).start()
 
     def install(self) -> None:
         """SIGTERM/SIGINT request a warm stop; a second one stops now (work not deleted comes

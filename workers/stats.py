@@ -120,7 +120,7 @@ class Sampler:
         found = {}
         for num in range(health.PORTS_PER_QUEUE):
             port = health.port_for(self.settings.metrics_port, queue, num)
-            handled = scrape_handled(port, queue)
+            handled = scrape_handled(port, queue, scrape_host(self.settings.metrics_host))
             if handled is not None:
                 found[port] = handled
         return found
@@ -155,11 +155,19 @@ def oldest_ages(cloudwatch: Any, names: Sequence[str]) -> dict[str, float]:
     return ages
 
 
-def scrape_handled(port: int, queue: str) -> float | None:
-    """Messages a daemon on 127.0.0.1:``port`` has handled for ``queue``; None when no daemon of
+def scrape_host(metrics_host: str) -> str:
+    """Where this host's daemons answer: WORKERS_METRICS_HOST, or loopback when they listen on
+    every address (0.0.0.0 or ::)."""
+    if metrics_host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{metrics_host}]" if ":" in metrics_host else metrics_host  # an IPv6 address
+
+
+def scrape_handled(port: int, queue: str, host: str = "127.0.0.1") -> float | None:
+    """Messages a daemon on ``host``:``port`` has handled for ``queue``; None when no daemon of
     ours answers there."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics",
                                     timeout=SCRAPE_TIMEOUT_SECONDS) as response:
             text = response.read().decode()
     except (OSError, ValueError, http.client.HTTPException):
