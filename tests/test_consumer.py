@@ -339,3 +339,33 @@ def test_post_sent_registers_its_wait_for_replicas_step():
 
     assert handlers.before_ack_steps("post-sent") == [wait_for_replicas]
     assert handlers.before_ack_steps("email") == []
+
+
+def test_a_dead_letter_stays_invisible_until_deleted_however_slow_its_copy(settings, send, sqs,
+                                                                           source, dlq):
+    # Given a poison message, and an SQS whose DLQ copy takes longer than the 2 s timeout
+    send("not json")
+    consumer = Consumer("post-sent", settings)
+    copy = consumer.sqs.dead_letter
+    copying = threading.Event()
+
+    def slow_copy(*args, **kwargs):
+        copying.set()
+        time.sleep(3 * settings.visibility_timeout)  # a loaded SQS, not a wait for a condition
+        return copy(*args, **kwargs)
+
+    consumer.sqs.dead_letter = slow_copy
+    consumer.heartbeat.start()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            handling = pool.submit(consumer.process_batch, 1)
+            assert copying.wait(10)
+            # When another daemon polls while the copy is under way
+            other = Consumer("post-sent", settings)
+            seen = [other.sqs.receive(10, 1) for _ in range(4 * settings.visibility_timeout)]
+            result = handling.result()
+    finally:
+        consumer.heartbeat.stop()
+    # Then it never sees the message, and the DLQ holds it once
+    assert not any(seen) and result.dead_lettered == 1
+    assert len(drain(sqs, dlq)) == 1 and queue_depth(sqs, source) == 0

@@ -135,14 +135,17 @@ class Consumer:
         for m in messages:
             metrics.RECEIVE_COUNT.labels(self.queue).observe(m.receive_count)
         if self.shutdown.requested:  # received during a long poll that outlived the daemon
-            outcomes = [Outcome(m, RETURNED) for m in messages]
+            result = self._acknowledge([Outcome(m, RETURNED) for m in messages])
         else:
+            # Kept invisible until acknowledged, not only while handled: a dead letter's copy
+            # and its delete can outlast a short timeout on a loaded SQS, and a redelivery in
+            # between would be dead-lettered twice.
             self.heartbeat.track(messages)
             try:
-                outcomes = self._before_ack(self._archive(self._handle_all(messages)))
+                result = self._acknowledge(
+                    self._before_ack(self._archive(self._handle_all(messages))))
             finally:
                 self.heartbeat.untrack(messages)
-        result = self._acknowledge(outcomes)
         with self._lock:
             self.totals.add(result)
         return result
@@ -259,6 +262,8 @@ class Consumer:
             by_kind[outcome.kind].append(outcome)
         copied = self._dead_letter(by_kind[DEAD_LETTERED])
         self._delete([o.message for o in by_kind[SUCCEEDED]] + copied)
+        given_back = by_kind[RETRIED] + by_kind[RETURNED]
+        self.heartbeat.untrack([o.message for o in given_back])  # else it undoes the backoff
         self._change_visibility(
             [(o.message, self.backoff.visibility(o.message.receive_count, o.retry_after))
              for o in by_kind[RETRIED]] + [(o.message, 0) for o in by_kind[RETURNED]])
