@@ -115,6 +115,22 @@ def links_count(settings: Settings, urls: tuple[str, ...], as_json: bool) -> Non
         raise Failure("invalid URL " + "; ".join(bad))
 
 
+@links.command("serve")
+@click.pass_obj
+def links_serve(settings: Settings) -> None:
+    """Serve link counts over HTTP until SIGTERM: GET /1/links/shares.json?url=URL.
+
+    On WORKERS_LINKS_API_HOST:WORKERS_LINKS_API_PORT (several processes may share the port);
+    refuses to start unless Redis's maxmemory-policy is noeviction. See README.rst, "The read
+    API of link counts"."""
+    from workers.readapi.serve import StartupError, serve
+
+    try:
+        serve(settings)
+    except StartupError as exc:
+        raise Failure(str(exc)) from None
+
+
 @links.command("backfill")
 @click.option("--settle", type=click.FloatRange(min=0), default=None,
               help="Seconds to wait after the swap for batches in flight to archive what "

@@ -1,0 +1,89 @@
+"""Counts for the read API, read through the layout counting writes (``LinkCounter.slot``).
+
+Under load many requests are in flight at once; each would cost Redis (and this process) a
+round trip of its own. Instead the HGETs of every request that asks within one turn of the
+event loop go out as one pipeline, and each request gets its own answers back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Sequence
+
+import redis
+import redis.asyncio
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from workers.links import CLUSTER_SCHEMES
+
+Slot = tuple[str, bytes]
+# What a read that fails with Redis away raises: the app answers 503 to any of these.
+UNAVAILABLE = (redis.RedisError, OSError, asyncio.TimeoutError)
+# A share button waits on us: a Redis that has not connected or answered in this long is
+# unavailable (503, and the caller retries) rather than a request hanging.
+CONNECT_TIMEOUT_SECONDS = 1.0
+READ_TIMEOUT_SECONDS = 2.0
+
+
+def connect(url: str) -> Any:
+    """An asyncio client: one retry, at once, replaces a connection Redis dropped (a restart,
+    a failover) without a 503; a second failure is the 503's business, not a backoff's."""
+    options: dict[str, Any] = {"socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                               "socket_timeout": READ_TIMEOUT_SECONDS}
+    scheme, sep, rest = url.partition("://")
+    if scheme in CLUSTER_SCHEMES:
+        return AsyncRedisCluster.from_url(f"{CLUSTER_SCHEMES[scheme]}{sep}{rest}", **options)
+    return redis.asyncio.Redis.from_url(url, retry=Retry(NoBackoff(), 1), **options)
+
+
+class CountReader:
+    def __init__(self, client: Any, slot: Callable[[str], Slot]):
+        self.client = client
+        self.slot = slot
+        self._waiting: list[tuple[list[Slot], asyncio.Future]] = []
+        self._reads: set[asyncio.Task] = set()  # the loop keeps only weak references
+        self.round_trips = 0  # for /metrics: reads per round trip is the coalescing's gain
+
+    async def counts(self, keys: Sequence[str]) -> list[int]:
+        """The count of each normalized key; raises one of UNAVAILABLE when Redis is away."""
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._flush)  # after every request parsed in this turn has asked
+        self._waiting.append(([self.slot(k) for k in keys], answer))
+        return await answer
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except UNAVAILABLE:
+            return False
+
+    def _flush(self) -> None:
+        batch, self._waiting = self._waiting, []
+        task = asyncio.ensure_future(self._read(batch))
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    async def _read(self, batch: list[tuple[list[Slot], asyncio.Future]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for slots, _ in batch:
+            for counters, field in slots:
+                pipe.hget(counters, field)
+        self.round_trips += 1
+        try:
+            values = iter(await pipe.execute())
+        except UNAVAILABLE as exc:
+            for _, answer in batch:
+                if not answer.done():
+                    answer.set_exception(exc)
+            return
+        for slots, answer in batch:
+            counts = [int(next(values) or 0) for _ in slots]
+            if not answer.done():  # its client went away meanwhile
+                answer.set_result(counts)
+
+    async def close(self) -> None:
+        await self.client.aclose()
