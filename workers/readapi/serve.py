@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -29,6 +30,15 @@ LISTEN_BACKLOG = 4096
 KEEP_ALIVE_SECONDS = 15
 # supervisord's SIGTERM: answers in flight finish within this, then the process exits.
 GRACEFUL_SECONDS = 10
+
+
+class WarmServer(uvicorn.Server):
+    """uvicorn's server, whose warm stop on SIGTERM or SIGINT exits 0 as the daemons' does
+    (uvicorn raises the signal again once it has shut down, an exit status of -15)."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
 
 
 class StartupError(Exception):
@@ -84,4 +94,4 @@ def serve(settings: Settings) -> None:
     host, port = sock.getsockname()[:2]
     print(json.dumps({"event": "links_api.listening", "url": f"http://{host}:{port}/"}),
           flush=True)
-    uvicorn.Server(config).run(sockets=[sock])
+    WarmServer(config).run(sockets=[sock])
