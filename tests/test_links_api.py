@@ -4,7 +4,10 @@ on a free loopback port, reading a real redis-server (SPEC.md, "The read API of 
 from __future__ import annotations
 
 import json
+import re
 import socket
+import sys
+import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -12,11 +15,12 @@ import pytest
 import redis
 import requests
 
-from helpers import wait_until, workers_cmd
+from helpers import Fleet, wait_until, workers_cmd
 from links_api import API, start_api
-from workers import devstack
+from workers import QUEUES, devstack
 from workers.links import LinkCounter
 from workers.readapi.limits import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_TARGET_BYTES
+from workers.settings import procs_variable
 from workers.urls import normalize_url
 
 SHARES = "/1/links/shares.json"
@@ -256,3 +260,38 @@ def test_the_button_page_is_served_at_the_root(api):
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     assert "callback=shareButton.show" in page.text
     assert Path(__file__).parent  # the page's behaviour is tested in Chromium: test_share_button
+
+
+def test_links_api_processes_scale_under_supervisord_and_share_one_port(env, queues, redis_client):
+    # Given the fleet under supervisord, no daemon but one links-api process
+    fleet = Fleet({**env, "WORKERS_RUN_DIR": tempfile.mkdtemp(prefix="wla"),  # short: a socket
+                   "WORKERS_BIN": str(Path(sys.executable).parent / "workers"),
+                   **{procs_variable(q): "0" for q in QUEUES}})
+    port = env["WORKERS_LINKS_API_PORT"]
+    seen: set[str] = set()
+
+    def processes_answering() -> set[str]:  # a new connection each: the kernel picks one
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        seen.update(re.findall(r'process="(\d+)"', metrics))
+        return seen
+
+    try:
+        fleet.start_any()
+        wait_until(lambda: len(fleet.pids("links-api")) == 1, timeout=30, interval=0.3)
+        first = fleet.pids("links-api")["links-api:links-api_00"]
+        # When it is scaled to 2
+        up = fleet.scale("links-api", "2")
+        # Then two processes answer on the one port, the first never restarted
+        assert up.returncode == 0, up.stderr
+        assert "links-api: 2 of 16 processes (started links-api_01)" in up.stdout
+        wait_until(lambda: processes_answering() == {"0", "1"}, timeout=30, interval=0.05)
+        assert fleet.pids("links-api")["links-api:links-api_00"] == first
+        # And back to 1: only links-api_00 is left, answering
+        assert fleet.scale("links-api", "1").returncode == 0
+        assert fleet.pids("links-api") == {"links-api:links-api_00": first}
+        answer = requests.get(f"http://127.0.0.1:{port}/1/links/shares.json?url=buffer.com",
+                              timeout=5)
+        assert answer.json() == {"shares": 0}
+        assert fleet.stop() == 0
+    finally:
+        fleet.teardown()

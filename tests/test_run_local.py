@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import requests
 
 from helpers import REPO, alive, wait_until
 
@@ -23,7 +24,8 @@ def env_of(path: Path) -> dict[str, str]:
 def test_run_local_counts_sample_events_and_stops_what_it_started():
     run_dir = Path(tempfile.mkdtemp(prefix="wrl"))
     proc = subprocess.Popen([sys.executable, str(REPO / "bin" / "run-local"), "--duration", "6",
-                             "--rate", "10", "--run-dir", str(run_dir)],
+                             "--rate", "10", "--run-dir", str(run_dir),
+                             "--api-port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_until(lambda: (run_dir / "env").exists(), timeout=60)
@@ -36,6 +38,16 @@ def test_run_local_counts_sample_events_and_stops_what_it_started():
             return all(int(line.split("\t")[0]) > 0 for line in out.splitlines()) and bool(out)
 
         wait_until(counted, timeout=60, interval=0.5)
+
+        def served() -> bool:  # the read API, under the same supervisord, reads the same count
+            api = f"http://127.0.0.1:{env['WORKERS_LINKS_API_PORT']}/1/links/shares.json"
+            try:
+                return requests.get(api, params={"url": "buffer.com"}, timeout=5
+                                    ).json()["shares"] > 0
+            except requests.RequestException:
+                return False
+
+        wait_until(served, timeout=60, interval=0.5)
         out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:

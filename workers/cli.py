@@ -14,6 +14,7 @@ from workers.settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_DRAIN_TARGET_SECONDS,
     DEFAULT_PROCESS_RATE,
+    LINKS_API_PROGRAM,
     REPLAY_VISIBILITY_SECONDS,
     Settings,
     SettingsError,
@@ -284,14 +285,16 @@ def stats(settings: Settings, as_json: bool, watch: float | None, target: float,
 
 
 @cli.command()
-@click.argument("queue", required=False, **QUEUE_ARG)
+# A queue's daemons, or links-api (`workers links serve`): what conf/supervisord.conf runs N of.
+@click.argument("queue", required=False, metavar="QUEUE",
+                type=click.Choice([*QUEUES, LINKS_API_PROGRAM]))
 @click.argument("count", required=False, type=click.IntRange(0, 99), metavar="N")
 @click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
               help="Seconds to wait for processes to start and to stop (a stop lets a daemon "
                    "finish its work in hand).")
 @click.pass_obj
 def scale(settings: Settings, queue: str | None, count: int | None, timeout: float) -> None:
-    """Run N supervisord processes for QUEUE; no other process restarts.
+    """Run N supervisord processes for QUEUE (or links-api); no other process restarts.
 
     Starts or stops single processes (QUEUE_00, QUEUE_01...) through supervisord's socket in
     WORKERS_RUN_DIR, and remembers N (WORKERS_SCALE_FILE) for the next start of supervisord.

@@ -1,8 +1,13 @@
 """Counts for the read API, read through the layout counting writes (``LinkCounter.slot``).
 
 Under load many requests are in flight at once; each would cost Redis (and this process) a
-round trip of its own. Instead the HGETs of every request that asks within one turn of the
-event loop go out as one pipeline, and each request gets its own answers back.
+round trip of its own. Instead one read is in flight at a time, carrying the HGETs of every
+request that asked while the last one was out (or within the same turn of the event loop),
+and each request gets its own answers back: the busier the server, the more a round trip
+carries. On a single Redis the read goes over one connection of its own, packed and read
+with redis-py's connection (hiredis parses) but without its pipeline object, whose locking
+and bookkeeping cost more than the HGETs; a cluster's reads go through its pipeline, which
+sends each node its share.
 """
 
 from __future__ import annotations
@@ -43,14 +48,15 @@ class CountReader:
         self.client = client
         self.slot = slot
         self._waiting: list[tuple[list[Slot], asyncio.Future]] = []
-        self._reads: set[asyncio.Task] = set()  # the loop keeps only weak references
-        self.round_trips = 0  # for /metrics: reads per round trip is the coalescing's gain
+        self._reading: asyncio.Task | None = None  # the read in flight; the loop keeps it weakly
+        self._connection: Any = None  # a single Redis's, ours alone
+        self.round_trips = 0  # for /metrics: requests per round trip is the coalescing's gain
 
     async def counts(self, keys: Sequence[str]) -> list[int]:
         """The count of each normalized key; raises one of UNAVAILABLE when Redis is away."""
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
-        if not self._waiting:
+        if not self._waiting and self._reading is None:
             loop.call_soon(self._flush)  # after every request parsed in this turn has asked
         self._waiting.append(([self.slot(k) for k in keys], answer))
         return await answer
@@ -63,18 +69,19 @@ class CountReader:
 
     def _flush(self) -> None:
         batch, self._waiting = self._waiting, []
-        task = asyncio.ensure_future(self._read(batch))
-        self._reads.add(task)
-        task.add_done_callback(self._reads.discard)
+        self._reading = asyncio.ensure_future(self._read(batch))
+        self._reading.add_done_callback(self._done)
+
+    def _done(self, _read: asyncio.Task) -> None:
+        """The next read takes every request that asked meanwhile."""
+        self._reading = None
+        if self._waiting:
+            self._flush()
 
     async def _read(self, batch: list[tuple[list[Slot], asyncio.Future]]) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for slots, _ in batch:
-            for counters, field in slots:
-                pipe.hget(counters, field)
         self.round_trips += 1
         try:
-            values = iter(await pipe.execute())
+            values = iter(await self._hgets([s for slots, _ in batch for s in slots]))
         except UNAVAILABLE as exc:
             for _, answer in batch:
                 if not answer.done():
@@ -84,6 +91,31 @@ class CountReader:
             counts = [int(next(values) or 0) for _ in slots]
             if not answer.done():  # its client went away meanwhile
                 answer.set_result(counts)
+
+    async def _hgets(self, slots: list[Slot]) -> list[Any]:
+        if isinstance(self.client, AsyncRedisCluster):
+            pipe = self.client.pipeline(transaction=False)
+            for counters, field in slots:
+                pipe.hget(counters, field)
+            return await pipe.execute()
+        commands = [("HGET", counters, field) for counters, field in slots]
+        for attempt in range(2):  # a second time on a new connection: Redis dropped the old
+            connection = self._connection or await self._connect()
+            try:
+                await connection.send_packed_command(connection.pack_commands(commands),
+                                                     check_health=False)
+                return [await connection.read_response() for _ in commands]
+            except BaseException as exc:
+                # Answers half read leave the connection out of step: never reuse it.
+                self._connection = None
+                await connection.disconnect()
+                if attempt or not isinstance(exc, (redis.ConnectionError, OSError)):
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _connect(self) -> Any:
+        self._connection = await self.client.connection_pool.get_connection()
+        return self._connection
 
     async def close(self) -> None:
         await self.client.aclose()
