@@ -1,9 +1,10 @@
 """``workers links serve``: the HTTP read API of link counts (SPEC.md, "The read API of link
 counts"), what share buttons and the product's API read.
 
-* ``app``: the ASGI application (routes, parameters, answers), no framework in between;
+* ``app``: what each request is answered (routes, parameters, answers), no framework;
 * ``reader``: counts from Redis, the HGETs of concurrent requests in one pipelined round trip;
-* ``limits``: the HTTP protocol with caps on the request line, headers and body;
-* ``serve``: start-up (the Redis checks, a SO_REUSEPORT socket) on uvicorn with uvloop;
+* ``limits``: the caps on a request's line, headers and body, and the JSON 400 past them;
+* ``protocol``: HTTP/1.1 connections, parsed by httptools, checked against the caps;
+* ``serve``: start-up (the Redis check, a SO_REUSEPORT socket) and a warm stop, on uvloop;
 * ``button.html``: a share button reading its count by JSONP, served at ``/``.
 """

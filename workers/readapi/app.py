@@ -1,19 +1,23 @@
-"""The ASGI application of the read API: no framework, so a request costs a dict lookup, the
-query's parsing and one pipelined Redis read (see SPEC.md, "The read API of link counts").
+"""What the read API answers (see SPEC.md, "The read API of link counts"): no framework and
+no ASGI in between, so a request costs a dict lookup, the query's parsing and its share of one
+pipelined Redis read. ``LinksAPI.respond`` takes a request's method, path and query and gives
+an ``Answer`` at once, or a ``Pending`` one when it waits on Redis; the connection
+(workers.readapi.protocol) writes it.
 
-Every answer is built here, headers included, from lists made once: Access-Control-Allow-Origin
-on each, Cache-Control on a 200 of a count, errors as JSON ``{"error": ...}``.
+Every answer is built from header lines made once: Access-Control-Allow-Origin on each,
+Cache-Control on a 200 of a count, errors as JSON ``{"error": ...}``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import re
-import time
 from dataclasses import dataclass
+from http import HTTPStatus
 from importlib import resources
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 from urllib.parse import parse_qsl
 
 from workers.readapi.metrics import APIMetrics
@@ -35,33 +39,55 @@ RETRY_AFTER_SECONDS = 3
 KEY_CACHE_ENTRIES = 10_000
 ALLOWED = b"GET, HEAD, OPTIONS"
 
-Headers = list[tuple[bytes, bytes]]
-CORS: Headers = [(b"access-control-allow-origin", b"*"),
-                 (b"x-content-type-options", b"nosniff")]  # JSONP must not be sniffed as HTML
-JSON = (b"content-type", b"application/json")
-JAVASCRIPT = (b"content-type", b"text/javascript; charset=utf-8")
-NO_STORE = (b"cache-control", b"no-store")
-
-
-class Refusal(Exception):
-    """A request we answer with an error: the status and the message of its JSON body."""
-
-    def __init__(self, status: int, message: str, headers: Headers | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or []
+# Header lines, each ending in CRLF, joined once.
+CORS = (b"access-control-allow-origin: *\r\n"
+        b"x-content-type-options: nosniff\r\n")  # JSONP must not be sniffed as anything else
+JSON = b"content-type: application/json\r\n"
+JAVASCRIPT = b"content-type: text/javascript; charset=utf-8\r\n"
+HTML = b"content-type: text/html; charset=utf-8\r\n"
+PROMETHEUS = b"content-type: text/plain; version=0.0.4; charset=utf-8\r\n"
+NO_STORE = b"cache-control: no-store\r\n"
+RETRY = b"retry-after: %d\r\n" % RETRY_AFTER_SECONDS
+ALLOW = b"allow: " + ALLOWED + b"\r\n"
+STATUS = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 
 
 @dataclass
 class Answer:
     status: int
-    headers: Headers
+    headers: bytes  # header lines, CRLF-terminated, without content-length
     body: bytes = b""
 
+    def encode(self, date: bytes, head_only: bool, close: bool) -> bytes:
+        """The whole answer on the wire; a HEAD's without its body (its length all the same)."""
+        length = b"" if self.status == 204 else b"content-length: %d\r\n" % len(self.body)
+        return b"".join((STATUS[self.status], date, self.headers, length,
+                         b"connection: close\r\n" if close else b"", b"\r\n",
+                         b"" if head_only else self.body))
 
-def error(status: int, message: str, extra: Headers | None = None) -> Answer:
-    body = json.dumps({"error": message}).encode()
-    return Answer(status, [*CORS, JSON, NO_STORE, *(extra or []),
-                           (b"content-length", b"%d" % len(body))], body)
+
+@dataclass
+class Pending:
+    """An answer that waits on ``future``; ``finish`` makes it of the future once done."""
+
+    future: asyncio.Future
+    finish: Callable[[asyncio.Future], Answer]
+
+
+class Refusal(Exception):
+    """A request we answer with an error: the status and the message of its JSON body."""
+
+    def __init__(self, status: int, message: str, headers: bytes = b""):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers
+
+
+def error(status: int, message: str, extra: bytes = b"") -> Answer:
+    return Answer(status, CORS + JSON + NO_STORE + extra,
+                  json.dumps({"error": message}).encode())
+
+
+UNAVAILABLE_ANSWER = error(503, "redis is unavailable; retry shortly", RETRY)
 
 
 @functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
@@ -106,84 +132,67 @@ def keys_of(urls: list[str]) -> dict[str, str]:
 
 
 class LinksAPI:
-    """The ASGI app: ``await app(scope, receive, send)`` for each HTTP request."""
-
     def __init__(self, reader: CountReader, max_age: int):
         self.reader = reader
         self.metrics = APIMetrics(lambda: reader.round_trips)
-        self.cached = [*CORS, (b"cache-control", b"public, max-age=%d" % max_age)]
-        self.routes: dict[str, Callable[[dict[str, Any]], Awaitable[Answer]]] = {
+        self.cached = CORS + b"cache-control: public, max-age=%d\r\n" % max_age
+        self.routes: dict[str, Callable[[bytes], Answer | Pending]] = {
             SHARES_PATH: self.shares, "/health": self.health, "/metrics": self.prometheus,
             "/": self.button}
-        self.options = Answer(204, [*CORS, (b"allow", ALLOWED),
-                                    (b"access-control-allow-methods", ALLOWED),
-                                    (b"access-control-allow-headers", b"*"),
-                                    (b"access-control-max-age", b"86400")])
+        self.options = Answer(204, CORS + ALLOW + b"access-control-allow-methods: " + ALLOWED
+                              + b"\r\naccess-control-allow-headers: *\r\n"
+                              b"access-control-max-age: 86400\r\n")
         self.page = resources.files("workers.readapi").joinpath("button.html").read_bytes()
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":  # lifespan is off; websockets are refused by the protocol
-            return
-        started = time.perf_counter()
-        answer = await self.answer(scope)
-        await send({"type": "http.response.start", "status": answer.status,
-                    "headers": answer.headers})
-        await send({"type": "http.response.body", "body": answer.body})
-        route = scope["path"] if scope["path"] in self.routes else "unknown"
-        self.metrics.answered(route, answer.status, time.perf_counter() - started)
-
-    async def answer(self, scope: dict[str, Any]) -> Answer:
-        path = scope["path"]
+    def respond(self, method: str, path: str, query: bytes) -> Answer | Pending:
         route = self.routes.get(path)
         if route is None:
-            answer = error(404, f"no such path: {path[:200]}")
-        elif scope["method"] == "OPTIONS":
-            answer = self.options
-        elif scope["method"] not in ("GET", "HEAD"):
-            answer = error(405, f"method {scope['method'][:20]} not allowed; GET, HEAD or "
-                                "OPTIONS", [(b"allow", ALLOWED)])
-        else:
-            try:
-                answer = await route(scope)
-            except Refusal as refused:
-                answer = error(refused.status, refused.message, refused.headers)
-        return answer
+            return error(404, f"no such path: {path[:200]}")
+        if method == "OPTIONS":
+            return self.options
+        if method not in ("GET", "HEAD"):
+            return error(405, f"method {method[:20]} not allowed; GET, HEAD or OPTIONS", ALLOW)
+        try:
+            return route(query)
+        except Refusal as refused:
+            return error(refused.status, refused.message, refused.headers)
+
+    def route_name(self, path: str) -> str:
+        """A path as /metrics labels it: the route, or ``unknown`` (never the client's text)."""
+        return path if path in self.routes else "unknown"
 
     # -- routes ---------------------------------------------------------------------------
 
-    async def shares(self, scope: dict[str, Any]) -> Answer:
-        urls, callback = parse(scope["query_string"])
+    def shares(self, query: bytes) -> Pending:
+        urls, callback = parse(query)
         keys = keys_of(urls)
-        try:
-            counts = await self.reader.counts(list(keys.values()))
-        except UNAVAILABLE:
-            raise Refusal(503, "redis is unavailable; retry shortly",
-                          [(b"retry-after", b"%d" % RETRY_AFTER_SECONDS)]) from None
-        self.metrics.urls_read(len(counts))
-        shares: Any = counts[0] if len(urls) == 1 else dict(zip(keys, counts, strict=True))
-        payload = json.dumps({"shares": shares}, separators=(",", ":"))
-        if callback is None:
-            return self._ok(payload.encode(), JSON)
-        return self._ok(f"{callback}({payload});".encode(), JAVASCRIPT)
 
-    async def health(self, scope: dict[str, Any]) -> Answer:
-        if await self.reader.ping():
-            return self._fresh(b'{"status":"ok"}', JSON)
-        raise Refusal(503, "redis is unavailable", [(b"retry-after", b"%d" % RETRY_AFTER_SECONDS)])
+        def finish(read: asyncio.Future) -> Answer:
+            if read.exception() is not None:
+                return UNAVAILABLE_ANSWER
+            counts = read.result()
+            self.metrics.urls_read(len(counts))
+            shares: Any = counts[0] if len(urls) == 1 else dict(zip(keys, counts, strict=True))
+            payload = json.dumps({"shares": shares}, separators=(",", ":"))
+            if callback is None:
+                return Answer(200, self.cached + JSON, payload.encode())
+            return Answer(200, self.cached + JAVASCRIPT, f"{callback}({payload});".encode())
 
-    async def prometheus(self, scope: dict[str, Any]) -> Answer:
-        return self._fresh(self.metrics.exposition(),
-                           (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"))
+        return Pending(self.reader.request(list(keys.values())), finish)
 
-    async def button(self, scope: dict[str, Any]) -> Answer:
-        return self._ok(self.page, (b"content-type", b"text/html; charset=utf-8"))
+    def health(self, query: bytes) -> Pending:
+        def finish(ping: asyncio.Future) -> Answer:
+            if ping.result():
+                return Answer(200, CORS + NO_STORE + JSON, b'{"status":"ok"}')
+            return error(503, "redis is unavailable", RETRY)
 
-    def _ok(self, body: bytes, content_type: tuple[bytes, bytes]) -> Answer:
-        """A 200 a CDN may keep for WORKERS_SHARES_MAX_AGE."""
-        return Answer(200, [*self.cached, content_type, (b"content-length", b"%d" % len(body))],
-                      body)
+        return Pending(asyncio.ensure_future(self.reader.ping()), finish)
 
-    def _fresh(self, body: bytes, content_type: tuple[bytes, bytes]) -> Answer:
-        """A 200 nobody may keep: health and metrics are about this process, now."""
-        return Answer(200, [*CORS, NO_STORE, content_type,
-                            (b"content-length", b"%d" % len(body))], body)
+    def prometheus(self, query: bytes) -> Answer:
+        return Answer(200, CORS + NO_STORE + PROMETHEUS, self.metrics.exposition())
+
+    def button(self, query: bytes) -> Answer:
+        return Answer(200, self.cached + HTML, self.page)
+
+
+__all__ = ["Answer", "LinksAPI", "Pending", "UNAVAILABLE"]

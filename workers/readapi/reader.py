@@ -53,14 +53,18 @@ class CountReader:
         self._connection: Any = None  # a single Redis's, ours alone
         self.round_trips = 0  # for /metrics: requests per round trip is the coalescing's gain
 
-    async def counts(self, keys: Sequence[str]) -> list[int]:
-        """The count of each normalized key; raises one of UNAVAILABLE when Redis is away."""
+    def request(self, keys: Sequence[str]) -> asyncio.Future:
+        """A future of the count of each normalized key; its exception is one of UNAVAILABLE
+        when Redis is away. A future rather than a coroutine: a request costs no task."""
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
         if not self._waiting and self._reading is None:
             loop.call_soon(self._flush)  # after every request parsed in this turn has asked
         self._waiting.append(([self.slot(k) for k in keys], answer))
-        return await answer
+        return answer
+
+    async def counts(self, keys: Sequence[str]) -> list[int]:
+        return await self.request(keys)
 
     async def ping(self) -> bool:
         try:

@@ -1,44 +1,33 @@
 """Start-up of ``workers links serve``: refuse a Redis that may evict, bind the port so several
-processes can share it, and serve the app on uvicorn with uvloop and httptools.
+processes can share it, and serve the app on uvloop until a warm stop.
 
-Why this stack (measured; README.rst, "The read API"): uvicorn's httptools protocol on uvloop
-parses a request in C and hands it to the app with little Python in between, redis-py's
-asyncio client with hiredis parses Redis's answers in C, and the app itself has no framework.
+Why this stack (measured; README.rst, "The read API of link counts"): uvloop's event loop and
+httptools' parser are C (the two uvicorn is fastest with), redis-py's asyncio connection with
+hiredis parses Redis's answers in C, and between them there is only workers.readapi.protocol and
+the app: no ASGI server's per-request scope, task and header checks, no framework.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import logging
+import signal
 import socket
-from types import FrameType
 from typing import Any
 
-import uvicorn
+import uvloop
 
 from workers.links import LinkCounter, connect
 from workers.readapi import reader as readers
 from workers.readapi.app import LinksAPI
-from workers.readapi.limits import LimitedHttpTools
+from workers.readapi.protocol import Clock, Connection, sweep
 from workers.settings import Settings
 
 # Connections waiting to be accepted: a burst of new connections from a CDN's edges must not
 # be refused while the loop is busy (the kernel caps it at net.core.somaxconn).
 LISTEN_BACKLOG = 4096
-# Idle keep-alive connections close after this long: a CDN or a load balancer reuses them
-# within it; a browser's idle tab does not keep one open for nothing.
-KEEP_ALIVE_SECONDS = 15
 # supervisord's SIGTERM: answers in flight finish within this, then the process exits.
 GRACEFUL_SECONDS = 10
-
-
-class WarmServer(uvicorn.Server):
-    """uvicorn's server, whose warm stop on SIGTERM or SIGINT exits 0 as the daemons' does
-    (uvicorn raises the signal again once it has shut down, an exit status of -15)."""
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        self._captured_signals.clear()
 
 
 class StartupError(Exception):
@@ -84,17 +73,35 @@ def build_app(settings: Settings) -> LinksAPI:
 
 
 def serve(settings: Settings) -> None:
-    """Serves until SIGTERM or SIGINT, then finishes the answers in flight."""
-    app = build_app(settings)
+    """Serves until SIGTERM or SIGINT, then finishes the answers in flight and exits."""
+    api = build_app(settings)
     sock = listening_socket(settings.links_api_host, settings.links_api_port)
-    config = uvicorn.Config(
-        # No proxy headers: nothing here reads the client's address, so X-Forwarded-For is
-        # neither trusted nor parsed (uvicorn's default middleware costs every request).
-        app, loop="uvloop", http=LimitedHttpTools, lifespan="off", access_log=False,
-        proxy_headers=False,
-        log_level=logging.WARNING, server_header=False, timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        timeout_graceful_shutdown=GRACEFUL_SECONDS, backlog=LISTEN_BACKLOG)
     host, port = sock.getsockname()[:2]
     print(json.dumps({"event": "links_api.listening", "url": f"http://{host}:{port}/"}),
           flush=True)
-    WarmServer(config).run(sockets=[sock])
+    uvloop.run(_serve(api, sock))
+
+
+async def _serve(api: LinksAPI, sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    live: set[Connection] = set()
+    clock = Clock()
+    server = await loop.create_server(lambda: Connection(api, live, clock), sock=sock,
+                                      backlog=LISTEN_BACKLOG)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    sweeper = loop.create_task(sweep(live))
+    await stop.wait()
+    # A warm stop: accept no more (the other processes on the port take new connections),
+    # close idle connections, let the others finish their answers, then go.
+    server.close()
+    for connection in list(live):
+        connection.shut()
+    deadline = loop.time() + GRACEFUL_SECONDS
+    while live and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    for connection in list(live):
+        connection.transport.abort()
+    sweeper.cancel()
+    await api.reader.close()
