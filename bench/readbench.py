@@ -6,9 +6,10 @@ limit of this machine's Redis.
 wrk (Debian's; `make bench` installs it) generates the load on loopback, with
 bench/wrk/shares.lua picking a random counted URL per request. The counters are filled as
 bench/redismem.py fills them: pipelined HINCRBY on ``LinkCounter.slot`` of each URL's key.
-Throughput: 64 connections flat out. Latency: 7 connections, each waiting 10 ms on average
-(1 to 19, at random) after an answer before its next request, about 690 requests/s; wrk
-cannot pace at an exact rate and wrk2 is not in Debian, so the rate reached is reported.
+Throughput: 64 connections flat out. Latency: 7 connections, each waiting 9.5 ms on average
+(1 to 18 whole ms, at random) after an answer before its next request, about 700 requests/s
+with the answer's own half millisecond; wrk cannot pace at an exact rate (its delay() is whole
+milliseconds after each answer) and wrk2 is not in Debian, so the rate reached is reported.
 """
 
 from __future__ import annotations
