@@ -9,7 +9,8 @@ ceiling. Then the same again through a proxy adding 10 ms to every SQS call. For
 messages/s, SQS requests per message (counted at the proxy), CPU seconds per 1,000 messages
 and peak RSS of the consumer's whole process tree. Also: link-count read latency from a second
 process while ours drains, Redis bytes per counted URL and per idempotency key, backfill
-records/s, and counting on a Redis Cluster. It prints a table and writes the same as JSON to
+records/s, counting on a Redis Cluster, and the HTTP read API (one `workers links serve` under
+wrk, beside redis-benchmark; bench/readbench.py). It prints a table and writes the same as JSON to
 bench/results/bench-<UTC timestamp>.json (or --json-out).
 
     .venv/bin/python bench/bench.py [--messages 3000] [--delay-messages 1000] [--urls 1000000]
