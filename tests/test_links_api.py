@@ -17,7 +17,7 @@ import requests
 
 from helpers import Fleet, wait_until, workers_cmd
 from links_api import API, start_api
-from workers import QUEUES, devstack
+from workers import QUEUES, devstack, links
 from workers.links import LinkCounter
 from workers.readapi.limits import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_TARGET_BYTES
 from workers.settings import procs_variable
@@ -295,3 +295,17 @@ def test_links_api_processes_scale_under_supervisord_and_share_one_port(env, que
         assert fleet.stop() == 0
     finally:
         fleet.teardown()
+
+
+def test_counts_are_read_from_a_redis_cluster(api_env, redis_cluster, tmp_path):
+    client = links.connect(redis_cluster.url)
+    client.flushall()  # on every master
+    count(LinkCounter(client), "https://buffer.com/cluster", 2)
+    server = start_api(api_env, tmp_path / "api.log", REDIS_URL=redis_cluster.url)
+    try:
+        assert shares(server, "buffer.com/cluster").json() == {"shares": 2}
+        assert shares(server, "buffer.com/cluster", "never.example").json() == {
+            "shares": {"buffer.com/cluster": 2, "never.example": 0}}
+        assert requests.get(server.url + "/health", timeout=10).status_code == 200
+    finally:
+        assert server.stop() == 0

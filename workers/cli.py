@@ -88,7 +88,7 @@ def send(settings: Settings, queue: str, event: str | None) -> None:
 
 @cli.group()
 def links() -> None:
-    """Read link counts, or rebuild them from the archive."""
+    """Read link counts, serve them over HTTP, or rebuild them from the archive."""
 
 
 @links.command("count")
