@@ -309,3 +309,12 @@ def test_counts_are_read_from_a_redis_cluster(api_env, redis_cluster, tmp_path):
         assert requests.get(server.url + "/health", timeout=10).status_code == 200
     finally:
         assert server.stop() == 0
+
+
+def test_sigterm_closes_idle_connections_and_exits_0(api_env, tmp_path):
+    server = start_api(api_env, tmp_path / "api.log")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as idle:
+        idle.sendall(f"GET {SHARES}?url=buffer.com HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert idle.recv(65536).startswith(b"HTTP/1.1 200")  # kept alive, then idle
+        assert server.stop() == 0  # a warm stop, not a kill
+        assert idle.recv(65536) == b""  # the server closed it

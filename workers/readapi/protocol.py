@@ -117,6 +117,8 @@ class Connection(asyncio.Protocol):
     def shut(self) -> None:
         """A warm stop: read no more; close once the answers in hand are out."""
         self.closing = True
+        if self.transport.is_closing():
+            return
         self.transport.pause_reading()
         if not self.queue:
             self.transport.close()
@@ -126,6 +128,8 @@ class Connection(asyncio.Protocol):
         follows in it cannot be trusted."""
         self.closing = True
         self.head_since = None
+        if self.transport.is_closing():
+            return
         self.transport.pause_reading()
         entry = Pipelined(False, True, "refused")  # after the answers still owed, if any
         entry.answer = refusal(message)
