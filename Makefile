@@ -25,13 +25,13 @@ redis:  ## install redis-server (and faketime, for the clock-skew tests) through
 browser:  ## install Debian's chromium (the share button's test drives it; no browser download) when missing
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
 
-loadgen:  ## install wrk (the read API's load generator in `make bench`) when missing
+loadgen:  ## install wrk (the read API's load generator in `make bench` and its test) when missing
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 
 run: install redis  ## the whole fleet on a local stack (moto, redis-server, supervisord); Ctrl-C stops it
 	$(PY) bin/run-local
 
-test: install redis browser  ## every test: unit and integration against real local servers
+test: install redis browser loadgen  ## every test: unit and integration against real local servers
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 fuzz: install redis  ## 5,000 random bad bodies through a live daemon; prints the figures
