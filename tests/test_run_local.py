@@ -1,6 +1,7 @@
 """`make run`'s script: the local stack comes up, sample events get counted, it all stops."""
 
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -23,7 +24,9 @@ def env_of(path: Path) -> dict[str, str]:
 
 def test_run_local_counts_sample_events_and_stops_what_it_started():
     run_dir = Path(tempfile.mkdtemp(prefix="wrl"))
-    proc = subprocess.Popen([sys.executable, str(REPO / "bin" / "run-local"), "--duration", "6",
+    # Stopped by Ctrl-C (SIGINT) once the counts are read, by the CLI and by the read API,
+    # which supervisord starts last: no duration to guess. --duration is the safety net.
+    proc = subprocess.Popen([sys.executable, str(REPO / "bin" / "run-local"), "--duration", "40",
                              "--rate", "10", "--run-dir", str(run_dir),
                              "--api-port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -48,6 +51,7 @@ def test_run_local_counts_sample_events_and_stops_what_it_started():
                 return False
 
         wait_until(served, timeout=60, interval=0.5)
+        proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
