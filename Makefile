@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install redis run test fuzz chaos bench lint clean
+.PHONY: help install redis browser loadgen run test fuzz chaos bench lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -22,10 +22,16 @@ redis:  ## install redis-server (and faketime, for the clock-skew tests) through
 	@command -v redis-server >/dev/null && command -v faketime >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq redis-server faketime; }
 
+browser:  ## install Debian's chromium (the share button's test drives it; no browser download) when missing
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+
+loadgen:  ## install wrk (the read API's load generator in `make bench` and its test) when missing
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+
 run: install redis  ## the whole fleet on a local stack (moto, redis-server, supervisord); Ctrl-C stops it
 	$(PY) bin/run-local
 
-test: install redis  ## every test: unit and integration against real local servers
+test: install redis browser loadgen  ## every test: unit and integration against real local servers
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 fuzz: install redis  ## 5,000 random bad bodies through a live daemon; prints the figures
@@ -34,7 +40,7 @@ fuzz: install redis  ## 5,000 random bad bodies through a live daemon; prints th
 chaos: install redis  ## 20,000 events through the fleet while daemons, Redis, SQS and S3 fail; figures
 	WORKERS_CHAOS_EVENTS=20000 $(PY) -m pytest tests/test_chaos.py -k under_chaos --timeout 1200
 
-bench: install redis  ## throughput, SQS requests, CPU and Redis memory, side by side with baselines
+bench: install redis loadgen  ## throughput, SQS requests, CPU and Redis memory, side by side with baselines
 	$(PY) bench/bench.py
 
 lint: install  ## ruff

@@ -9,7 +9,8 @@ ceiling. Then the same again through a proxy adding 10 ms to every SQS call. For
 messages/s, SQS requests per message (counted at the proxy), CPU seconds per 1,000 messages
 and peak RSS of the consumer's whole process tree. Also: link-count read latency from a second
 process while ours drains, Redis bytes per counted URL and per idempotency key, backfill
-records/s, and counting on a Redis Cluster. It prints a table and writes the same as JSON to
+records/s, counting on a Redis Cluster, and the HTTP read API (one `workers links serve` under
+wrk, beside redis-benchmark; bench/readbench.py). It prints a table and writes the same as JSON to
 bench/results/bench-<UTC timestamp>.json (or --json-out).
 
     .venv/bin/python bench/bench.py [--messages 3000] [--delay-messages 1000] [--urls 1000000]
@@ -40,6 +41,7 @@ import consumers
 import hoturl
 import peervenv
 import procstat
+import readbench
 import redismem
 import report
 import scenario
@@ -58,7 +60,10 @@ HOT_SIZES = {False: hoturl.SIZES, True: (1_000, 20_000)}
 HOT_SAMPLES = {False: 2_000, True: 500}
 # What real SQS adds to a call that loopback moto does not.
 DELAY_MS = 10.0
-PARTS = (*consumers.KINDS, "delayed", "reads", "redis", "hot", "backfill", "cluster")
+PARTS = (*consumers.KINDS, "delayed", "reads", "redis", "hot", "backfill", "cluster", "read")
+# The read API's part: counted URLs it reads among, and seconds of each wrk run.
+READ_URLS = {False: 1_000_000, True: 20_000}
+READ_SECONDS = {False: 10.0, True: 2.0}
 # Counting processes and updates for the cluster-vs-single figure.
 CLUSTER_PROCESSES, CLUSTER_UPDATES = 4, {False: 40_000, True: 4_000}
 
@@ -82,7 +87,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", choices=PARTS, action="append",
                         help="run only these parts (repeatable; 'delayed' reruns the chosen "
                              "consumers behind the delaying proxy, 'reads' is the read "
-                             "latency while ours drains); the table needs them all")
+                             "latency while ours drains, 'read' the HTTP read API under wrk); "
+                             "the table needs them all")
     parser.add_argument("--json-out", type=Path, help="where to write the JSON results")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the consumers' and servers' logs (their directory is printed)")
@@ -187,6 +193,16 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             f"{clusterbench.DAEMONS} daemons draining a queue, on one redis-server, then on a "
             "three-master Redis Cluster...")
         result["cluster"] = clusterbench.measure(CLUSTER_PROCESSES, updates)
+    if "read" in parts:
+        urls = READ_URLS[args.quick]
+        log(f"read: one `links serve` process over {urls:,} counted URLs under wrk, then "
+            "redis-benchmark's HGET...")
+        try:
+            result["read_api"] = readbench.measure(urls, READ_SECONDS[args.quick], workdir,
+                                                   quick=args.quick)
+        except readbench.ReadBenchError as exc:
+            raise scenario.BenchError(f"read: {exc}") from exc
+        log("\n".join(readbench.lines(result["read_api"])))
     if len(parts) == len(PARTS):
         result["figures"] = report.figures(result["throughput"]["ours"],
                                            result["throughput"]["naive"], result["redis"],
@@ -200,6 +216,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         runs.append(result["read_latency"]["while"])
     result["all_counted"] = (
         all(r["all_counted"] for r in runs)
+        and result.get("read_api", {}).get("errors", 0) == 0
         and all(run["same_pairs"] for name, run in result.get("backfill", {}).items()
                 if isinstance(run, dict)))
     result["seconds"] = time.monotonic() - started

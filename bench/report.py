@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import readbench
+
 MB = 1024 * 1024
 # The memory goal is stated at this many URLs: with a fixed number of buckets, a smaller
 # count leaves about one counter per hash and says nothing about the goal.
@@ -128,7 +130,8 @@ def table(result: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [_align(r, widths) for r in rows]
     lines.insert(1, "-" * max(map(len, lines)))
-    return "\n".join([*lines, *peer_lines(result), "", *details(result)])
+    read = readbench.lines(result["read_api"]) if "read_api" in result else []
+    return "\n".join([*lines, *peer_lines(result), "", *read, "", *details(result)])
 
 
 def comparison(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -164,6 +164,7 @@ class Stack:
             procs = POST_SENT_PROCS if queue == "post-sent" else 1
             env[procs_variable(queue)] = str(procs)
             env[procs_variable(queue).replace("_PROCS", "_MAX_PROCS")] = str(procs)
+        env[procs_variable("links-api")] = "0"  # the read API plays no part in counting
         return env
 
     @property

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import requests
 
 from helpers import REPO, alive, wait_until
 
@@ -23,8 +24,11 @@ def env_of(path: Path) -> dict[str, str]:
 
 def test_run_local_counts_sample_events_and_stops_what_it_started():
     run_dir = Path(tempfile.mkdtemp(prefix="wrl"))
-    proc = subprocess.Popen([sys.executable, str(REPO / "bin" / "run-local"), "--duration", "6",
-                             "--rate", "10", "--run-dir", str(run_dir)],
+    # Stopped by Ctrl-C (SIGINT) once the counts are read, by the CLI and by the read API,
+    # which supervisord starts last: no duration to guess. --duration is the safety net.
+    proc = subprocess.Popen([sys.executable, str(REPO / "bin" / "run-local"), "--duration", "40",
+                             "--rate", "10", "--run-dir", str(run_dir),
+                             "--api-port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         wait_until(lambda: (run_dir / "env").exists(), timeout=60)
@@ -37,6 +41,17 @@ def test_run_local_counts_sample_events_and_stops_what_it_started():
             return all(int(line.split("\t")[0]) > 0 for line in out.splitlines()) and bool(out)
 
         wait_until(counted, timeout=60, interval=0.5)
+
+        def served() -> bool:  # the read API, under the same supervisord, reads the same count
+            api = f"http://127.0.0.1:{env['WORKERS_LINKS_API_PORT']}/1/links/shares.json"
+            try:
+                return requests.get(api, params={"url": "buffer.com"}, timeout=5
+                                    ).json()["shares"] > 0
+            except requests.RequestException:
+                return False
+
+        wait_until(served, timeout=60, interval=0.5)
+        proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:

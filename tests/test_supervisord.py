@@ -71,9 +71,9 @@ def test_supervisorctl_sees_one_process_per_numprocs(fleet):
 
 
 def test_scale_changes_exactly_that_queues_processes(fleet, sqs, queues, prefix, redis_client):
-    # Given a fleet running 2 post-sent daemons and one of every other queue
+    # Given a fleet running 2 post-sent daemons, one of every other queue and one links-api
     fleet.start()
-    wait_until(lambda: len(fleet.pids("")) == 5, timeout=30, interval=0.3)
+    wait_until(lambda: len(fleet.pids("")) == 6, timeout=30, interval=0.3)
     others = {n: p for n, p in fleet.pids("").items() if not n.startswith("post-sent")}
     first = fleet.pids()["post-sent:post-sent_00"]
     # When post-sent is scaled to 4
@@ -103,7 +103,7 @@ def test_scale_changes_exactly_that_queues_processes(fleet, sqs, queues, prefix,
     # And the count outlives supervisord: a restart brings back 1, not WORKERS_POST_SENT_PROCS
     assert fleet.stop() == 0
     fleet.start_any()
-    wait_until(lambda: len(fleet.pids("")) == 4, timeout=30, interval=0.3)
+    wait_until(lambda: len(fleet.pids("")) == 5, timeout=30, interval=0.3)
     assert sorted(fleet.pids()) == ["post-sent:post-sent_00"]
 
 

@@ -13,6 +13,7 @@ from workers.settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_DRAIN_TARGET_SECONDS,
     DEFAULT_PROCESS_RATE,
+    LINKS_API_PROGRAM,
     REPLAY_VISIBILITY_SECONDS,
     Settings,
     SettingsError,
@@ -98,7 +99,7 @@ def send(settings: Settings, queue: str, event: str | None) -> None:
 
 @cli.group()
 def links() -> None:
-    """Read link counts, or rebuild them from the archive."""
+    """Read link counts, serve them over HTTP, or rebuild them from the archive."""
 
 
 @links.command("count")
@@ -125,6 +126,22 @@ def links_count(settings: Settings, urls: tuple[str, ...], as_json: bool) -> Non
             click.echo(f"{count}\t{key}")
     if bad:
         raise Failure("invalid URL " + "; ".join(bad))
+
+
+@links.command("serve")
+@click.pass_obj
+def links_serve(settings: Settings) -> None:
+    """Serve link counts over HTTP until SIGTERM: GET /1/links/shares.json?url=URL.
+
+    On WORKERS_LINKS_API_HOST:WORKERS_LINKS_API_PORT (several processes may share the port);
+    refuses to start unless Redis's maxmemory-policy is noeviction. See README.rst, "The read
+    API of link counts"."""
+    from workers.readapi.serve import StartupError, serve
+
+    try:
+        serve(settings)
+    except StartupError as exc:
+        raise Failure(str(exc)) from None
 
 
 @links.command("backfill")
@@ -281,14 +298,16 @@ def stats(settings: Settings, as_json: bool, watch: float | None, target: float,
 
 
 @cli.command()
-@click.argument("queue", required=False, **QUEUE_ARG)
+# A queue's daemons, or links-api (`workers links serve`): what conf/supervisord.conf runs N of.
+@click.argument("queue", required=False, metavar="QUEUE",
+                type=click.Choice([*QUEUES, LINKS_API_PROGRAM]))
 @click.argument("count", required=False, type=click.IntRange(0, 99), metavar="N")
 @click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
               help="Seconds to wait for processes to start and to stop (a stop lets a daemon "
                    "finish its work in hand).")
 @click.pass_obj
 def scale(settings: Settings, queue: str | None, count: int | None, timeout: float) -> None:
-    """Run N supervisord processes for QUEUE; no other process restarts.
+    """Run N supervisord processes for QUEUE (or links-api); no other process restarts.
 
     Starts or stops single processes (QUEUE_00, QUEUE_01...) through supervisord's socket in
     WORKERS_RUN_DIR, and remembers N (WORKERS_SCALE_FILE) for the next start of supervisord.

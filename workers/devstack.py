@@ -203,6 +203,9 @@ def stack_env(moto_port: int, redis_port: int, **extra: str) -> dict[str, str]:
     env.update({
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
         "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+        # Each local stack's read API on a port of its own: fleets started side by side (the
+        # tests') never contend for 8080; `make run` sets 8080 itself.
+        "WORKERS_LINKS_API_PORT": str(free_port()),
     })
     env.update(extra)
     return env

@@ -121,19 +121,24 @@ def connect(url: str) -> Client:
 
 
 def _connect_sentinel(rest: str, tls: bool) -> redis.Redis:
+    sentinels, service, primary = sentinel_target(rest)
+    options = dict(CLIENT_OPTIONS, ssl=True) if tls else dict(CLIENT_OPTIONS)
+    return Sentinel(sentinels, sentinel_kwargs=options).master_for(
+        service, health_check_interval=HEALTH_CHECK_SECONDS, **primary, **options)
+
+
+def sentinel_target(rest: str) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
+    """What a sentinel URL names, past its scheme: the sentinels' addresses, the service,
+    and the primary's database and credentials (sentinels are asked without them)."""
     netloc, _, path = rest.partition("/")
     userinfo, _, hosts = netloc.rpartition("@")
     username, _, password = userinfo.partition(":")
     service, _, db = path.strip("/").partition("/")
     if not service or "?" in path:
         raise ValueError("a sentinel URL is redis+sentinel://host:port[,host:port]/service[/db]")
-    sentinels = [_address(host) for host in hosts.split(",")]
-    # The password is the primary's; sentinels are asked without one.
-    options = dict(CLIENT_OPTIONS, ssl=True) if tls else dict(CLIENT_OPTIONS)
-    return Sentinel(sentinels, sentinel_kwargs=options).master_for(
-        service, db=int(db or 0), username=unquote(username) or None,
-        password=unquote(password) or None, health_check_interval=HEALTH_CHECK_SECONDS,
-        **options)
+    return ([_address(host) for host in hosts.split(",")], service,
+            {"db": int(db or 0), "username": unquote(username) or None,
+             "password": unquote(password) or None})
 
 
 def _address(host: str) -> tuple[str, int]:

@@ -25,12 +25,15 @@ from typing import Any, Callable
 from supervisor.xmlrpc import SupervisorTransport
 
 from workers import QUEUES, rundir
-from workers.settings import Settings, procs_variable
+from workers.settings import LINKS_API_PROGRAM, Settings, procs_variable
 
 # States in which a process counts as running (or about to be, or about to be retried).
 UP = frozenset({"RUNNING", "STARTING", "BACKOFF"})
 DOWN = frozenset({"STOPPED", "EXITED", "FATAL"})
 POLL_SECONDS = 0.2
+# What `workers scale` runs N of: each queue's daemons, and the read API's servers, which share
+# one port (SO_REUSEPORT), so adding one is starting a slot like any daemon's.
+PROGRAMS = (*QUEUES, LINKS_API_PROGRAM)
 
 
 class ScaleError(Exception):
@@ -73,7 +76,7 @@ class Scaler:
     def wanted(self) -> dict[str, int]:
         """Each queue's count: the last ``scale``'s, else WORKERS_<QUEUE>_PROCS."""
         saved = rundir.read_json(self.state) or {}
-        return {q: int(saved.get(q, self.settings.procs[q])) for q in QUEUES}
+        return {q: int(saved.get(q, self.settings.procs[q])) for q in PROGRAMS}
 
     def scale(self, queue: str, count: int) -> Change:
         """Remembers ``count`` for ``queue``, then applies it."""
@@ -86,7 +89,7 @@ class Scaler:
         """Applies every queue's wanted count (what supervisord runs at start)."""
         wanted = self.wanted()
         changes = []
-        for queue in QUEUES:
+        for queue in PROGRAMS:
             slots = self._processes(queue)
             self._check(queue, wanted[queue], len(slots))
             changes.append(self._apply(queue, wanted[queue], slots))

@@ -85,9 +85,21 @@ DEFAULT_METRICS_HOST = "127.0.0.1"
 # device of an app, or an operations topic), which no per-user notification should do.
 DEFAULT_PUSH_ALLOW_TOPICS = False
 
+# `workers links serve` (SPEC, "The read API of link counts"): loopback unless told otherwise,
+# so a local run never exposes it; production puts a load balancer or a CDN in front.
+DEFAULT_LINKS_API_HOST = "127.0.0.1"
+DEFAULT_LINKS_API_PORT = 8080
+# How long a CDN or a browser may keep a count: 10 minutes, as the seed system's CDN did; a
+# share button's count lagging that much is invisible to its readers, and the CDN then
+# absorbs most reads.
+DEFAULT_SHARES_MAX_AGE = 600
+
 # Daemons per queue until `workers scale` says otherwise (WORKERS_<QUEUE>_PROCS): post-sent
 # is the busy one; the others wait on remote APIs, and one process holds 20 handlers.
-DEFAULT_PROCS = {"post-sent": 2, "analytics": 1, "push": 1, "email": 1}
+# links-api is `workers links serve`, its processes sharing the API's port (SO_REUSEPORT): one
+# serves many times the seed's 700 requests/s burst; more are for a multi-core host.
+LINKS_API_PROGRAM = "links-api"
+DEFAULT_PROCS = {"post-sent": 2, "analytics": 1, "push": 1, "email": 1, LINKS_API_PROGRAM: 1}
 
 
 def default_run_dir() -> str:
@@ -137,6 +149,9 @@ class Settings:
     run_dir: str = field(default_factory=default_run_dir)
     scale_file: str | None = None  # default: run_dir/scale.json
     procs: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PROCS))
+    links_api_host: str = DEFAULT_LINKS_API_HOST
+    links_api_port: int = DEFAULT_LINKS_API_PORT
+    shares_max_age: int = DEFAULT_SHARES_MAX_AGE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -187,6 +202,10 @@ class Settings:
             run_dir=env.get("WORKERS_RUN_DIR") or default_run_dir(),
             scale_file=env.get("WORKERS_SCALE_FILE") or None,
             procs={q: _int(env, procs_variable(q), n, 0, 99) for q, n in DEFAULT_PROCS.items()},
+            links_api_host=env.get("WORKERS_LINKS_API_HOST") or DEFAULT_LINKS_API_HOST,
+            links_api_port=_int(env, "WORKERS_LINKS_API_PORT", DEFAULT_LINKS_API_PORT, 0, 65535),
+            shares_max_age=_int(env, "WORKERS_SHARES_MAX_AGE", DEFAULT_SHARES_MAX_AGE, 0,
+                                365 * 24 * 60 * 60),
         )
 
     def __repr__(self) -> str:

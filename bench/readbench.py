@@ -1,0 +1,181 @@
+"""The read API's figures: requests/s of ONE `workers links serve` process for single-URL
+lookups over counted URLs, and its latency at a constant ~700 requests/s (the seed system's
+burst); beside them, redis-benchmark doing the same Redis read (HGET on a counter hash), the
+limit of this machine's Redis.
+
+wrk (Debian's; `make bench` installs it) generates the load on loopback, with
+bench/wrk/shares.lua picking a random counted URL per request. The counters are filled as
+bench/redismem.py fills them: pipelined HINCRBY on ``LinkCounter.slot`` of each URL's key.
+Throughput: 64 connections flat out. Latency: 7 connections, each waiting 9.5 ms on average
+(1 to 18 whole ms, at random) after an answer before its next request, about 700 requests/s
+with the answer's own half millisecond; wrk cannot pace at an exact rate (its delay() is whole
+milliseconds after each answer) and wrk2 is not in Debian, so the rate reached is reported.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import procstat
+import redis
+
+from workers import devstack
+from workers.links import LinkCounter
+from workers.urls import normalize_key
+
+HERE = Path(__file__).resolve().parent
+SCRIPT = HERE / "wrk" / "shares.lua"
+PIPELINE = 10_000
+THROUGHPUT_CONNECTIONS = 64
+PACED_CONNECTIONS, PACE_MS = 7, 10
+GOAL_RPS, GOAL_P99_MS, PACED_TARGET = 10_000, 1.0, 700
+REDIS_BENCH_REQUESTS = {False: 500_000, True: 50_000}
+
+
+class ReadBenchError(RuntimeError):
+    pass
+
+
+def url_of(i: int) -> str:
+    """The i-th counted URL (bench/wrk/shares.lua builds the same), ~40 characters."""
+    return f"bench{i % 9973}.example.com/{2016 + i % 9}/post-{i:x}"
+
+
+def fill(client: redis.Redis, urls: int) -> tuple[str, bytes]:
+    """Counts each URL once; returns one (hash, field) for redis-benchmark to read."""
+    counter = LinkCounter(client)
+    pipe = client.pipeline(transaction=False)
+    sample = counter.slot(normalize_key(url_of(0)))
+    for i in range(urls):
+        counters, field = counter.slot(normalize_key(url_of(i)))
+        pipe.hincrby(counters, field, 1)
+        if b"\0" not in field and i == urls // 2:  # argv cannot carry a NUL byte
+            sample = (counters, field)
+        if (i + 1) % PIPELINE == 0:
+            pipe.execute()
+    pipe.execute()
+    return sample
+
+
+def wrk(url: str, urls: int, connections: int, seconds: float,
+        pace_ms: int = 0) -> dict[str, Any]:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(SCRIPT),
+            url]
+    env = {**os.environ, "READ_URLS": str(urls), "READ_PACE_MS": str(pace_ms)}
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    if out.returncode != 0:
+        raise ReadBenchError(f"wrk failed: {out.stderr.strip()[:300]}")
+    return parse_wrk(out.stdout)
+
+
+def parse_wrk(text: str) -> dict[str, Any]:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    total = re.search(r"(\d+) requests in ([\d.]+)(\w+)", text)
+    if not rps or not total:
+        raise ReadBenchError(f"wrk said: {text[:500]}")
+    latency = {f"p{int(p)}_ms": _ms(value, unit) for p, value, unit in
+               re.findall(r"^\s+(\d+)%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)}
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    failed = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                       text)
+    return {"requests_per_s": float(rps.group(1)), "requests": int(total.group(1)), **latency,
+            "non_2xx": int(errors.group(1)) if errors else 0,
+            "socket_errors": sum(map(int, failed.groups())) if failed else 0}
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def redis_benchmark(port: int, slot: tuple[str, bytes], requests: int) -> dict[str, Any]:
+    """redis-benchmark's HGET of one counter: the same read, 64 clients, no pipelining."""
+    argv = [shutil.which("redis-benchmark") or "redis-benchmark", "-h", "127.0.0.1", "-p",
+            str(port), "-c", str(THROUGHPUT_CONNECTIONS), "-n", str(requests), "-q",
+            "HGET", slot[0], os.fsdecode(slot[1])]
+    out = subprocess.run(argv, capture_output=True, timeout=300)
+    found = re.search(rb"([\d.]+) requests per second(?:, p50=([\d.]+) msec)?", out.stdout)
+    if out.returncode != 0 or not found:
+        raise ReadBenchError(f"redis-benchmark said: {out.stdout[-300:]!r} {out.stderr[-300:]!r}")
+    return {"requests_per_s": float(found.group(1)),
+            "p50_ms": float(found.group(2)) if found.group(2) else None,
+            "clients": THROUGHPUT_CONNECTIONS}
+
+
+def start_api(redis_port: int, log: Path) -> tuple[subprocess.Popen, int]:
+    port = devstack.free_port()
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+           "WORKERS_LINKS_API_HOST": "127.0.0.1", "WORKERS_LINKS_API_PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, "-m", "workers", "links", "serve"], env=env,
+                            stdout=open(log, "ab"), stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    procstat.remember(proc.pid)
+    devstack.wait_for_port(port, proc=proc)
+    return proc, port
+
+
+def measure(urls: int, seconds: float, workdir: Path, quick: bool = False) -> dict[str, Any]:
+    """Every figure, on a redis-server and a `links serve` of its own, both stopped after."""
+    if shutil.which("wrk") is None:
+        raise ReadBenchError("wrk is not installed: `make bench` installs it "
+                             "(apt-get install wrk)")
+    server = devstack.redis_server(log_path=workdir / "read-redis.log")
+    api = None
+    try:
+        procstat.remember(server.start().proc.pid)
+        client = redis.Redis(port=server.port)
+        started = time.monotonic()
+        slot = fill(client, urls)
+        filled_s = time.monotonic() - started
+        api, port = start_api(server.port, workdir / "read-api.log")
+        base = f"http://127.0.0.1:{port}/"
+        check = wrk(base, urls, 4, 1)  # a warm-up that also checks every answer is a 200
+        cpu_before = procstat.cpu_seconds(api.pid)
+        flat = wrk(base, urls, THROUGHPUT_CONNECTIONS, seconds)
+        cpu = procstat.cpu_seconds(api.pid) - cpu_before
+        paced = wrk(base, urls, PACED_CONNECTIONS, seconds, pace_ms=PACE_MS)
+        reference = redis_benchmark(server.port, slot, REDIS_BENCH_REQUESTS[quick])
+    finally:
+        if api is not None and api.poll() is None:
+            api.send_signal(signal.SIGTERM)
+            api.wait(30)
+        server.discard()
+    return {"urls": urls, "seconds": seconds, "fill_s": filled_s,
+            "throughput": {**flat, "connections": THROUGHPUT_CONNECTIONS,
+                           "server_cpu_us_per_request": cpu / max(flat["requests"], 1) * 1e6},
+            "paced": {**paced, "connections": PACED_CONNECTIONS, "pace_ms": PACE_MS},
+            "redis_benchmark": reference,
+            "errors": check["non_2xx"] + flat["non_2xx"] + paced["non_2xx"],
+            "goals": {"requests_per_s": {"goal": f"≥ {GOAL_RPS:,} requests/s from one process",
+                                         "met": flat["requests_per_s"] >= GOAL_RPS},
+                      "p99_ms": {"goal": f"p99 < {GOAL_P99_MS:g} ms at {PACED_TARGET}/s",
+                                 "met": paced.get("p99_ms", 1e9) < GOAL_P99_MS}}}
+
+
+def lines(read: dict[str, Any]) -> list[str]:
+    """The read API's rows of the bench's table."""
+    flat, paced, ref = read["throughput"], read["paced"], read["redis_benchmark"]
+    goals = read["goals"]
+
+    def verdict(name: str) -> str:
+        return f"{goals[name]['goal']}: {'met' if goals[name]['met'] else 'MISSED'}"
+
+    return [
+        f"read API (one `links serve` process, {read['urls']:,} counted URLs, wrk on loopback):",
+        f"  flat out, {flat['connections']} connections: {flat['requests_per_s']:,.0f} "
+        f"requests/s (p50 {flat['p50_ms']:.2f} ms, p99 {flat['p99_ms']:.2f} ms; "
+        f"{flat['server_cpu_us_per_request']:.0f} µs of server CPU a request)  "
+        f"[{verdict('requests_per_s')}]",
+        f"  paced, {paced['connections']} connections: {paced['requests_per_s']:,.0f} "
+        f"requests/s, p50 {paced['p50_ms']:.3f} ms, p99 {paced['p99_ms']:.3f} ms  "
+        f"[{verdict('p99_ms')}]",
+        f"  redis-benchmark, the same HGET, {ref['clients']} clients: "
+        f"{ref['requests_per_s']:,.0f} requests/s; non-200 answers: {read['errors']}",
+    ]
