@@ -43,6 +43,7 @@ import peervenv
 import procstat
 import readbench
 import redismem
+import redisprod
 import report
 import scenario
 import workload
@@ -58,9 +59,12 @@ QUICK = {"messages": 300, "delay_messages": 100, "urls": 20_000, "pairs": 20_000
 # Prior shares of one link before its counting cost is measured, and counts measured at each.
 HOT_SIZES = {False: hoturl.SIZES, True: (1_000, 20_000)}
 HOT_SAMPLES = {False: 2_000, True: 500}
+# Batches of 10 messages counted under each way of running Redis in production.
+DURABILITY_BATCHES = {False: 300, True: 20}
 # What real SQS adds to a call that loopback moto does not.
 DELAY_MS = 10.0
-PARTS = (*consumers.KINDS, "delayed", "reads", "redis", "hot", "backfill", "cluster", "read")
+PARTS = (*consumers.KINDS, "delayed", "reads", "redis", "hot", "durability", "backfill",
+         "cluster", "read")
 # The read API's part: counted URLs it reads among, and seconds of each wrk run.
 READ_URLS = {False: 1_000_000, True: 20_000}
 READ_SECONDS = {False: 10.0, True: 2.0}
@@ -181,6 +185,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         log(f"hot: Redis time per count of one link after {', '.join(f'{n:,}' for n in sizes)} "
             "prior shares...")
         result["hot_url"] = hoturl.measure(sizes, HOT_SAMPLES[args.quick])
+    if "durability" in parts:
+        log("durability: ms per message counted with AOF, a replica and WAIT, beside none...")
+        result["redis_production"] = redisprod.run(DURABILITY_BATCHES[args.quick])
     if "backfill" in parts:
         records = args.backfill_records
         log(f"backfill: {records:,} archive records, ours and the naive rebuild...")

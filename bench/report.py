@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import readbench
+import redisprod
 
 MB = 1024 * 1024
 # The memory goal is stated at this many URLs: with a fixed number of buckets, a smaller
@@ -279,6 +280,9 @@ def details(result: dict[str, Any]) -> list[str]:
     out.append(f"hot link: Redis time per count of one link, {costs} prior shares: "
                f"{h['ratio_last_to_first']:.2f}× ({h['goal']}: "
                f"{'met' if h['met'] else 'MISSED'})")
+    out.append("Redis in production, ms per message counted (10 a batch, 2 links each), "
+               "beside none:")
+    out += ["  " + line for line in redisprod.lines(result["redis_production"])]
     b = result["backfill"]
     ours_runs = b["large_objects"]["ours"]["runs_records_per_s"]
     out.append(f"backfill: {b['records']:,} records naming {b['links']:,} links, 2% archived "
