@@ -6,12 +6,15 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
 import requests
 
 from helpers import REPO, alive, wait_until
+from workers import QUEUES
+from workers.settings import Settings
 
 
 def env_of(path: Path) -> dict[str, str]:
@@ -67,6 +70,22 @@ def test_run_local_counts_sample_events_and_stops_what_it_started():
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
+def lines_of(pipe) -> list[str]:
+    """The lines ``pipe`` gives, read on a thread of their own (as ``tee`` would) until the
+    pipe is closed."""
+    read: list[str] = []
+
+    def pump() -> None:
+        try:
+            for line in pipe:
+                read.append(line.decode(errors="replace"))
+        except (OSError, ValueError):  # closed under us: the test's "tee" died
+            pass
+
+    threading.Thread(target=pump, daemon=True).start()
+    return read
+
+
 @pytest.mark.parametrize("how", ["SIGINT", "SIGHUP"])
 def test_a_stop_with_a_dead_stdout_still_stops_everything(how):
     # Given `make run | tee run.log`, the fleet up and logging through the pipe
@@ -76,10 +95,16 @@ def test_a_stop_with_a_dead_stdout_still_stops_everything(how):
                             stderr=open(run_dir / "stderr.log", "ab"), start_new_session=True)
     try:
         log = run_dir / "supervisord.log"
-        wait_until(lambda: log.exists() and log.read_text().count("entered RUNNING") >= 5,
+        # Up means every daemon said so (its SIGTERM handler is in place by then): supervisord's
+        # "RUNNING" only says a process lived a second, which a loaded machine spends importing.
+        read = lines_of(proc.stdout)
+        wait_until(lambda: (run_dir / "env").exists(), timeout=90)
+        env = env_of(run_dir / "env")
+        procs = Settings.from_env(env).procs
+        daemons = sum(procs[queue] for queue in QUEUES)
+        wait_until(lambda: sum('"daemon.started"' in line for line in read) >= daemons,
                    timeout=90, interval=0.5)
         supervisord = int((run_dir / "supervisord.pid").read_text())
-        env = env_of(run_dir / "env")
         # When tee dies (the pipe's reader is gone) and then Ctrl-C, or the terminal closes
         proc.stdout.close()
         proc.send_signal(getattr(signal, how))
