@@ -333,14 +333,6 @@ def test_a_before_ack_step_runs_once_per_batch_and_its_failure_keeps_the_batch(
     assert len(calls) == batches  # once a batch, not once a message
 
 
-def test_post_sent_registers_its_wait_for_replicas_step():
-    from workers import handlers
-    from workers.handlers.post_sent import wait_for_replicas
-
-    assert handlers.before_ack_steps("post-sent") == [wait_for_replicas]
-    assert handlers.before_ack_steps("email") == []
-
-
 def test_a_dead_letter_stays_invisible_until_deleted_however_slow_its_copy(settings, send, sqs,
                                                                            source, dlq):
     # Given a poison message, and an SQS whose DLQ copy takes longer than the 2 s timeout

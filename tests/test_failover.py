@@ -161,11 +161,11 @@ def test_kill_9_of_a_cluster_master_mid_stream_counts_exactly(fleet, sqs, source
         mid_stream(lambda: workload.counted(client))
         victim = next(n for n in cluster.nodes[1:] if is_master(n))
         heir = next(n for n in cluster.nodes if replicates(n, victim))
-        # While one primary's replica acknowledges nothing, no batch is deleted: WAIT runs
-        # on every primary of the cluster.
+        # While one primary's replica acknowledges nothing, no count on that primary is
+        # vouched for: each count waits for its own primary's replicas.
         heir.proc.send_signal(signal.SIGSTOP)
         try:
-            wait_until(lambda: any("replicas: 0 of 1" in e.get("error", "")
+            wait_until(lambda: any("0 of 1 replicas" in e.get("reason", "")
                                    for p in procs for e in log_events(p.log_path)), timeout=60)
             victim.stop(signal.SIGKILL)
         finally:

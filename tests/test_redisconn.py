@@ -8,12 +8,13 @@ from dataclasses import replace
 
 import pytest
 import redis
+from tcpswitch import TCPSwitch
 
 from helpers import drain, log_events, queue_depth, wait_until, workers_cmd
 from workers import devstack, redisconn
 from workers.consumer import Consumer
 from workers.devstack import free_port
-from workers.links import LinkCounter
+from workers.links import LinkCounter, ReplicasBehind
 
 
 def event(update_id: str, *urls: str) -> str:
@@ -230,18 +231,35 @@ def test_too_few_replicas_hold_the_batch_back_and_one_lets_it_go(redis_servers, 
     assert LinkCounter(redis.Redis(port=replica.port)).counts(["a.com"]) == [2]
 
 
-def test_wait_runs_once_per_batch_not_per_message(redis_servers, settings, sqs, source):
+def test_a_count_waits_for_replicas_of_the_server_that_took_it(redis_servers):
+    # Given a primary, its replica, and the endpoint (DNS, a proxy) the counter goes through
     primary = redis_servers()
     replica = redis_servers(replica_of=primary.port)
     wait_until(lambda: redis.Redis(port=replica.port).info("replication")
                ["master_link_status"] == "up", timeout=30)
-    client = redis.Redis(port=primary.port)
-    consumer = Consumer("post-sent", replace(settings, redis_url=url_of(primary),
-                                             redis_wait_replicas=1))
-    sqs.send_message_batch(QueueUrl=source, Entries=[
-        {"Id": str(i), "MessageBody": event(f"u{i}", "https://a.com")} for i in range(10)])
-    client.config_resetstat()
-    batches = 0
-    while consumer.totals.succeeded < 10:
-        batches += bool(consumer.process_batch(wait_seconds=1).received)
-    assert client.info("commandstats")["cmdstat_wait"]["calls"] == batches < 10
+    endpoint = TCPSwitch(primary.port)
+    try:
+        counter = LinkCounter(redisconn.connect(f"redis://127.0.0.1:{endpoint.port}/0"),
+                              replicas=1)
+        assert counter.record("u1", ["a.com"]) == [True]
+        # When the replica is promoted while the old primary still takes writes (split brain)
+        redis.Redis(port=replica.port).replicaof("NO", "ONE")
+        # Then a count the old primary takes is not vouched for: no replica of it has it
+        with pytest.raises(ReplicasBehind):
+            counter.record("u2", ["a.com"])
+        # And once the old primary follows the new one and the endpoint moved, it counts there
+        redis.Redis(port=primary.port).replicaof("127.0.0.1", replica.port)
+        endpoint.switch(replica.port, close_existing=True)
+        wait_until(lambda: redis.Redis(port=primary.port).info("replication")
+                   ["master_link_status"] == "up", timeout=30)
+        assert wait_until(lambda: _recorded(counter, "u2", "a.com"), timeout=30) == [True]
+        assert LinkCounter(redis.Redis(port=replica.port)).counts(["a.com"]) == [2]
+    finally:
+        endpoint.stop()
+
+
+def _recorded(counter: LinkCounter, update_id: str, key: str) -> list[bool] | None:
+    try:
+        return counter.record(update_id, [key])
+    except redisconn.REDIS_ERRORS:  # the connection to the demoted primary is dropped first
+        return None

@@ -21,7 +21,8 @@ class Deps:
 
     @cached_property
     def links(self) -> links.LinkCounter:
-        return links.LinkCounter(self.redis, buckets=self.settings.link_buckets)
+        return links.LinkCounter(self.redis, buckets=self.settings.link_buckets,
+                                 replicas=self.settings.redis_wait_replicas)
 
     @cached_property
     def notifier(self) -> notify.Notifier:

@@ -19,13 +19,18 @@ import math
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import AskError, MovedError
 
-from workers.settings import DEFAULT_LINK_BUCKETS, IDEMPOTENCY_TTL_SECONDS
+from workers.settings import (
+    DEFAULT_LINK_BUCKETS,
+    IDEMPOTENCY_TTL_SECONDS,
+    REDIS_WAIT_TIMEOUT_MS,
+)
 
 # Atomic inside Redis: count only if no window still kept names this (update, url), then mark
 # it in the current window. A crash before it runs leaves nothing; after it, a redelivery finds
@@ -167,8 +172,12 @@ class LinkCounter:
         ttl: int = IDEMPOTENCY_TTL_SECONDS,
         prefix: str = "l",
         clock: Callable[[], float] = time.time,
+        replicas: int = 0,
+        wait_ms: int = REDIS_WAIT_TIMEOUT_MS,
     ):
         self.client = client
+        # Replicas that must have a count before ``record`` returns (WORKERS_REDIS_WAIT_REPLICAS)
+        self.replicas, self.wait_ms = replicas, wait_ms
         self.buckets = buckets
         self.prefix = prefix
         self.clock = clock  # this host's; ``now`` corrects it by Redis's
@@ -233,7 +242,7 @@ class LinkCounter:
         for _ in range(WINDOW_RETRIES + 1):
             pending = [i for i in window if i not in counted]
             answers = self._evalsha_all(COUNT_ONCE, [self._count_call(*pairs[i], window[i])
-                                                     for i in pending])
+                                                     for i in pending], self.replicas)
             for i, answer in zip(pending, answers, strict=True):
                 if isinstance(answer, list):  # Redis's window is another: ask it again with it
                     window[i] = int(answer[0])
@@ -315,21 +324,66 @@ class LinkCounter:
             by_slot.setdefault(key_slot(f"{{{b:x}}}".encode()), []).append(b)
         return by_slot.values()
 
-    def _evalsha_all(self, script: str, calls: list[tuple]) -> list[int]:
-        """One round trip; loads the script only when Redis says it lacks it (redis-py's own
-        Script objects ask SCRIPT EXISTS before every pipeline: a second round trip)."""
-        sha = _sha(script)
-        for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            for call in calls:
-                pipe.execute_command("EVALSHA", sha, *call)  # cluster pipelines block .evalsha()
+    def _evalsha_all(self, script: str, calls: list[tuple], replicas: int = 0) -> list:
+        """One round trip. With ``replicas``, a WAIT for them ends it, on the same connection:
+        WAIT vouches only for the writes of its own connection, and a failover between a
+        count and a WAIT on another connection (or server) would vouch for a count the new
+        primary never had. On a cluster, so, one pipeline per primary."""
+        if replicas and isinstance(self.client, RedisCluster):
+            return self._evalsha_per_primary(script, calls, replicas)
+        return _evalsha(self.client, script, calls, replicas, self.wait_ms)
+
+    def _evalsha_per_primary(self, script: str, calls: list[tuple], replicas: int) -> list:
+        by_node: dict[str, tuple[Any, list[int]]] = {}
+        for i, call in enumerate(calls):
+            node = self.client.get_node_from_key(call[1])  # the counter hash: the call's slot
+            by_node.setdefault(node.name, (node.redis_connection, []))[1].append(i)
+        answers: list = [None] * len(calls)
+        for connection, indexes in by_node.values():
             try:
-                return pipe.execute()
-            except redis.exceptions.NoScriptError:
-                if attempt:
-                    raise
-                self.client.script_load(script)
-        raise AssertionError("unreachable")
+                got = _evalsha(connection, script, [calls[i] for i in indexes], replicas,
+                               self.wait_ms)
+            except (redis.ConnectionError, redis.TimeoutError, MovedError, AskError):
+                self._relearn_slots()  # a failover moved the slots: ask again next time
+                raise
+            for i, answer in zip(indexes, got, strict=True):
+                answers[i] = answer
+        return answers
+
+    def _relearn_slots(self) -> None:
+        try:
+            self.client.nodes_manager.initialize()
+        except Exception:  # noqa: BLE001 (no node answers yet: the next call tries again)
+            pass
+
+
+class ReplicasBehind(redis.exceptions.RedisError):
+    """Fewer replicas than asked had the counts within the wait: retry them later."""
+
+
+def _evalsha(client: Any, script: str, calls: list[tuple], replicas: int, wait_ms: int) -> list:
+    """The calls in one pipeline, then a WAIT for ``replicas`` when asked; loads the script only
+    when Redis says it lacks it (redis-py's own Script objects ask SCRIPT EXISTS before every
+    pipeline: a second round trip)."""
+    sha = _sha(script)
+    for attempt in range(2):
+        pipe = client.pipeline(transaction=False)
+        for call in calls:
+            pipe.execute_command("EVALSHA", sha, *call)  # cluster pipelines block .evalsha()
+        if replicas:
+            pipe.execute_command("WAIT", replicas, wait_ms)
+        try:
+            answers = pipe.execute()
+        except redis.exceptions.NoScriptError:
+            if attempt:
+                raise
+            client.script_load(script)
+            continue
+        if replicas and (acknowledged := int(answers.pop())) < replicas:
+            raise ReplicasBehind(f"{acknowledged} of {replicas} replicas acknowledged the "
+                                 f"counts within {wait_ms} ms")
+        return answers
+    raise AssertionError("unreachable")
 
 
 def _then_emptied(parts: Iterable[Mapping[int, tuple[bytes, bytes]]],

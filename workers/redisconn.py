@@ -16,12 +16,11 @@ REDIS_URL schemes:
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Iterator, Union
+from typing import Any, Callable, Union
 from urllib.parse import unquote
 
 import redis
-from redis.cluster import ClusterNode, RedisCluster
-from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel
 
@@ -51,10 +50,6 @@ REDIS_ERRORS: tuple[type[Exception], ...] = (redis.RedisError, RedisClusterExcep
 # until Redis answers: after a reboot, daemons may well start before their Redis.
 RECHECK_SECONDS = 5.0
 
-# The key of the small write WAIT follows (on a cluster, one per primary, under a hash tag of a
-# slot it serves). It expires on its own; its value says nothing.
-REPLICATED_KEY = "workers:replicated"
-REPLICATED_TTL_MS = 60_000
 
 
 class RedisURLError(SettingsError):
@@ -221,56 +216,3 @@ class EvictionWatch:
             else:
                 self.log.info("redis.checked")
             return
-
-
-# -- replication --------------------------------------------------------------------------
-
-def wait_for_replicas(client: Client, replicas: int, timeout_ms: int) -> int:
-    """Waits until ``replicas`` replicas of every primary acknowledged every write made
-    before this call (WAIT), ``timeout_ms`` at most; returns the fewest that did.
-
-    WAIT waits for the last write of the connection it runs on, so it follows a small write
-    on that same connection (one pipeline): a primary's replication stream is ordered, so a
-    replica that has this write has every write the primary acknowledged before it."""
-    acknowledged = replicas
-    for node, key in _replicated_keys(client):
-        pipe = node.pipeline(transaction=False)
-        pipe.set(key, b"1", px=REPLICATED_TTL_MS)
-        pipe.wait(replicas, timeout_ms)
-        acknowledged = min(acknowledged, int(pipe.execute()[1]))
-    return acknowledged
-
-
-def _replicated_keys(client: Client) -> Iterator[tuple[redis.Redis, str]]:
-    if not isinstance(client, RedisCluster):
-        yield client, REPLICATED_KEY
-        return
-    for node in client.get_primaries():
-        tag = _tag_served_by(client, node)
-        if tag is not None:  # a primary without slots holds none of the batch's counts
-            yield node.redis_connection, f"{REPLICATED_KEY}:{{{tag}}}"
-
-
-_TAGS: dict[str, str] = {}  # node name -> a hash tag of a slot it served when last asked
-
-
-def _tag_served_by(client: RedisCluster, node: ClusterNode) -> str | None:
-    """A hash tag whose slot ``node`` serves, so its key is written on that node itself;
-    None when it serves no slot."""
-    slots = client.nodes_manager.slots_cache
-    tag = _TAGS.get(node.name)
-    if tag is not None and _primary_of(slots, key_slot(tag.encode())) == node.name:
-        return tag
-    slot = next((s for s in slots if _primary_of(slots, s) == node.name), None)
-    if slot is None:
-        return None
-    # Every slot has a decimal tag below 110,000 (0.1 s of CRC16 at worst, once a node).
-    tag = next(str(i) for i in range(REDIS_CLUSTER_HASH_SLOTS * 64)
-               if key_slot(str(i).encode()) == slot)
-    _TAGS[node.name] = tag
-    return tag
-
-
-def _primary_of(slots: dict[int, list[ClusterNode]], slot: int) -> str | None:
-    nodes = slots.get(slot)
-    return nodes[0].name if nodes else None

@@ -6,13 +6,13 @@ from typing import Any, Sequence
 
 import structlog
 
-from workers import archive, metrics, redisconn
+from workers import archive, metrics
 from workers.deps import Deps
 from workers.errors import TransientError
 from workers.events import PostSent
-from workers.handlers import before_ack, handler
+from workers.handlers import handler
+from workers.links import ReplicasBehind
 from workers.redisconn import REDIS_ERRORS
-from workers.settings import REDIS_WAIT_TIMEOUT_MS
 from workers.urls import InvalidURL, normalize_url
 
 log = structlog.get_logger()
@@ -25,8 +25,10 @@ def post_sent(event: PostSent, deps: Deps) -> dict[str, Any]:
         metrics.INVALID_URLS.labels("post-sent").inc(len(invalid))
     for url, reason in invalid:
         log.warning("url.invalid", update_id=event.update_id, reason=reason, url=url[:200])
-    try:
+    try:  # with WORKERS_REDIS_WAIT_REPLICAS, also on that many replicas once it returns
         counted = deps.links.record(event.update_id, keys)
+    except ReplicasBehind as exc:
+        raise TransientError(f"redis replicas: {exc}") from None
     except REDIS_ERRORS as exc:
         raise TransientError(f"redis unavailable: {type(exc).__name__}: {exc}") from None
     if deps.archive is not None:  # every key, counted now or before: the archive is a superset
@@ -35,23 +37,6 @@ def post_sent(event: PostSent, deps: Deps) -> dict[str, Any]:
                         "service": event.service} for key in keys])
     deps.notifier.update_sent(event.profile_id, event.update_id, keys)  # best effort, never raises
     return {"urls": len(keys), "counted": sum(counted), "invalid_urls": len(invalid)}
-
-
-@before_ack("post-sent")
-def wait_for_replicas(deps: Deps) -> None:
-    """With WORKERS_REDIS_WAIT_REPLICAS=N, the batch's counts are on N replicas of every
-    primary before its messages are deleted, so a failover loses no count whose message is
-    gone. One WAIT per batch (per primary), not per message."""
-    wanted = deps.settings.redis_wait_replicas
-    if not wanted:
-        return
-    try:
-        got = redisconn.wait_for_replicas(deps.redis, wanted, REDIS_WAIT_TIMEOUT_MS)
-    except REDIS_ERRORS as exc:
-        raise TransientError(f"redis unavailable: {type(exc).__name__}: {exc}") from None
-    if got < wanted:
-        raise TransientError(f"redis replicas: {got} of {wanted} acknowledged the batch's "
-                             f"counts within {REDIS_WAIT_TIMEOUT_MS} ms")
 
 
 def distinct_keys(urls: Sequence[Any]) -> tuple[list[str], list[tuple[str, str]]]:
