@@ -7,10 +7,17 @@ What breaks, for real and never through a hook in the daemons' code:
 * **daemons**: a random daemon (mostly of post-sent) gets SIGKILL; supervisord starts another.
 * **redis-server**: SIGKILL, then started again on the same port and files. It runs as counters
   need in production: ``appendonly yes`` with ``appendfsync always``, so a write is on disk
-  before Redis acknowledges it. A graceful SIGTERM would save even without that, but a crash
-  (OOM killer, a lost host) gives no such chance, and only an acknowledged-is-durable Redis
+  before Redis acknowledges it; and with a replica, which the daemons wait for
+  (``WORKERS_REDIS_WAIT_REPLICAS=1``) before they delete a batch's messages. A graceful
+  SIGTERM would save even without that, but a crash (OOM killer, a lost host) gives no such
+  chance, and only an acknowledged-is-durable Redis
   makes "counted, archived, then deleted" safe; so the harsher kill is the one tested. Each
   restart checks that a key written just before the kill, and every count read then, survived.
+* **a failover**: the replica is promoted and the primary demoted under it, and the Redis
+  endpoint the daemons use (a switchable TCP proxy: a DNS name or load balancer) moves to the
+  new primary, every other time dropping the connections open to the old one.
+* **the replica**: SIGKILL, then started again a few seconds later and re-synced; meanwhile no
+  batch is acknowledged by a replica, so none is deleted.
 * **the SQS endpoint** (the fault proxy every AWS client of the fleet goes through): refuses
   connections for a few seconds and drops the open ones; moto, behind it, keeps its state.
 * **the S3 link archive**: the proxy fails a fraction of PutObject calls with 503 or 500, so
@@ -36,6 +43,7 @@ from typing import Any, Callable
 
 import boto3
 import redis
+from tcpswitch import TCPSwitch
 
 from chaos_checks import (
     Figures,
@@ -50,20 +58,18 @@ from chaos_workload import SEED, Workload
 from helpers import REPO, DeadLetters, Fleet, queue_depth, wait_until
 from workers import QUEUES, devstack, provision
 from workers.links import LinkCounter
-from workers.settings import Settings, procs_variable
+from workers.settings import DEFAULT_MAX_RECEIVES, Settings, procs_variable
 
 # A short visibility timeout and long poll, so a killed daemon's messages and failed messages
 # come back within seconds (the consumer's backoff doubles it on each receive), and a daemon's
 # warm stop waits out at most a second's poll.
 VISIBILITY_TIMEOUT = 2
 WAIT_SECONDS = 1
-# Out of reach of bad luck. What raises a valid event's receive count is bounded by the run's
-# faults: one doomed archive write at most (the proxy dooms each update once), one per kill
-# that catches it in hand, and a couple per Redis restart or endpoint outage (received while
-# it lasts, or a receive whose answer was dropped); runs show 4 at most. Long before 30
-# receives the backoff (2 s, doubling) would outlast the run, so a valid event in the DLQ can
-# only be a bug, never bad luck.
-MAX_RECEIVES = 30
+# The default, as production runs: a valid event that leaks into the DLQ shows. What raises a
+# valid event's receive count is bounded by the run's faults (a doomed archive write, a kill
+# that catches it in hand, a Redis restart, a failover or an endpoint outage while it is
+# handled), and the backoff (2 s, doubling) spaces its receives past each fault.
+MAX_RECEIVES = DEFAULT_MAX_RECEIVES
 POST_SENT_PROCS = 3
 CONCURRENCY = 20
 # moto's SQS does work linear in a queue's depth on every call: feed at a bounded backlog.
@@ -78,6 +84,10 @@ OUTAGE_SECONDS = 3.0
 # of a refused connection (10, backing off to 1 s: about 4 s at most), so handlers fail and
 # their messages come back; then short, which those retries ride out.
 REDIS_DOWN_SECONDS = (6.0, 1.0)
+# How long the replica stays down: batches wait for it (WAIT fails) meanwhile.
+REPLICA_DOWN_SECONDS = 3.0
+# Durable as production runs it for counters: see the module's docstring.
+DURABLE = ("--appendonly", "yes", "--appendfsync", "always")
 # Faults the proxy makes on S3 PutObject: objects whose first PUT fails (boto3's retry gets
 # through), and objects whose every PUT fails (the archive write fails, the batch is retried).
 S3_FLAKY_RATE = 0.05
@@ -113,10 +123,12 @@ class Stack:
         self.prefix = f"chaos{uuid.uuid4().hex[:8]}-"
         self.bucket = f"chaos-archive-{uuid.uuid4().hex[:8]}"
         self.moto = devstack.moto_server(log_path=self.run_dir / "moto.log")
-        # Durable as production runs it for counters: see the module's docstring.
-        self.redis = devstack.redis_server(
-            log_path=self.run_dir / "redis.log",
-            extra=("--appendonly", "yes", "--appendfsync", "always"))
+        # The primary and its replica, each started without --replicaof: a failover swaps
+        # their roles, and a restarted node is told again whom it replicates.
+        self.redis = devstack.redis_server(log_path=self.run_dir / "redis.log", extra=DURABLE)
+        self.replica = devstack.redis_server(log_path=self.run_dir / "replica.log",
+                                             extra=DURABLE)
+        self.endpoint: TCPSwitch | None = None  # what the daemons' REDIS_URL names
         self.proxy_port, self.control_port = static_port(), devstack.free_port()
         self.proxy: devstack.Service | None = None
         self.fleet: Fleet | None = None
@@ -125,6 +137,9 @@ class Stack:
         try:
             self.moto.start()
             self.redis.start()
+            self.replica.start()
+            self.replicate()
+            self.endpoint = TCPSwitch(self.redis.port)
             self.proxy = devstack.Service("faultproxy", [
                 sys.executable, str(REPO / "tests" / "faultproxy.py"),
                 "--port", str(self.proxy_port), "--control-port", str(self.control_port),
@@ -159,7 +174,10 @@ class Stack:
             WORKERS_MAX_RECEIVES=str(MAX_RECEIVES), WORKERS_WAIT_SECONDS=str(WAIT_SECONDS),
             WORKERS_RUN_DIR=str(self.run_dir),
             WORKERS_BIN=str(Path(sys.executable).parent / "workers"),
-            WORKERS_CONCURRENCY=str(CONCURRENCY), WORKERS_STOPWAITSECS="30")
+            WORKERS_CONCURRENCY=str(CONCURRENCY), WORKERS_STOPWAITSECS="30",
+            WORKERS_REDIS_WAIT_REPLICAS="1")
+        assert self.endpoint is not None
+        env["REDIS_URL"] = f"redis://127.0.0.1:{self.endpoint.port}/0"
         for queue in QUEUES:  # every slot started, so every line of `status` must say RUNNING
             procs = POST_SENT_PROCS if queue == "post-sent" else 1
             env[procs_variable(queue)] = str(procs)
@@ -188,8 +206,15 @@ class Stack:
     def url(self, name: str) -> str:
         return self.sqs.get_queue_url(QueueName=self.prefix + name)["QueueUrl"]
 
-    def redis_client(self) -> redis.Redis:
-        return redis.Redis(port=self.redis.port, socket_connect_timeout=2, socket_timeout=10)
+    def redis_client(self, node: devstack.Service | None = None) -> redis.Redis:
+        """A client of the primary (or of ``node``), not through the endpoint."""
+        return redis.Redis(port=(node or self.redis).port, socket_connect_timeout=2,
+                           socket_timeout=10)
+
+    def replicate(self) -> None:
+        """Makes the replica replicate the primary, and waits until it has caught up."""
+        self.redis_client(self.replica).replicaof("127.0.0.1", self.redis.port)
+        wait_until(lambda: _synced(self.redis_client(self.replica)), timeout=60, interval=0.1)
 
     def proxy_stats(self) -> dict[str, int]:
         return _control(self.control_port, "GET", "/stats")
@@ -200,8 +225,11 @@ class Stack:
             self.fleet.teardown()
         if self.proxy is not None:
             self.proxy.stop()
+        if self.endpoint is not None:
+            self.endpoint.stop()
         self.moto.stop()
         self.redis.discard()
+        self.replica.discard()
         if not keep_logs:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
@@ -219,15 +247,19 @@ class Plan:
     kills: int
     restarts: int
     outages: int
+    failovers: int
+    replica_losses: int
 
     @classmethod
     def for_events(cls, events: int) -> "Plan":
         """At least one of each, more as the run grows."""
         return cls(kills=max(2, events // 2000), restarts=max(1, events // 5000),
-                   outages=max(1, events // 5000))
+                   outages=max(1, events // 5000), failovers=max(1, events // 5000),
+                   replica_losses=max(1, events // 5000))
 
     def actions(self, rng: random.Random) -> list[str]:
-        actions = ["kill"] * self.kills + ["redis"] * self.restarts + ["outage"] * self.outages
+        actions = (["kill"] * self.kills + ["redis"] * self.restarts + ["outage"] * self.outages
+                   + ["failover"] * self.failovers + ["replica"] * self.replica_losses)
         rng.shuffle(actions)
         return actions
 
@@ -237,11 +269,12 @@ class Driver:
 
     def __init__(self, stack: Stack, rng: random.Random, keys: list[str]):
         self.stack, self.rng, self.keys = stack, rng, keys
-        self.kills = self.restarts = self.outages = 0
+        self.kills = self.restarts = self.outages = self.failovers = self.replica_losses = 0
         self.redis_losses: list[str] = []
 
     def do(self, action: str) -> None:
-        {"kill": self.kill, "redis": self.restart_redis, "outage": self.outage}[action]()
+        {"kill": self.kill, "redis": self.restart_redis, "outage": self.outage,
+         "failover": self.failover, "replica": self.lose_replica}[action]()
 
     def kill(self) -> None:
         """SIGKILL a random daemon, mostly of post-sent (where the work is: every fourth kill
@@ -274,11 +307,54 @@ class Driver:
             self.redis_losses.append(f"restart {self.restarts}: sentinel "
                                      f"{client.get(sentinel)!r}, counts {before} -> {after}")
         client.close()
+        self.stack.replicate()
+
+    def failover(self) -> None:
+        """Promotes the replica and demotes the primary under it (the daemons' open
+        connections now meet a replica: READONLY), then moves the endpoint to the new
+        primary, every other time dropping the connections open to the old one. What the
+        replica had acknowledged must all be on the new primary."""
+        self.failovers += 1
+        stack = self.stack
+        old, new = stack.redis, stack.replica
+        client = stack.redis_client()
+        sentinel = f"chaos:failover:{self.failovers}"
+        client.set(sentinel, "replicated")
+        client.wait(1, 10_000)
+        before = sum(LinkCounter(stack.redis_client(new)).counts(self.keys))
+        stack.redis_client(new).replicaof("NO", "ONE")
+        client.replicaof("127.0.0.1", new.port)
+        stack.redis, stack.replica = new, old
+        assert stack.endpoint is not None
+        stack.endpoint.switch(new.port, close_existing=self.failovers % 2 == 0)
+        promoted = stack.redis_client()
+        after = sum(LinkCounter(promoted).counts(self.keys))
+        if promoted.get(sentinel) != b"replicated" or after < before:
+            self.redis_losses.append(f"failover {self.failovers}: sentinel "
+                                     f"{promoted.get(sentinel)!r}, counts {before} -> {after}")
+        wait_until(lambda: _synced(stack.redis_client(old)), timeout=60, interval=0.1)
+
+    def lose_replica(self) -> None:
+        """SIGKILL the replica; start it again a few seconds later, re-synced."""
+        self.replica_losses += 1
+        self.stack.replica.stop(signal.SIGKILL)
+        time.sleep(REPLICA_DOWN_SECONDS)  # the fault's length, not a wait for a condition
+        self.stack.replica.start()
+        self.stack.replicate()
 
     def outage(self) -> None:
         """The SQS endpoint refuses connections for a few seconds (moto keeps its state)."""
         _control(self.stack.control_port, "POST", f"/outage?seconds={OUTAGE_SECONDS}")
         self.outages += 1
+
+
+def _synced(client: redis.Redis) -> bool:
+    """A replica whose link to its primary is up and done with its first sync."""
+    try:
+        info = client.info("replication")
+    except redis.RedisError:
+        return False
+    return info.get("master_link_status") == "up" and not info.get("master_sync_in_progress")
 
 
 def _loaded(client: redis.Redis) -> bool:
@@ -333,6 +409,7 @@ def run(stack: Stack, work: Workload, plan: Plan, converge_seconds: float) -> Fi
                       duplicates=work.duplicates, poison=sum(work.poison.values()),
                       converged=converged, drain_seconds=drained, kills=driver.kills,
                       restarts=driver.restarts, outages=driver.outages,
+                      failovers=driver.failovers, replica_losses=driver.replica_losses,
                       redis_losses=driver.redis_losses, max_receives=MAX_RECEIVES)
     check_dead_letters(figures, work, dead)
     check_counts(figures, work, stack)

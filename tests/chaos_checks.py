@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 # Log lines of a daemon that only a bug writes (a handler or a lane raised what it should not).
 BUG_EVENTS = ("handler.crashed", "lane.error")
 # What the daemons log when each fault reaches them: proof that it was felt, not only made.
-FELT = {"redis errors": '"reason": "redis unavailable', "SQS errors": '"event": "sqs.unavailable"',
+FELT = {"redis errors": '"reason": "redis unavailable',
+        "replica waits": '"reason": "redis replicas:', "SQS errors": '"event": "sqs.unavailable"',
         "archive failures": '"event": "archive.failed"'}
 
 
@@ -57,6 +58,8 @@ class Figures:
     restarts: int = 0
     redis_losses: list[str] = field(default_factory=list)
     outages: int = 0
+    failovers: int = 0
+    replica_losses: int = 0
     s3_puts_failed: int = 0
     archive_writes_failed: int = 0
     highest_receive: int = 0
@@ -87,7 +90,8 @@ class Figures:
             (not self.deaths, f"daemons died besides our kills: {self.deaths[:5]}"),
             (not self.bug_lines, f"{self.bug_lines} log lines of {'/'.join(BUG_EVENTS)}"),
             (not self.redis_losses, f"redis lost data: {self.redis_losses}"),
-            (self.kills and self.restarts and self.outages and self.archive_writes_failed
+            (self.kills and self.restarts and self.outages and self.failovers
+             and self.replica_losses and self.archive_writes_failed
              and self.s3_puts_failed > self.archive_writes_failed, "a fault never happened"),
             (all(self.felt.get(name) for name in FELT), f"a fault the fleet never felt: "
              f"{self.felt}"),
@@ -110,7 +114,8 @@ class Figures:
             f"  daemons     {self.running} of {self.daemons} RUNNING; "
             f"{len(self.deaths)} died besides our kills; {self.bug_lines} error lines",
             f"  faults      {self.kills} kills, {self.restarts} redis restarts "
-            f"({len(self.redis_losses)} lost data), {self.outages} endpoint outages, "
+            f"({len(self.redis_losses)} lost data), {self.failovers} failovers, "
+            f"{self.replica_losses} replica losses, {self.outages} endpoint outages, "
             f"{self.s3_puts_failed} S3 PUTs failed ({self.archive_writes_failed} archive "
             f"writes failed)",
             "  felt        " + ", ".join(f"{n} {name}" for name, n in self.felt.items()),
