@@ -9,7 +9,6 @@ idempotent handlers absorb; it never leaves a gap.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -33,6 +32,8 @@ from workers.sqs import (
     client,
     original_attributes,
 )
+from workers.tables import format_age, format_table
+from workers.text import json_printable, printable, truncate
 
 # A long poll of 1 s rather than a short poll: a short poll asks only some of SQS's servers and
 # may come back empty while messages wait.
@@ -364,49 +365,8 @@ def render_messages_json(messages: Sequence[Message], now: float) -> str:
 
 
 def preview(body: str, limit: int = BODY_PREVIEW_CHARS) -> str:
-    flat = printable(body[:limit + 1])  # what is shown (and one more), not a 1 MiB body
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-# Whatever a dead letter holds is someone else's text: printed raw, an escape sequence in it
-# (ESC, or the C1 CSI 0x9b) could retitle, recolour or rewrite the operator's terminal, and a
-# bidi override could reorder what they read. Every character Python does not call printable
-# (controls, format characters, separators other than the space, unassigned) is shown escaped:
-# \n, \x1b, \u202e.
-_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def printable(text: str) -> str:
-    """``text`` with every unprintable character escaped, safe to print to a terminal."""
-    if text.isprintable():  # the common case, at C speed
-        return text
-    return "".join(c if c.isprintable() else _escape(c) for c in text)
-
-
-def json_printable(value: Any) -> str:
-    """JSON of ``value``, Unicode kept readable, every unprintable character escaped (json
-    escapes only those below 0x20; the others can only be inside strings, where a \\uXXXX
-    escape means the same)."""
-    text = json.dumps(value, ensure_ascii=False)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else _json_escape(c) for c in text)
-
-
-def _escape(char: str) -> str:
-    if char in _SHORT:
-        return _SHORT[char]
-    code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else (
-        f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-
-
-def _json_escape(char: str) -> str:
-    code = ord(char)
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    code -= 0x10000  # beyond the BMP, JSON spells a character as its UTF-16 surrogate pair
-    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    # Only what is shown (and one more) is escaped, not a 1 MiB body.
+    return truncate(printable(body[:limit + 1]), limit)
 
 
 def _string(value: dict[str, Any] | None) -> str | None:
@@ -419,26 +379,3 @@ def _string(value: dict[str, Any] | None) -> str | None:
 
 def _age(sent_ms: int | None, now: float) -> float | None:
     return None if not sent_ms else max(0.0, round(now - sent_ms / 1000, 3))
-
-
-# -- formatting shared with `workers stats` ----------------------------------------------------
-
-def format_age(seconds: float | None) -> str:
-    """``45s``, ``3m05s``, ``2h10m``, ``3d04h``; ``-`` when unknown."""
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(cell)) for cell in column)
-              for column in zip(headers, *rows, strict=True)]
-    return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True))
-                     .rstrip() for row in [headers, *rows])

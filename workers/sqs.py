@@ -14,6 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from workers.message import Message
 from workers.settings import LONG_POLL_SECONDS, SQS_BATCH_MAX, Settings
+from workers.text import truncate
 
 # The errors that mean "SQS (or the network to it) is away": the caller backs off and retries.
 SQS_ERRORS = (BotoCoreError, ClientError)
@@ -172,7 +173,8 @@ def batches(sizes: Sequence[int], cap: int = BATCH_PAYLOAD_BYTES) -> Iterator[li
 
 def dead_letter_attributes(message: Message, reason: str, queue: str) -> dict[str, Any]:
     kept = dict(itertools.islice(original_attributes(message).items(), MAX_ATTRIBUTES - 3))
-    kept[ERROR_ATTRIBUTE] = {"DataType": "String", "StringValue": _truncate(reason)}
+    kept[ERROR_ATTRIBUTE] = {"DataType": "String",
+                             "StringValue": truncate(reason, MAX_REASON_LENGTH)}
     kept[QUEUE_ATTRIBUTE] = {"DataType": "String", "StringValue": queue}
     kept[RECEIVES_ATTRIBUTE] = {"DataType": "Number", "StringValue": str(message.receive_count)}
     return kept
@@ -187,10 +189,6 @@ def original_attributes(message: Message) -> dict[str, Any]:
 def _sendable(value: dict[str, Any]) -> dict[str, Any]:
     # A received attribute carries empty list fields that SendMessage refuses.
     return {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
-
-
-def _truncate(text: str) -> str:
-    return text if len(text) <= MAX_REASON_LENGTH else text[: MAX_REASON_LENGTH - 1] + "…"
 
 
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:

@@ -33,9 +33,10 @@ from typing import Any, Callable, Iterator, Sequence
 from prometheus_client.parser import text_string_to_metric_families
 
 from workers import QUEUES, health
-from workers.dlq import Depth, find_url, format_age, format_table, queue_depth
+from workers.dlq import Depth, find_url, queue_depth
 from workers.settings import Settings
 from workers.sqs import SQS_ERRORS, client
+from workers.tables import format_age, format_table
 
 # CloudWatch's SQS metrics have a minute's resolution and arrive a few minutes late: look back
 # far enough to find the latest, and ask no more often than they change.
