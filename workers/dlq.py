@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 from botocore.exceptions import ClientError
 
 from workers import QUEUES
+from workers.aws import client
 from workers.message import Message
 from workers.settings import (
     PEEK_VISIBILITY_SECONDS,
@@ -29,7 +30,6 @@ from workers.sqs import (
     QUEUE_ATTRIBUTE,
     RECEIVES_ATTRIBUTE,
     SQSQueue,
-    client,
     original_attributes,
 )
 from workers.tables import format_age, format_table

@@ -8,16 +8,20 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Iterator, Mapping, Sequence, TypeVar
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
+from workers.aws import (
+    AWS_ERRORS,
+    client,  # noqa: F401  (see SQS_ERRORS)
+    error_text,
+)
 from workers.message import Message
-from workers.settings import LONG_POLL_SECONDS, SQS_BATCH_MAX, Settings
+from workers.settings import SQS_BATCH_MAX
 from workers.text import truncate
 
-# The errors that mean "SQS (or the network to it) is away": the caller backs off and retries.
-SQS_ERRORS = (BotoCoreError, ClientError)
+# consumer.py still imports SQS_ERRORS and client from here while the queues branch (issue 14)
+# reworks it; new code imports both from workers.aws.
+SQS_ERRORS = AWS_ERRORS
 # SQS allows 10 message attributes; a dead letter keeps 7 of the original's and adds ours.
 ERROR_ATTRIBUTE = "workers.error"
 QUEUE_ATTRIBUTE = "workers.queue"
@@ -31,20 +35,6 @@ MAX_REASON_LENGTH = 1000
 BATCH_PAYLOAD_BYTES = 256 * 1024
 
 T = TypeVar("T")
-
-
-def client(settings: Settings, service: str = "sqs", pool: int = 10, attempts: int = 3) -> Any:
-    """A boto3 client whose read timeout outlasts a long poll. ``attempts`` counts the first
-    request too (botocore's ``max_attempts`` would count only the retries): 1 is no retry."""
-    config = Config(
-        retries={"mode": "standard", "total_max_attempts": attempts},
-        max_pool_connections=pool,
-        connect_timeout=5,
-        read_timeout=LONG_POLL_SECONDS + 10,
-    )
-    session = boto3.session.Session()
-    return session.client(service, region_name=settings.region,
-                          endpoint_url=settings.endpoint_url, config=config)
 
 
 @dataclass
@@ -109,7 +99,7 @@ class SQSQueue:
             try:
                 response = self.sqs.send_message_batch(QueueUrl=url or self.url, Entries=entries)
             except ClientError as exc:
-                failed.update(dict.fromkeys(group, client_error_text(exc)))
+                failed.update(dict.fromkeys(group, error_text(exc)))
                 continue
             for f in response.get("Failed", []):
                 failed[group[int(f["Id"])]] = f"{f.get('Code', '?')}: {f.get('Message', '')}"
@@ -139,11 +129,6 @@ def _send_entry(index: int, body: str, attributes: Mapping[str, Any]) -> dict[st
     if attributes:
         entry["MessageAttributes"] = dict(attributes)
     return entry
-
-
-def client_error_text(exc: ClientError) -> str:
-    error = exc.response.get("Error", {})
-    return f"{error.get('Code', '?')}: {error.get('Message', '')}"
 
 
 def payload_bytes(body: str, attributes: Mapping[str, Any]) -> int:

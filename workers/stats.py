@@ -33,9 +33,9 @@ from typing import Any, Callable, Iterator, Sequence
 from prometheus_client.parser import text_string_to_metric_families
 
 from workers import QUEUES, health
+from workers.aws import AWS_ERRORS, client
 from workers.dlq import Depth, find_url, queue_depth
 from workers.settings import Settings
-from workers.sqs import SQS_ERRORS, client
 from workers.tables import format_age, format_table
 
 # CloudWatch's SQS metrics have a minute's resolution and arrive a few minutes late: look back
@@ -145,7 +145,7 @@ def oldest_ages(cloudwatch: Any, names: Sequence[str]) -> dict[str, float]:
     try:
         response = cloudwatch.get_metric_data(MetricDataQueries=queries, EndTime=end,
                                               StartTime=end - AGE_LOOKBACK)
-    except SQS_ERRORS:  # no CloudWatch here, or no permission: the age is unknown, not an error
+    except AWS_ERRORS:  # no CloudWatch here, or no permission: the age is unknown, not an error
         return {}
     ages = {}
     for result in response.get("MetricDataResults", []):
