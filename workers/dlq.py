@@ -29,8 +29,15 @@ from workers.sqs import (
     ERROR_ATTRIBUTE,
     QUEUE_ATTRIBUTE,
     RECEIVES_ATTRIBUTE,
+    Depth,
     SQSQueue,
+    find_url,
+    move_tasks,
     original_attributes,
+    purge,
+    queue_arn,
+    queue_depth,
+    start_move_task,
 )
 from workers.tables import format_age, format_table
 from workers.text import json_printable, printable, truncate
@@ -55,33 +62,6 @@ class DLQError(RuntimeError):
 
 class TaskUnsupported(Exception):
     """The endpoint does not run SQS's message-move task (moto does not)."""
-
-
-@dataclass(frozen=True)
-class Depth:
-    visible: int
-    in_flight: int
-    delayed: int
-
-    @property
-    def total(self) -> int:
-        return self.visible + self.in_flight + self.delayed
-
-
-def queue_depth(sqs: Any, url: str) -> Depth:
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed"])["Attributes"]
-    return Depth(int(attrs.get("ApproximateNumberOfMessages", 0)),
-                 int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
-                 int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)))
-
-
-def find_url(sqs: Any, name: str) -> str | None:
-    try:
-        return sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    except sqs.exceptions.QueueDoesNotExist:
-        return None
 
 
 @dataclass
@@ -188,7 +168,7 @@ class DeadLetters:
     def move_by_task(self, progress: Progress) -> ReplayResult:
         """SQS moves the messages itself; follows a task already running on the DLQ (say, of a
         replay killed earlier) rather than starting a second one."""
-        dlq_arn, arn = self._arn(self.dlq_url), self._arn(self.url)
+        dlq_arn, arn = queue_arn(self.sqs, self.dlq_url), queue_arn(self.sqs, self.url)
         running = self._running_task(dlq_arn)
         if running is None and self.depth().visible == 0:
             return ReplayResult(TASK)
@@ -197,8 +177,7 @@ class DeadLetters:
             progress(f"following the move task already running on {self.dlq_name}")
         else:
             try:
-                handle = self.sqs.start_message_move_task(
-                    SourceArn=dlq_arn, DestinationArn=arn)["TaskHandle"]
+                handle = start_move_task(self.sqs, dlq_arn, arn)
             except ClientError as exc:
                 raise TaskUnsupported(_code(exc)) from None
         try:
@@ -209,10 +188,10 @@ class DeadLetters:
 
     def _running_task(self, dlq_arn: str) -> dict[str, Any] | None:
         try:
-            tasks = self.probe_sqs.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=10)
+            tasks = move_tasks(self.probe_sqs, dlq_arn)
         except ClientError as exc:  # the copy path is correct everywhere: any refusal, use it
             raise TaskUnsupported(_code(exc)) from None
-        return next((t for t in tasks.get("Results", []) if t.get("Status") == "RUNNING"), None)
+        return next((t for t in tasks if t.get("Status") == "RUNNING"), None)
 
     def _follow(self, dlq_arn: str, handle: str, progress: Progress) -> ReplayResult:
         while True:
@@ -231,7 +210,7 @@ class DeadLetters:
             time.sleep(self.poll_seconds)
 
     def _task(self, dlq_arn: str, handle: str) -> dict[str, Any]:
-        results = self.sqs.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=10)["Results"]
+        results = move_tasks(self.sqs, dlq_arn)
         if not results:
             raise DLQError(f"SQS lists no move task on {self.dlq_name}")
         # Only a running task carries its handle; once done, ours is the most recent one.
@@ -264,16 +243,12 @@ class DeadLetters:
         result.moved += len(sent)
         result.failed += len(refused)
 
-    def _arn(self, url: str) -> str:
-        return self.sqs.get_queue_attributes(
-            QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-
     # -- purge ----------------------------------------------------------------------------
 
     def purge(self) -> int:
         """Deletes every message of the DLQ; returns about how many there were."""
         count = self.depth().total
-        self.sqs.purge_queue(QueueUrl=self.dlq_url)
+        purge(self.sqs, self.dlq_url)
         return count
 
 

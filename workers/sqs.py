@@ -180,3 +180,64 @@ def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
+
+# -- queues by name: what the operator tools ask of SQS besides messages ---------------------
+
+@dataclass(frozen=True)
+class Depth:
+    """SQS's approximate counts of a queue's messages."""
+
+    visible: int
+    in_flight: int
+    delayed: int
+
+    @property
+    def total(self) -> int:
+        return self.visible + self.in_flight + self.delayed
+
+
+def queue_depth(sqs: Any, url: str) -> Depth:
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed"])["Attributes"]
+    return Depth(int(attrs.get("ApproximateNumberOfMessages", 0)),
+                 int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
+                 int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)))
+
+
+def find_url(sqs: Any, name: str) -> str | None:
+    """The queue's URL; None when it does not exist."""
+    try:
+        return sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except sqs.exceptions.QueueDoesNotExist:
+        return None
+
+
+def queue_arn(sqs: Any, url: str) -> str:
+    return sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+def ensure_queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:
+    """The queue's URL, created with ``attributes`` if missing, else brought to them."""
+    url = find_url(sqs, name)
+    if url is None:
+        return sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+    return url
+
+
+def purge(sqs: Any, url: str) -> None:
+    """Deletes every message of the queue, for good."""
+    sqs.purge_queue(QueueUrl=url)
+
+
+def start_move_task(sqs: Any, source_arn: str, destination_arn: str) -> str:
+    """Starts SQS's own move of every message from one queue to another; its task handle."""
+    return sqs.start_message_move_task(
+        SourceArn=source_arn, DestinationArn=destination_arn)["TaskHandle"]
+
+
+def move_tasks(sqs: Any, source_arn: str) -> list[dict[str, Any]]:
+    """The most recent move tasks from the queue, running or done (SQS keeps up to 10)."""
+    return sqs.list_message_move_tasks(SourceArn=source_arn, MaxResults=10).get("Results", [])

@@ -34,8 +34,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from workers import QUEUES, health
 from workers.aws import AWS_ERRORS, client
-from workers.dlq import Depth, find_url, queue_depth
 from workers.settings import Settings
+from workers.sqs import Depth, find_url, queue_depth
 from workers.tables import format_age, format_table
 
 # CloudWatch's SQS metrics have a minute's resolution and arrive a few minutes late: look back
