@@ -17,7 +17,8 @@ from workers import archive
 from workers import backfill as backfill_module
 from workers.archive import Archive
 from workers.backfill import Backfill
-from workers.links import LinkCounter, pair_field
+from workers.links import LinkCounter
+from workers.marks import pair_mark
 
 BUCKETS = 64  # few buckets: many links share each, as in production
 
@@ -176,7 +177,7 @@ def test_the_fast_reading_of_an_object_agrees_with_json(pairs):
                 max_size=20))
 def test_the_hashes_read_from_an_object_are_the_live_paths(pairs):
     marks, digests = backfill_module._hashes(archive.encode(records(*pairs)))
-    assert marks == b"".join(pair_field(u, k) for u, k in pairs)
+    assert marks == b"".join(pair_mark(u, k) for u, k in pairs)
     assert digests == b"".join(hashlib.blake2b(k.encode(), digest_size=10).digest()
                                for _, k in pairs)
 
@@ -199,7 +200,7 @@ def test_archived_lines_carry_the_live_paths_hashes(live):
     [line] = gzip.decompress(archive.encode(records(("u1", "a.com/é")))).splitlines()
     written = json.loads(line)
     digest = bytes.fromhex(written["url_digest"])
-    assert bytes.fromhex(written["pair_mark"]) == pair_field("u1", "a.com/é")
+    assert bytes.fromhex(written["pair_mark"]) == pair_mark("u1", "a.com/é")
     assert (int.from_bytes(digest[:4], "big") % BUCKETS, digest[4:]) == live.bucket("a.com/é")
     assert line.startswith(b'{"pair_mark":"') and written["update_id"] == "u1"
 

@@ -3,7 +3,8 @@ import time
 import redis
 
 from helpers import ON_SINGLE_AND_CLUSTER
-from workers.links import WINDOW_SECONDS, LinkCounter, pair_field
+from workers.links import WINDOW_SECONDS, LinkCounter
+from workers.marks import pair_mark
 from workers.redisconn import connect
 from workers.settings import IDEMPOTENCY_TTL_SECONDS
 
@@ -36,7 +37,7 @@ def test_idempotency_marks_expire_and_share_the_counters_slot(redis_client):
     counter = LinkCounter(redis_client, ttl=31 * 86400)
     counter.record("u1", ["a.com"])
     [marks] = redis_client.keys("li:*")
-    assert redis_client.get(marks) == pair_field("u1", "a.com")
+    assert redis_client.get(marks) == pair_mark("u1", "a.com")
     assert 31 * 86400 < redis_client.ttl(marks) <= 40 * 86400
     hash_key, _ = counter.slot("a.com")
     tag = hash_key[hash_key.index("{"):hash_key.index("}") + 1]
@@ -48,8 +49,8 @@ def test_a_mark_is_found_only_where_one_begins(redis_client):
     counter.record("u1", ["a.com"])
     [marks] = redis_client.keys("li:*")
     # Given a window whose bytes hold u2's mark astride two marks
-    u2 = pair_field("u2", "a.com")
-    redis_client.set(marks, pair_field("u1", "a.com")[:4] + u2 + b"\0" * 4, keepttl=True)
+    u2 = pair_mark("u2", "a.com")
+    redis_client.set(marks, pair_mark("u1", "a.com")[:4] + u2 + b"\0" * 4, keepttl=True)
     # Then u2 still counts, and once
     assert counter.record("u2", ["a.com"]) == [True]
     assert counter.record("u2", ["a.com"]) == [False]

@@ -12,7 +12,7 @@ import pytest
 
 from helpers import feed, queue_depth, wait_until, workers_cmd
 from workers.devstack import free_port
-from workers.dlq import Depth
+from workers.sqs import Depth
 from workers.stats import (
     QueueSample,
     Sample,

@@ -19,23 +19,15 @@ import uuid
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from workers.links import KEY_DIGEST_BYTES, MARK_BYTES, key_hash, mark_hash
+from workers import marks
 
 PREFIX = "links/"
-# Each line ``write`` makes starts with the pair's idempotency mark and its URL key's digest
-# (what LinkCounter computes, in hex), at the same places in every line: a backfill takes them
-# from all lines of an object at once instead of hashing every record again. Lines without
-# them (written before they were) are hashed as they are read.
-HASHED_LEAD = b'{"pair_mark":"' + b"0" * 2 * MARK_BYTES + b'","url_digest":"' + \
-    b"0" * 2 * KEY_DIGEST_BYTES + b'",'
-MARK_AT = HASHED_LEAD.index(b"0")
-DIGEST_AT = HASHED_LEAD.index(b"0", MARK_AT + 2 * MARK_BYTES)
-# What a backfill needs of a line, as ``write`` lays it out (json.dumps keeps the order in
-# which handlers build records), matched after the newline that ends the line before: a literal
-# start lets the regex engine skip to it, where ``^`` would try every byte. Used only where it
-# is exact: see ``pairs``.
-_PAIR = re.compile(rb'\n\{(?:"pair_mark":"[0-9a-f]{16}","url_digest":"[0-9a-f]{20}",)?'
-                   rb'"update_id":"([^"\\\n]*)","url":"([^"\\\n]*)"')
+# What a backfill needs of a line, as ``write`` lays it out: the lead (``workers.marks``), then
+# update_id and url (json.dumps keeps the order in which handlers build records). Matched after
+# the newline that ends the line before: a literal start lets the regex engine skip to it,
+# where ``^`` would try every byte. Used only where it is exact: see ``pairs``.
+_PAIR = re.compile(rb'\n\{' + marks.LEAD_PATTERN
+                   + rb'"update_id":"([^"\\\n]*)","url":"([^"\\\n]*)"')
 _KEY_TIME = re.compile(r"dt=(\d{4}-\d{2}-\d{2})/(\d{6})-")
 _STAGED: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
     "archive_staged", default=None)
@@ -103,11 +95,11 @@ def encode(records: list[dict[str, Any]]) -> bytes:
 
 
 def _hashed(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with its lead first: the pair's mark and its URL key's digest, in hex."""
     update_id, url = record.get("update_id"), record.get("url")
     if not isinstance(update_id, str) or not isinstance(url, str):
         return record
-    return {"pair_mark": mark_hash(_utf8(update_id) + b"\n" + _utf8(url)).hexdigest(),
-            "url_digest": key_hash(_utf8(url)).hexdigest(), **record}
+    return {**marks.lead(_utf8(update_id), _utf8(url)), **record}
 
 
 def pairs(body: bytes) -> list[tuple[bytes, bytes]]:
@@ -117,7 +109,8 @@ def pairs(body: bytes) -> list[tuple[bytes, bytes]]:
     is most of that cost, so lines as ``write`` makes them are matched by a pattern in one
     pass. It is exact only when no string holds an escape (``write`` escapes every non-ASCII
     character and quote, so in a backslash-free object no value can hold a quote) and every
-    line matched; anything else is read as JSON, line by line.
+    line matched; anything else (a line whose lead was lost or edited by hand, say) is read as
+    JSON, line by line: a safety net, not a layout anything writes.
     """
     return pairs_of(gzip.decompress(body))
 

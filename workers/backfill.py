@@ -32,14 +32,18 @@ from botocore.exceptions import ClientError
 
 from workers import archive
 from workers.archive import Archive
-from workers.links import (
+from workers.links import LinkCounter
+from workers.marks import (
     BUCKET_BYTES,
+    DIGEST_AT,
     FIELD_BYTES,
     KEY_DIGEST_BYTES,
+    LEAD,
+    MARK_AT,
     MARK_BYTES,
-    LinkCounter,
     key_hash,
     mark_hash,
+    pair_text,
 )
 from workers.settings import IDEMPOTENCY_TTL_SECONDS
 
@@ -61,7 +65,6 @@ REBUILT_PARTS = 16
 T = TypeVar("T")
 _digest = operator.methodcaller("digest")
 _second = operator.itemgetter(1)
-_pair_text = b"\n".join  # (update_id, key) -> the text the live path marks
 
 
 @dataclass
@@ -222,19 +225,18 @@ def _hashes(body: bytes) -> tuple[bytes, bytes]:
     found = _written_hashes(raw)
     if found is not None:
         return found
-    # Written before lines carried them: the live path's hashes over the bytes read, a record
-    # at a time in C.
+    # A line whose lead was lost or spoiled (an object edited by hand): the live path's hashes
+    # over the bytes read, a record at a time in C, rather than a wrong count or none.
     pairs = archive.pairs_of(raw)
-    return (b"".join(map(_digest, map(mark_hash, map(_pair_text, pairs)))),
+    return (b"".join(map(_digest, map(mark_hash, map(pair_text, pairs)))),
             b"".join(map(_digest, map(key_hash, map(_second, pairs)))))
 
 
 # Hex digits' values; anything else is 255.
 _HEX_VALUE = np.full(256, 255, dtype=np.uint8)
 _HEX_VALUE[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16)
-_LEAD = np.frombuffer(archive.HASHED_LEAD, dtype=np.uint8)
-_HEX_AT = np.r_[archive.MARK_AT:archive.MARK_AT + 2 * MARK_BYTES,
-                archive.DIGEST_AT:archive.DIGEST_AT + 2 * KEY_DIGEST_BYTES]
+_LEAD = np.frombuffer(LEAD, dtype=np.uint8)
+_HEX_AT = np.r_[MARK_AT:MARK_AT + 2 * MARK_BYTES, DIGEST_AT:DIGEST_AT + 2 * KEY_DIGEST_BYTES]
 _FIXED_AT = np.setdiff1d(np.arange(len(_LEAD)), _HEX_AT)
 
 

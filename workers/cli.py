@@ -44,10 +44,10 @@ def queues() -> None:
 def queues_create(settings: Settings) -> None:
     """Create every queue, its DLQ and redrive policy (and the archive bucket when set).
     Safe to run again."""
-    from workers import provision, sqs
+    from workers import aws, provision
 
-    s3 = sqs.client(settings, "s3") if settings.archive_bucket else None
-    for url in provision.create_queues(settings, sqs.client(settings), s3):
+    s3 = aws.client(settings, "s3") if settings.archive_bucket else None
+    for url in provision.create_queues(settings, aws.client(settings), s3):
         click.echo(url)
 
 
@@ -158,7 +158,7 @@ def links_backfill(settings: Settings, settle: float | None, threads: int) -> No
     bucket: readers see the old counts until then, never a partial rebuild. Daemons may keep
     running. Counts of links that are not in the archive are dropped. Progress goes to stderr.
     """
-    from workers import sqs
+    from workers import aws
     from workers.archive import Archive
     from workers.backfill import Backfill
     from workers.links import LinkCounter
@@ -167,7 +167,7 @@ def links_backfill(settings: Settings, settle: float | None, threads: int) -> No
     if not settings.archive_bucket:
         raise Failure("WORKERS_ARCHIVE_BUCKET is not set: there is no archive to read")
     backfill = Backfill(
-        Archive(sqs.client(settings, "s3", pool=threads), settings.archive_bucket),
+        Archive(aws.client(settings, "s3", pool=threads), settings.archive_bucket),
         LinkCounter(connect(settings.redis_url), settings.link_buckets),
         threads=threads, on_progress=_show_progress,
         settle=2 * settings.visibility_timeout if settle is None else settle)
@@ -333,8 +333,7 @@ def _parse(text: str, where: str) -> Any:
 
 def main() -> None:
     """Entry point: runs the CLI and turns every error into one line on stderr."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
+    from workers.aws import AWS_ERRORS
     from workers.dlq import DLQError
     from workers.errors import PermanentError
     from workers.producer import SendError
@@ -355,7 +354,7 @@ def main() -> None:
         _fail(str(exc))
     except REDIS_ERRORS as exc:
         _fail(f"redis: {exc}")
-    except (BotoCoreError, ClientError) as exc:
+    except AWS_ERRORS as exc:
         _fail(f"aws: {exc}")
     except OSError as exc:
         _fail(str(exc))

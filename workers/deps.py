@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 
-from workers import archive, engagement, links, mail, notify, redisconn, sent, social, sqs
+from workers import archive, aws, engagement, links, mail, notify, redisconn, sent, social
 from workers.settings import Settings
 
 
@@ -47,7 +47,7 @@ class Deps:
         """The S3 link archive, or None when WORKERS_ARCHIVE_BUCKET is unset."""
         if not self.settings.archive_bucket:
             return None
-        return archive.Archive(sqs.client(self.settings, "s3"), self.settings.archive_bucket)
+        return archive.Archive(aws.client(self.settings, "s3"), self.settings.archive_bucket)
 
     @cached_property
     def sent_marks(self) -> sent.SentMarks:
@@ -60,11 +60,11 @@ class Deps:
     @cached_property
     def sns(self) -> Any:
         """Amazon SNS, for mobile push."""
-        return sqs.client(self.settings, "sns", attempts=1)
+        return aws.client(self.settings, "sns", attempts=1)
 
     @cached_property
     def ses(self) -> Any:
-        return sqs.client(self.settings, "ses", attempts=1)
+        return aws.client(self.settings, "ses", attempts=1)
 
     @cached_property
     def mailer(self) -> mail.Mailer:

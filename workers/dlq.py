@@ -9,7 +9,6 @@ idempotent handlers absorb; it never leaves a gap.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,6 +17,7 @@ from typing import Any, Callable, Iterator, Sequence
 from botocore.exceptions import ClientError
 
 from workers import QUEUES
+from workers.aws import client
 from workers.message import Message
 from workers.settings import (
     PEEK_VISIBILITY_SECONDS,
@@ -29,10 +29,18 @@ from workers.sqs import (
     ERROR_ATTRIBUTE,
     QUEUE_ATTRIBUTE,
     RECEIVES_ATTRIBUTE,
+    Depth,
     SQSQueue,
-    client,
+    find_url,
+    move_tasks,
     original_attributes,
+    purge,
+    queue_arn,
+    queue_depth,
+    start_move_task,
 )
+from workers.tables import format_age, format_table
+from workers.text import json_printable, printable, truncate
 
 # A long poll of 1 s rather than a short poll: a short poll asks only some of SQS's servers and
 # may come back empty while messages wait.
@@ -54,33 +62,6 @@ class DLQError(RuntimeError):
 
 class TaskUnsupported(Exception):
     """The endpoint does not run SQS's message-move task (moto does not)."""
-
-
-@dataclass(frozen=True)
-class Depth:
-    visible: int
-    in_flight: int
-    delayed: int
-
-    @property
-    def total(self) -> int:
-        return self.visible + self.in_flight + self.delayed
-
-
-def queue_depth(sqs: Any, url: str) -> Depth:
-    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-        "ApproximateNumberOfMessagesDelayed"])["Attributes"]
-    return Depth(int(attrs.get("ApproximateNumberOfMessages", 0)),
-                 int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
-                 int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)))
-
-
-def find_url(sqs: Any, name: str) -> str | None:
-    try:
-        return sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    except sqs.exceptions.QueueDoesNotExist:
-        return None
 
 
 @dataclass
@@ -187,7 +168,7 @@ class DeadLetters:
     def move_by_task(self, progress: Progress) -> ReplayResult:
         """SQS moves the messages itself; follows a task already running on the DLQ (say, of a
         replay killed earlier) rather than starting a second one."""
-        dlq_arn, arn = self._arn(self.dlq_url), self._arn(self.url)
+        dlq_arn, arn = queue_arn(self.sqs, self.dlq_url), queue_arn(self.sqs, self.url)
         running = self._running_task(dlq_arn)
         if running is None and self.depth().visible == 0:
             return ReplayResult(TASK)
@@ -196,8 +177,7 @@ class DeadLetters:
             progress(f"following the move task already running on {self.dlq_name}")
         else:
             try:
-                handle = self.sqs.start_message_move_task(
-                    SourceArn=dlq_arn, DestinationArn=arn)["TaskHandle"]
+                handle = start_move_task(self.sqs, dlq_arn, arn)
             except ClientError as exc:
                 raise TaskUnsupported(_code(exc)) from None
         try:
@@ -208,10 +188,10 @@ class DeadLetters:
 
     def _running_task(self, dlq_arn: str) -> dict[str, Any] | None:
         try:
-            tasks = self.probe_sqs.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=10)
+            tasks = move_tasks(self.probe_sqs, dlq_arn)
         except ClientError as exc:  # the copy path is correct everywhere: any refusal, use it
             raise TaskUnsupported(_code(exc)) from None
-        return next((t for t in tasks.get("Results", []) if t.get("Status") == "RUNNING"), None)
+        return next((t for t in tasks if t.get("Status") == "RUNNING"), None)
 
     def _follow(self, dlq_arn: str, handle: str, progress: Progress) -> ReplayResult:
         while True:
@@ -230,7 +210,7 @@ class DeadLetters:
             time.sleep(self.poll_seconds)
 
     def _task(self, dlq_arn: str, handle: str) -> dict[str, Any]:
-        results = self.sqs.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=10)["Results"]
+        results = move_tasks(self.sqs, dlq_arn)
         if not results:
             raise DLQError(f"SQS lists no move task on {self.dlq_name}")
         # Only a running task carries its handle; once done, ours is the most recent one.
@@ -263,16 +243,12 @@ class DeadLetters:
         result.moved += len(sent)
         result.failed += len(refused)
 
-    def _arn(self, url: str) -> str:
-        return self.sqs.get_queue_attributes(
-            QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-
     # -- purge ----------------------------------------------------------------------------
 
     def purge(self) -> int:
         """Deletes every message of the DLQ; returns about how many there were."""
         count = self.depth().total
-        self.sqs.purge_queue(QueueUrl=self.dlq_url)
+        purge(self.sqs, self.dlq_url)
         return count
 
 
@@ -364,49 +340,8 @@ def render_messages_json(messages: Sequence[Message], now: float) -> str:
 
 
 def preview(body: str, limit: int = BODY_PREVIEW_CHARS) -> str:
-    flat = printable(body[:limit + 1])  # what is shown (and one more), not a 1 MiB body
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-# Whatever a dead letter holds is someone else's text: printed raw, an escape sequence in it
-# (ESC, or the C1 CSI 0x9b) could retitle, recolour or rewrite the operator's terminal, and a
-# bidi override could reorder what they read. Every character Python does not call printable
-# (controls, format characters, separators other than the space, unassigned) is shown escaped:
-# \n, \x1b, \u202e.
-_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def printable(text: str) -> str:
-    """``text`` with every unprintable character escaped, safe to print to a terminal."""
-    if text.isprintable():  # the common case, at C speed
-        return text
-    return "".join(c if c.isprintable() else _escape(c) for c in text)
-
-
-def json_printable(value: Any) -> str:
-    """JSON of ``value``, Unicode kept readable, every unprintable character escaped (json
-    escapes only those below 0x20; the others can only be inside strings, where a \\uXXXX
-    escape means the same)."""
-    text = json.dumps(value, ensure_ascii=False)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else _json_escape(c) for c in text)
-
-
-def _escape(char: str) -> str:
-    if char in _SHORT:
-        return _SHORT[char]
-    code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else (
-        f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-
-
-def _json_escape(char: str) -> str:
-    code = ord(char)
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    code -= 0x10000  # beyond the BMP, JSON spells a character as its UTF-16 surrogate pair
-    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    # Only what is shown (and one more) is escaped, not a 1 MiB body.
+    return truncate(printable(body[:limit + 1]), limit)
 
 
 def _string(value: dict[str, Any] | None) -> str | None:
@@ -419,26 +354,3 @@ def _string(value: dict[str, Any] | None) -> str | None:
 
 def _age(sent_ms: int | None, now: float) -> float | None:
     return None if not sent_ms else max(0.0, round(now - sent_ms / 1000, 3))
-
-
-# -- formatting shared with `workers stats` ----------------------------------------------------
-
-def format_age(seconds: float | None) -> str:
-    """``45s``, ``3m05s``, ``2h10m``, ``3d04h``; ``-`` when unknown."""
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(str(cell)) for cell in column)
-              for column in zip(headers, *rows, strict=True)]
-    return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True))
-                     .rstrip() for row in [headers, *rows])

@@ -8,6 +8,8 @@ import re
 import requests
 from requests.adapters import HTTPAdapter
 
+from workers.text import truncate
+
 # Handler threads share one session per peer; a pool smaller than the busiest daemon's
 # concurrency (20 by default) would open and discard a connection per call past it.
 POOL_SIZE = 32
@@ -34,4 +36,4 @@ def describe(exc: BaseException, *secrets: str | None) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, "***")
-    return text if len(text) <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 1] + "…"
+    return truncate(text, MAX_ERROR_TEXT)

@@ -2,9 +2,9 @@
 
 Layout (see README.rst, "Link counting and its memory layout"):
 
-* ``lc:{B}`` is a hash of counters. A URL key's 10-byte blake2b digest picks its bucket ``B``
-  (one of ``buckets``) and its 6-byte binary field, so many counters share one small hash and
-  Redis keeps it in the compact listpack encoding instead of a key per URL.
+* ``lc:{B}`` is a hash of counters. A URL key's 10-byte digest (``workers.marks``) picks its
+  bucket ``B`` (one of ``buckets``) and its 6-byte binary field, so many counters share one
+  small hash and Redis keeps it in the compact listpack encoding instead of a key per URL.
 * ``li:{B}W`` holds the (update_id, url) pairs of bucket ``B`` first counted in time window
   ``W`` (4 days): their 8-byte marks end to end in one string, expiring once no redelivery it
   guards against can come. Both carry the hash tag ``{B}``, so the Lua script touches one
@@ -13,7 +13,6 @@ Layout (see README.rst, "Link counting and its memory layout"):
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
 import time
@@ -26,6 +25,7 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError
 
+from workers.marks import bucket_and_field, key_digest, pair_mark
 from workers.settings import (
     DEFAULT_LINK_BUCKETS,
     IDEMPOTENCY_TTL_SECONDS,
@@ -148,22 +148,6 @@ REPLACES_IN_FLIGHT = 2
 BUCKETS_PER_CALL = 16
 
 
-# What a pair's mark and a URL key's counter are made of, so a backfill can compute them over
-# bytes at C speed: blake2b both. A key's digest picks its bucket with its first 4 bytes
-# (big-endian, modulo the buckets) and is its counter's field with the other 6.
-MARK_BYTES = 8
-KEY_DIGEST_BYTES = 10
-BUCKET_BYTES = 4
-FIELD_BYTES = KEY_DIGEST_BYTES - BUCKET_BYTES
-mark_hash = functools.partial(hashlib.blake2b, digest_size=MARK_BYTES)
-key_hash = functools.partial(hashlib.blake2b, digest_size=KEY_DIGEST_BYTES)
-
-
-def pair_field(update_id: str, key: str) -> bytes:
-    """The idempotency mark of one (update, url) pair: 8 bytes, collision odds ~2^-64 a pair."""
-    return mark_hash(f"{update_id}\n{key}".encode()).digest()
-
-
 class LinkCounter:
     def __init__(
         self,
@@ -191,9 +175,7 @@ class LinkCounter:
 
     def bucket_of(self, key: bytes) -> tuple[int, bytes]:
         """``bucket`` of a key already UTF-8 encoded."""
-        digest = key_hash(key).digest()
-        return (int.from_bytes(digest[:BUCKET_BYTES], "big") % self.buckets,
-                digest[BUCKET_BYTES:])
+        return bucket_and_field(key_digest(key), self.buckets)
 
     def slot(self, key: str) -> tuple[str, bytes]:
         """The counter hash and field of a normalized URL key."""
@@ -257,7 +239,7 @@ class LinkCounter:
         bucket, field = self.bucket(key)
         marks = [self.marks_key(bucket, w) for w in self.windows_from(window)]
         return (1 + len(marks), self.counter_key(bucket), *marks, field,
-                pair_field(update_id, key), self.expire_at(window), window, WINDOW_SECONDS)
+                pair_mark(update_id, key), self.expire_at(window), window, WINDOW_SECONDS)
 
     def counts(self, keys: Iterable[str]) -> list[int]:
         pipe = self.client.pipeline(transaction=False)

@@ -19,7 +19,7 @@ from email.utils import formatdate, make_msgid, parseaddr
 from functools import wraps
 from typing import Any, Callable, Protocol, TypeVar
 
-from workers.aws_errors import AWS_ERRORS, classify
+from workers.aws import AWS_ERRORS, classify
 from workers.errors import HandlerError, PermanentError, TransientError
 from workers.settings import SMTP_TIMEOUT_SECONDS, Settings
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from workers.errors import PermanentError
+from workers.text import truncate
 
 
 class MessageDecodeError(PermanentError):
@@ -46,5 +47,4 @@ class Message:
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return truncate(str(exc) or type(exc).__name__, limit)

@@ -7,17 +7,17 @@ from typing import Any
 
 from workers import QUEUES
 from workers.settings import DLQ_RETENTION_SECONDS, LONG_POLL_SECONDS, Settings
+from workers.sqs import ensure_queue, queue_arn
 
 
 def create_queues(settings: Settings, sqs: Any, s3: Any = None) -> list[str]:
     """Idempotent: creates what is missing and brings attributes to the configured values."""
     urls = []
     for queue in QUEUES:
-        dlq_url = _ensure(sqs, settings.dlq_name(queue),
-                          {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)})
-        dlq_arn = sqs.get_queue_attributes(
-            QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        urls.append(_ensure(sqs, settings.queue_name(queue), {
+        dlq_url = ensure_queue(sqs, settings.dlq_name(queue),
+                               {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)})
+        dlq_arn = queue_arn(sqs, dlq_url)
+        urls.append(ensure_queue(sqs, settings.queue_name(queue), {
             "VisibilityTimeout": str(settings.visibility_timeout),
             "ReceiveMessageWaitTimeSeconds": str(LONG_POLL_SECONDS),
             "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn,
@@ -27,15 +27,6 @@ def create_queues(settings: Settings, sqs: Any, s3: Any = None) -> list[str]:
     if settings.archive_bucket and s3 is not None:
         _ensure_bucket(s3, settings.archive_bucket, settings.region)
     return urls
-
-
-def _ensure(sqs: Any, name: str, attributes: dict[str, str]) -> str:
-    try:
-        url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    except sqs.exceptions.QueueDoesNotExist:
-        return sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-    sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
-    return url
 
 
 def _ensure_bucket(s3: Any, bucket: str, region: str) -> None:

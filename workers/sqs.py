@@ -8,15 +8,20 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Iterator, Mapping, Sequence, TypeVar
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
+from workers.aws import (
+    AWS_ERRORS,
+    client,  # noqa: F401  (see SQS_ERRORS)
+    error_text,
+)
 from workers.message import Message
-from workers.settings import LONG_POLL_SECONDS, SQS_BATCH_MAX, Settings
+from workers.settings import SQS_BATCH_MAX
+from workers.text import truncate
 
-# The errors that mean "SQS (or the network to it) is away": the caller backs off and retries.
-SQS_ERRORS = (BotoCoreError, ClientError)
+# consumer.py still imports SQS_ERRORS and client from here while the queues branch (issue 14)
+# reworks it; new code imports both from workers.aws.
+SQS_ERRORS = AWS_ERRORS
 # SQS allows 10 message attributes; a dead letter keeps 7 of the original's and adds ours.
 ERROR_ATTRIBUTE = "workers.error"
 QUEUE_ATTRIBUTE = "workers.queue"
@@ -30,20 +35,6 @@ MAX_REASON_LENGTH = 1000
 BATCH_PAYLOAD_BYTES = 256 * 1024
 
 T = TypeVar("T")
-
-
-def client(settings: Settings, service: str = "sqs", pool: int = 10, attempts: int = 3) -> Any:
-    """A boto3 client whose read timeout outlasts a long poll. ``attempts`` counts the first
-    request too (botocore's ``max_attempts`` would count only the retries): 1 is no retry."""
-    config = Config(
-        retries={"mode": "standard", "total_max_attempts": attempts},
-        max_pool_connections=pool,
-        connect_timeout=5,
-        read_timeout=LONG_POLL_SECONDS + 10,
-    )
-    session = boto3.session.Session()
-    return session.client(service, region_name=settings.region,
-                          endpoint_url=settings.endpoint_url, config=config)
 
 
 @dataclass
@@ -108,7 +99,7 @@ class SQSQueue:
             try:
                 response = self.sqs.send_message_batch(QueueUrl=url or self.url, Entries=entries)
             except ClientError as exc:
-                failed.update(dict.fromkeys(group, client_error_text(exc)))
+                failed.update(dict.fromkeys(group, error_text(exc)))
                 continue
             for f in response.get("Failed", []):
                 failed[group[int(f["Id"])]] = f"{f.get('Code', '?')}: {f.get('Message', '')}"
@@ -140,11 +131,6 @@ def _send_entry(index: int, body: str, attributes: Mapping[str, Any]) -> dict[st
     return entry
 
 
-def client_error_text(exc: ClientError) -> str:
-    error = exc.response.get("Error", {})
-    return f"{error.get('Code', '?')}: {error.get('Message', '')}"
-
-
 def payload_bytes(body: str, attributes: Mapping[str, Any]) -> int:
     """What SQS counts towards its size limit: the body, and each attribute's name, type
     and value."""
@@ -172,7 +158,8 @@ def batches(sizes: Sequence[int], cap: int = BATCH_PAYLOAD_BYTES) -> Iterator[li
 
 def dead_letter_attributes(message: Message, reason: str, queue: str) -> dict[str, Any]:
     kept = dict(itertools.islice(original_attributes(message).items(), MAX_ATTRIBUTES - 3))
-    kept[ERROR_ATTRIBUTE] = {"DataType": "String", "StringValue": _truncate(reason)}
+    kept[ERROR_ATTRIBUTE] = {"DataType": "String",
+                             "StringValue": truncate(reason, MAX_REASON_LENGTH)}
     kept[QUEUE_ATTRIBUTE] = {"DataType": "String", "StringValue": queue}
     kept[RECEIVES_ATTRIBUTE] = {"DataType": "Number", "StringValue": str(message.receive_count)}
     return kept
@@ -189,11 +176,68 @@ def _sendable(value: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in value.items() if k in ("DataType", "StringValue", "BinaryValue")}
 
 
-def _truncate(text: str) -> str:
-    return text if len(text) <= MAX_REASON_LENGTH else text[: MAX_REASON_LENGTH - 1] + "…"
-
-
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
+
+# -- queues by name: what the operator tools ask of SQS besides messages ---------------------
+
+@dataclass(frozen=True)
+class Depth:
+    """SQS's approximate counts of a queue's messages."""
+
+    visible: int
+    in_flight: int
+    delayed: int
+
+    @property
+    def total(self) -> int:
+        return self.visible + self.in_flight + self.delayed
+
+
+def queue_depth(sqs: Any, url: str) -> Depth:
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
+        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed"])["Attributes"]
+    return Depth(int(attrs.get("ApproximateNumberOfMessages", 0)),
+                 int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0)),
+                 int(attrs.get("ApproximateNumberOfMessagesDelayed", 0)))
+
+
+def find_url(sqs: Any, name: str) -> str | None:
+    """The queue's URL; None when it does not exist."""
+    try:
+        return sqs.get_queue_url(QueueName=name)["QueueUrl"]
+    except sqs.exceptions.QueueDoesNotExist:
+        return None
+
+
+def queue_arn(sqs: Any, url: str) -> str:
+    return sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+
+def ensure_queue(sqs: Any, name: str, attributes: dict[str, str]) -> str:
+    """The queue's URL, created with ``attributes`` if missing, else brought to them."""
+    url = find_url(sqs, name)
+    if url is None:
+        return sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes=attributes)
+    return url
+
+
+def purge(sqs: Any, url: str) -> None:
+    """Deletes every message of the queue, for good."""
+    sqs.purge_queue(QueueUrl=url)
+
+
+def start_move_task(sqs: Any, source_arn: str, destination_arn: str) -> str:
+    """Starts SQS's own move of every message from one queue to another; its task handle."""
+    return sqs.start_message_move_task(
+        SourceArn=source_arn, DestinationArn=destination_arn)["TaskHandle"]
+
+
+def move_tasks(sqs: Any, source_arn: str) -> list[dict[str, Any]]:
+    """The most recent move tasks from the queue, running or done (SQS keeps up to 10)."""
+    return sqs.list_message_move_tasks(SourceArn=source_arn, MaxResults=10).get("Results", [])

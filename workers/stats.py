@@ -33,9 +33,10 @@ from typing import Any, Callable, Iterator, Sequence
 from prometheus_client.parser import text_string_to_metric_families
 
 from workers import QUEUES, health
-from workers.dlq import Depth, find_url, format_age, format_table, queue_depth
+from workers.aws import AWS_ERRORS, client
 from workers.settings import Settings
-from workers.sqs import SQS_ERRORS, client
+from workers.sqs import Depth, find_url, queue_depth
+from workers.tables import format_age, format_table
 
 # CloudWatch's SQS metrics have a minute's resolution and arrive a few minutes late: look back
 # far enough to find the latest, and ask no more often than they change.
@@ -144,7 +145,7 @@ def oldest_ages(cloudwatch: Any, names: Sequence[str]) -> dict[str, float]:
     try:
         response = cloudwatch.get_metric_data(MetricDataQueries=queries, EndTime=end,
                                               StartTime=end - AGE_LOOKBACK)
-    except SQS_ERRORS:  # no CloudWatch here, or no permission: the age is unknown, not an error
+    except AWS_ERRORS:  # no CloudWatch here, or no permission: the age is unknown, not an error
         return {}
     ages = {}
     for result in response.get("MetricDataResults", []):
