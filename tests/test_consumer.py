@@ -315,8 +315,9 @@ def test_a_before_ack_step_runs_once_per_batch_and_its_failure_keeps_the_batch(
         settings, send, sqs, source, redis_client):
     calls = []
 
-    def replicas_behind(deps):
+    def replicas_behind(deps, events):
         calls.append(deps)
+        assert len(events) in (1, 2, 3)  # the batch's succeeded events
         if len(calls) == 1:
             raise TransientError("replicas behind")
 
@@ -333,11 +334,11 @@ def test_a_before_ack_step_runs_once_per_batch_and_its_failure_keeps_the_batch(
     assert len(calls) == batches  # once a batch, not once a message
 
 
-def test_post_sent_registers_its_wait_for_replicas_step():
+def test_post_sent_archives_then_waits_for_replicas_before_its_deletes():
     from workers import handlers
-    from workers.handlers.post_sent import wait_for_replicas
+    from workers.handlers.post_sent import archive_batch, wait_for_replicas
 
-    assert handlers.before_ack_steps("post-sent") == [wait_for_replicas]
+    assert handlers.before_ack_steps("post-sent") == [archive_batch, wait_for_replicas]
     assert handlers.before_ack_steps("email") == []
 
 

@@ -4,21 +4,23 @@ A handler raises TransientError or PermanentError (workers.errors); it may retur
 fields to add to the message's log line.
 
 A queue's module may also register steps that run once per batch, after its messages were
-handled and before the successes are deleted (``before_ack``): what must hold for the whole
-batch before SQS may forget it, such as replicas having its counts. A step that raises
-TransientError makes the batch's successes retried instead of deleted.
+handled and before the successes are deleted (``before_ack``, as Dramatiq's middleware): what
+must hold for the whole batch before SQS may forget it, such as its records being archived or
+replicas having its counts. A step gets the batch's succeeded events; one that raises
+TransientError makes the batch's successes retried instead of deleted. The consumer runs
+whatever steps a queue registered, and knows no queue by name.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from workers.deps import Deps
 from workers.events import Event
 
 Handler = Callable[[Any, Deps], "dict[str, Any] | None"]
-BeforeAck = Callable[[Deps], None]
+BeforeAck = Callable[[Deps, Sequence[Event]], None]
 
 _REGISTRY: dict[str, Handler] = {}
 _BEFORE_ACK: dict[str, list[BeforeAck]] = {}

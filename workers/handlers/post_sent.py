@@ -1,4 +1,4 @@
-"""post-sent: count each link of a sent post once, in Redis."""
+"""post-sent: count each link of a sent post once, in Redis; archive each batch's links in S3."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import Any, Sequence
 
 import structlog
 
-from workers import archive, metrics, redisconn
+from workers import metrics, redisconn
 from workers.deps import Deps
 from workers.errors import TransientError
-from workers.events import PostSent
+from workers.events import Event, PostSent
 from workers.handlers import before_ack, handler
 from workers.redisconn import REDIS_ERRORS
 from workers.settings import REDIS_WAIT_TIMEOUT_MS
@@ -29,16 +29,40 @@ def post_sent(event: PostSent, deps: Deps) -> dict[str, Any]:
         counted = deps.links.record(event.update_id, keys)
     except REDIS_ERRORS as exc:
         raise TransientError(f"redis unavailable: {type(exc).__name__}: {exc}") from None
-    if deps.archive is not None:  # every key, counted now or before: the archive is a superset
-        archive.stage([{"update_id": event.update_id, "url": key,
-                        "profile_id": event.profile_id, "created_at": event.created_at,
-                        "service": event.service} for key in keys])
     deps.notifier.update_sent(event.profile_id, event.update_id, keys)  # best effort, never raises
     return {"urls": len(keys), "counted": sum(counted), "invalid_urls": len(invalid)}
 
 
+# Registered before wait_for_replicas: a batch is archived, then its counts replicated, then
+# its messages deleted.
 @before_ack("post-sent")
-def wait_for_replicas(deps: Deps) -> None:
+def archive_batch(deps: Deps, events: Sequence[Event]) -> None:
+    """The batch's records in one S3 object (never one per message) before its messages are
+    deleted; if the write fails, they are retried (counting again is harmless), so no counted
+    link is ever missing from the archive."""
+    if deps.archive is None:
+        return
+    records = [r for e in events if isinstance(e, PostSent) for r in archive_records(e)]
+    if not records:
+        return
+    try:
+        deps.archive.write(records)
+    except Exception as exc:  # S3 away, bucket missing: transient for the batch
+        reason = f"archive unavailable: {type(exc).__name__}: {exc}"
+        log.warning("archive.failed", error=reason, records=len(records))
+        raise TransientError(reason) from None
+
+
+def archive_records(event: PostSent) -> list[dict[str, Any]]:
+    """One record per valid key of the event, counted now or before: the archive is a
+    superset of the counts. Invalid URLs were logged by the handler already."""
+    keys, _invalid = distinct_keys(event.all_urls)
+    return [{"update_id": event.update_id, "url": key, "profile_id": event.profile_id,
+             "created_at": event.created_at, "service": event.service} for key in keys]
+
+
+@before_ack("post-sent")
+def wait_for_replicas(deps: Deps, events: Sequence[Event]) -> None:
     """With WORKERS_REDIS_WAIT_REPLICAS=N, the batch's counts are on N replicas of every
     primary before its messages are deleted, so a failover loses no count whose message is
     gone. One WAIT per batch (per primary), not per message."""
