@@ -7,8 +7,6 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Mapping
 
-from workers import QUEUES
-
 # SQS caps WaitTimeSeconds at 20; the longest wait means the fewest empty receives (each is billed).
 LONG_POLL_SECONDS = 20
 # SQS caps a receive, and every batch call, at 10 entries.
@@ -94,12 +92,19 @@ DEFAULT_LINKS_API_PORT = 8080
 # absorbs most reads.
 DEFAULT_SHARES_MAX_AGE = 600
 
-# Daemons per queue until `workers scale` says otherwise (WORKERS_<QUEUE>_PROCS): post-sent
-# is the busy one; the others wait on remote APIs, and one process holds 20 handlers.
 # links-api is `workers links serve`, its processes sharing the API's port (SO_REUSEPORT): one
-# serves many times the seed's 700 requests/s burst; more are for a multi-core host.
+# serves many times the seed's 700 requests/s burst; more are for a multi-core host. It is a
+# supervisord program scaled like a queue's, but no queue.
 LINKS_API_PROGRAM = "links-api"
-DEFAULT_PROCS = {"post-sent": 2, "analytics": 1, "push": 1, "email": 1, LINKS_API_PROGRAM: 1}
+LINKS_API_PROCS = 1
+
+
+def default_procs() -> dict[str, int]:
+    """Processes per program until `workers scale` says otherwise (WORKERS_<QUEUE>_PROCS):
+    each queue's from its declaration (workers/handlers/), and the read API's."""
+    from workers.handlers import declared  # lazily: it loads every handler
+
+    return {**{q.name: q.procs for q in declared()}, LINKS_API_PROGRAM: LINKS_API_PROCS}
 
 
 def default_run_dir() -> str:
@@ -148,7 +153,8 @@ class Settings:
     wait_seconds: int = LONG_POLL_SECONDS
     run_dir: str = field(default_factory=default_run_dir)
     scale_file: str | None = None  # default: run_dir/scale.json
-    procs: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PROCS))
+    # What WORKERS_<PROGRAM>_PROCS set, by program; ``procs_for`` falls back on the defaults.
+    procs: Mapping[str, int] = field(default_factory=dict)
     links_api_host: str = DEFAULT_LINKS_API_HOST
     links_api_port: int = DEFAULT_LINKS_API_PORT
     shares_max_age: int = DEFAULT_SHARES_MAX_AGE
@@ -201,7 +207,7 @@ class Settings:
                               LONG_POLL_SECONDS),
             run_dir=env.get("WORKERS_RUN_DIR") or default_run_dir(),
             scale_file=env.get("WORKERS_SCALE_FILE") or None,
-            procs={q: _int(env, procs_variable(q), n, 0, 99) for q, n in DEFAULT_PROCS.items()},
+            procs=_procs(env),
             links_api_host=env.get("WORKERS_LINKS_API_HOST") or DEFAULT_LINKS_API_HOST,
             links_api_port=_int(env, "WORKERS_LINKS_API_PORT", DEFAULT_LINKS_API_PORT, 0, 65535),
             shares_max_age=_int(env, "WORKERS_SHARES_MAX_AGE", DEFAULT_SHARES_MAX_AGE, 0,
@@ -214,6 +220,10 @@ class Settings:
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr
                           and f.name != "redis_url")
         return f"Settings(redis_url={mask_url(self.redis_url)!r}, {shown})"
+
+    def procs_for(self, program: str) -> int:
+        """How many processes ``program`` runs until `workers scale` says otherwise."""
+        return self.procs.get(program, default_procs()[program])
 
     def queue_name(self, queue: str) -> str:
         """The SQS name of a logical queue."""
@@ -273,12 +283,30 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return value
 
 
+# WORKERS_POST_SENT_PROCS; not WORKERS_POST_SENT_MAX_PROCS, supervisord's process slots.
+_PROCS_VARIABLE = re.compile(r"WORKERS_([A-Z0-9_]+)_PROCS")
+
+
+def _procs(env: Mapping[str, str]) -> dict[str, int]:
+    """Every WORKERS_<PROGRAM>_PROCS set, by program name. Found in the environment rather
+    than asked for each declared queue: reading the declarations imports every handler, which
+    commands other than `workers scale` need not pay for."""
+    found = {}
+    for name in env:
+        match = _PROCS_VARIABLE.fullmatch(name)
+        if match and not match[1].endswith("_MAX") and env[name] != "":
+            found[match[1].lower().replace("_", "-")] = _int(env, name, 0, 0, 99)
+    return found
+
+
 def procs_variable(queue: str) -> str:
     """WORKERS_POST_SENT_PROCS for post-sent."""
     return f"WORKERS_{queue.upper().replace('-', '_')}_PROCS"
 
 
 def check_queue(queue: str) -> str:
+    from workers import QUEUES  # lazily: the registry loads every handler
+
     if queue not in QUEUES:
         raise SettingsError(f"unknown queue {queue!r}; expected one of: {', '.join(QUEUES)}")
     return queue

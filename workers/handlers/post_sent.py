@@ -10,7 +10,7 @@ from workers import metrics, redisconn
 from workers.deps import Deps
 from workers.errors import TransientError
 from workers.events import Event, PostSent
-from workers.handlers import before_ack, handler
+from workers.handlers import before_ack, queue
 from workers.redisconn import REDIS_ERRORS
 from workers.settings import REDIS_WAIT_TIMEOUT_MS
 from workers.urls import InvalidURL, normalize_url
@@ -18,7 +18,8 @@ from workers.urls import InvalidURL, normalize_url
 log = structlog.get_logger()
 
 
-@handler("post-sent")
+# The busy queue: two processes to start with, counting on Redis.
+@queue("post-sent", schema=PostSent, procs=2, port_block=0)
 def post_sent(event: PostSent, deps: Deps) -> dict[str, Any]:
     keys, invalid = distinct_keys(event.all_urls)
     if invalid:
