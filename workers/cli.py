@@ -28,8 +28,8 @@ class LazyChoice(click.Choice):
         self._choices = choices
         self.case_sensitive = True
 
-    @property  # type: ignore[override]  # click's is a plain attribute
-    def choices(self) -> tuple[str, ...]:
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]  # click's is an attribute
         return self._choices()
 
 
@@ -40,7 +40,7 @@ def _queues() -> tuple[str, ...]:
 
 
 QUEUE = LazyChoice(_queues)
-QUEUE_ARG = {"type": QUEUE, "metavar": "QUEUE"}
+QUEUE_ARG: dict[str, Any] = {"type": QUEUE, "metavar": "QUEUE"}
 
 
 class Failure(click.ClickException):

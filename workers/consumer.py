@@ -16,7 +16,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Sequence
 
 import structlog
 
@@ -297,7 +297,7 @@ class Consumer:
         except SQS_ERRORS as exc:  # it comes back after its current timeout instead
             self.log.warning("visibility.failed", error=str(exc), messages=len(pairs))
 
-    def _extend(self, pairs: list[tuple[Message, int]]) -> None:
+    def _extend(self, pairs: Sequence[tuple[Message, int]]) -> None:
         self.sqs.change_visibility(pairs)
         metrics.VISIBILITY_EXTENSIONS.labels(self.queue).inc(len(pairs))
 

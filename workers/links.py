@@ -162,7 +162,7 @@ def pair_field(update_id: str, key: str) -> bytes:
 class LinkCounter:
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster,
         buckets: int = DEFAULT_LINK_BUCKETS,
         ttl: int = IDEMPOTENCY_TTL_SECONDS,
         prefix: str = "l",
