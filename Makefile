@@ -43,8 +43,9 @@ chaos: install redis  ## 20,000 events through the fleet while daemons, Redis, S
 bench: install redis loadgen  ## throughput, SQS requests, CPU and Redis memory, side by side with baselines
 	$(PY) bench/bench.py
 
-lint: install  ## ruff
+lint: install  ## ruff, and mypy on the package (configured in setup.cfg)
 	$(VENV)/bin/ruff check workers tests bench bin
+	$(VENV)/bin/mypy
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

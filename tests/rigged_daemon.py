@@ -6,7 +6,6 @@ what no real handler does (nothing in the package knows of this file):
 
 from __future__ import annotations
 
-import importlib
 import sys
 import time
 from typing import Any
@@ -43,6 +42,6 @@ RIGS = {"exits": exits, "exits_later": exits_later, "breaks_logging": breaks_log
 if __name__ == "__main__":
     rig = RIGS[sys.argv.pop(1)]
     queue = sys.argv[2]
-    importlib.import_module(handlers._MODULES[queue])  # the real one first, so ours stays
+    handlers.get(queue)  # the real one registers first, so ours stays
     handlers.handler(queue)(rig)
     main()

@@ -315,8 +315,9 @@ def test_a_before_ack_step_runs_once_per_batch_and_its_failure_keeps_the_batch(
         settings, send, sqs, source, redis_client):
     calls = []
 
-    def replicas_behind(deps):
+    def replicas_behind(deps, events):
         calls.append(deps)
+        assert len(events) in (1, 2, 3)  # the batch's succeeded events
         if len(calls) == 1:
             raise TransientError("replicas behind")
 
@@ -331,6 +332,14 @@ def test_a_before_ack_step_runs_once_per_batch_and_its_failure_keeps_the_batch(
     assert queue_depth(sqs, source) == 0
     assert counts(settings, redis_client, "a.com") == [3]  # the retried ones counted once
     assert len(calls) == batches  # once a batch, not once a message
+
+
+def test_post_sent_archives_its_batch_before_its_deletes():
+    from workers import handlers
+    from workers.handlers.post_sent import archive_batch
+
+    assert handlers.before_ack_steps("post-sent") == [archive_batch]
+    assert handlers.before_ack_steps("email") == []
 
 
 def test_a_dead_letter_stays_invisible_until_deleted_however_slow_its_copy(settings, send, sqs,

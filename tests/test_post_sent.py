@@ -42,3 +42,20 @@ def test_a_url_field_that_is_no_string_is_skipped_like_an_entry_of_urls(
     assert process_all(Consumer("post-sent", settings)).succeeded == 1
     assert LinkCounter(redis_client, settings.link_buckets).counts(["b.com"]) == [1]
     assert invalid_urls_counted() - invalid_before == 1
+
+
+def test_post_sent_is_a_plain_function_outside_a_consumer():
+    """No consumer around it: it counts, and leaves the archive to its before-ack step."""
+    from types import SimpleNamespace
+
+    from workers.events import PostSent
+    from workers.handlers.post_sent import archive_records, post_sent
+
+    recorded = []
+    deps = SimpleNamespace(
+        links=SimpleNamespace(record=lambda uid, keys: recorded.append((uid, keys)) or [True]),
+        archive=object(), notifier=SimpleNamespace(update_sent=lambda *a: None))
+    event = PostSent(update_id="u1", profile_id="p1", url="https://www.a.com/#x")
+    assert post_sent(event, deps)["urls"] == 1
+    assert recorded == [("u1", ["a.com"])]
+    assert [r["url"] for r in archive_records(event)] == ["a.com"]

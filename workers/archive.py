@@ -1,7 +1,7 @@
 """The link archive: every counted (update_id, url) record, in S3, so counts can be rebuilt.
 
-Handlers *stage* records while they run; the consumer writes a whole batch's records as one
-gzip JSON-lines object (never one per message) before it deletes those messages, under
+post-sent's before-ack step (workers/handlers/post_sent.py) writes a whole batch's records as
+one gzip JSON-lines object (never one per message) before its messages are deleted, under
 ``links/dt=YYYY-MM-DD/``. A failed write leaves the messages for redelivery, and counting them
 again is harmless (it is idempotent), so no counted link is ever missing from the archive.
 """
@@ -9,14 +9,12 @@ again is harmless (it is idempotent), so no counted link is ever missing from th
 from __future__ import annotations
 
 import calendar
-import contextvars
 import gzip
 import json
 import os
 import re
 import time
 import uuid
-from contextlib import contextmanager
 from typing import Any, Iterator
 
 from workers import marks
@@ -29,27 +27,6 @@ PREFIX = "links/"
 _PAIR = re.compile(rb'\n\{' + marks.LEAD_PATTERN
                    + rb'"update_id":"([^"\\\n]*)","url":"([^"\\\n]*)"')
 _KEY_TIME = re.compile(r"dt=(\d{4}-\d{2}-\d{2})/(\d{6})-")
-_STAGED: contextvars.ContextVar[list[dict[str, Any]] | None] = contextvars.ContextVar(
-    "archive_staged", default=None)
-
-
-def stage(records: list[dict[str, Any]]) -> None:
-    """Called by a handler: these records go to the archive with its message's batch."""
-    staged = _STAGED.get()
-    if staged is None:
-        raise RuntimeError("archive.stage() outside a handler run by the consumer")
-    staged.extend(records)
-
-
-@contextmanager
-def staging() -> Iterator[list[dict[str, Any]]]:
-    """Called by the consumer around one handler: collects what it stages."""
-    staged: list[dict[str, Any]] = []
-    token = _STAGED.set(staged)
-    try:
-        yield staged
-    finally:
-        _STAGED.reset(token)
 
 
 class Archive:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import Any, Callable
 
 import click
 
-from workers import QUEUES
 from workers.settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_DRAIN_TARGET_SECONDS,
@@ -19,8 +18,29 @@ from workers.settings import (
     SettingsError,
 )
 
-QUEUE = click.Choice(QUEUES)
-QUEUE_ARG = {"type": QUEUE, "metavar": "QUEUE"}
+
+class LazyChoice(click.Choice):
+    """A click.Choice whose choices are read when first needed: the queues come from their
+    registry, whose loading imports every handler, which `workers --help` and other commands'
+    start-up need not pay for."""
+
+    def __init__(self, choices: Callable[[], tuple[str, ...]]) -> None:
+        self._choices = choices
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]  # click's is an attribute
+        return self._choices()
+
+
+def _queues() -> tuple[str, ...]:
+    from workers import QUEUES
+
+    return QUEUES
+
+
+QUEUE = LazyChoice(_queues)
+QUEUE_ARG: dict[str, Any] = {"type": QUEUE, "metavar": "QUEUE"}
 
 
 class Failure(click.ClickException):
@@ -300,7 +320,7 @@ def stats(settings: Settings, as_json: bool, watch: float | None, target: float,
 @cli.command()
 # A queue's daemons, or links-api (`workers links serve`): what conf/supervisord.conf runs N of.
 @click.argument("queue", required=False, metavar="QUEUE",
-                type=click.Choice([*QUEUES, LINKS_API_PROGRAM]))
+                type=LazyChoice(lambda: (*_queues(), LINKS_API_PROGRAM)))
 @click.argument("count", required=False, type=click.IntRange(0, 99), metavar="N")
 @click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
               help="Seconds to wait for processes to start and to stop (a stop lets a daemon "

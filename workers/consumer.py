@@ -15,16 +15,16 @@ import os
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, fields, replace
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, Sequence
 
 import structlog
 
-from workers import archive, handlers, health, logs, metrics
+from workers import handlers, health, logs, metrics
 from workers.backoff import ExponentialBackoff
 from workers.deps import Deps
 from workers.errors import PermanentError, TransientError
-from workers.events import decode
+from workers.events import Event, decode
 from workers.heartbeat import Heartbeat
 from workers.liveness import Lanes
 from workers.message import Message
@@ -64,7 +64,7 @@ class Outcome:
     kind: str
     reason: str | None = None
     retry_after: float | None = None
-    staged: tuple = ()  # archive records the handler staged
+    event: Event | None = None  # the decoded event of a success, for the before-ack steps
 
 
 @dataclass
@@ -142,8 +142,7 @@ class Consumer:
             # between would be dead-lettered twice.
             self.heartbeat.track(messages)
             try:
-                result = self._acknowledge(
-                    self._before_ack(self._archive(self._handle_all(messages))))
+                result = self._acknowledge(self._before_ack(self._handle_all(messages)))
             finally:
                 self.heartbeat.untrack(messages)
         with self._lock:
@@ -182,19 +181,16 @@ class Consumer:
         # Bound for this thread, so the handler's own log lines carry the message too.
         with structlog.contextvars.bound_contextvars(
                 queue=self.queue, message_id=message.id, receive_count=message.receive_count):
-            with archive.staging() as staged:
-                outcome = self._handle_bound(message)
-        if staged and outcome.kind == SUCCEEDED:
-            outcome = replace(outcome, staged=tuple(staged))
-        return outcome
+            return self._handle_bound(message)
 
     def _handle_bound(self, message: Message) -> Outcome:
         started = time.perf_counter()
         log = self.log
         extra: dict[str, Any] = {}
         try:
-            extra = self.handler(decode(self.queue, message), self.deps) or {}
-            outcome = Outcome(message, SUCCEEDED)
+            event = decode(self.queue, message)
+            extra = self.handler(event, self.deps) or {}
+            outcome = Outcome(message, SUCCEEDED, event=event)
         except PermanentError as exc:
             outcome = Outcome(message, DEAD_LETTERED, exc.reason)
         except TransientError as exc:
@@ -219,31 +215,19 @@ class Consumer:
               duration_ms=round(elapsed * 1000, 2), **extra)
         return outcome
 
-    def _archive(self, outcomes: list[Outcome]) -> list[Outcome]:
-        """Writes the batch's staged records in one object before anything is deleted; if
-        that fails, their messages are retried (counting again is harmless)."""
-        records = [r for o in outcomes for r in o.staged]
-        if not records:
-            return outcomes
-        try:
-            self.deps.archive.write(records)
-            return outcomes
-        except Exception as exc:  # S3 away, bucket missing: transient for these messages
-            reason = f"archive unavailable: {type(exc).__name__}: {exc}"
-            self.log.warning("archive.failed", error=reason, records=len(records))
-            metrics.FAILED.labels(self.queue, "transient").inc(sum(1 for o in outcomes
-                                                                   if o.staged))
-            return [Outcome(o.message, RETRIED, reason) if o.staged else o for o in outcomes]
-
     def _before_ack(self, outcomes: list[Outcome]) -> list[Outcome]:
-        """Runs the queue's before-ack steps once for the batch, if anything succeeded; if one
-        fails, the successes are retried instead of deleted (handling again is harmless)."""
-        succeeded = sum(1 for o in outcomes if o.kind == SUCCEEDED)
+        """Runs the queue's before-ack steps once for the batch, in order, with its succeeded
+        events, if anything succeeded; if one fails, the successes are retried instead of
+        deleted (handling again is harmless)."""
+        events = [o.event for o in outcomes if o.kind == SUCCEEDED and o.event is not None]
+        succeeded = len(events)
         if not succeeded or not self.before_ack:
             return outcomes
         try:
-            for step in self.before_ack:
-                step(self.deps)
+            # Bound so that a step's own log lines (archive.failed...) name the queue.
+            with structlog.contextvars.bound_contextvars(queue=self.queue):
+                for step in self.before_ack:
+                    step(self.deps, events)
             return outcomes
         except TransientError as exc:
             reason = exc.reason
@@ -313,7 +297,7 @@ class Consumer:
         except SQS_ERRORS as exc:  # it comes back after its current timeout instead
             self.log.warning("visibility.failed", error=str(exc), messages=len(pairs))
 
-    def _extend(self, pairs: list[tuple[Message, int]]) -> None:
+    def _extend(self, pairs: Sequence[tuple[Message, int]]) -> None:
         self.sqs.change_visibility(pairs)
         metrics.VISIBILITY_EXTENSIONS.labels(self.queue).inc(len(pairs))
 

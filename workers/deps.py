@@ -5,8 +5,6 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-import redis
-
 from workers import archive, aws, engagement, links, mail, notify, redisconn, sent, social
 from workers.settings import Settings
 
@@ -16,7 +14,7 @@ class Deps:
         self.settings = settings
 
     @cached_property
-    def redis(self) -> redis.Redis:
+    def redis(self) -> redisconn.Client:
         return redisconn.connect(self.settings.redis_url)
 
     @cached_property

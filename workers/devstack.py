@@ -30,7 +30,8 @@ def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | Non
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before listening")
+            name = str(proc.args[0])  # type: ignore[index]  # every caller passes a list of str
+            raise RuntimeError(f"{name} exited with {proc.returncode} before listening")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return

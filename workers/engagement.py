@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-import redis
+from workers.redisconn import Client
 
 # Atomic inside Redis. KEYS: the hash. ARGV: fetched_at, then field, value pairs.
 STORE_NEWEST = """
@@ -23,7 +23,7 @@ return 1
 
 
 class EngagementStore:
-    def __init__(self, client: redis.Redis, prefix: str = "analytics:"):
+    def __init__(self, client: Client, prefix: str = "analytics:"):
         self.client = client
         self.prefix = prefix
         self._store = client.register_script(STORE_NEWEST)
@@ -41,4 +41,5 @@ class EngagementStore:
 
     def get(self, update_id: str) -> dict[str, str]:
         raw = self.client.hgetall(self.key(update_id))
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        # The client answers bytes (decode_responses off); redis-py's types allow str too.
+        return {k.decode(): v.decode() for k, v in raw.items()}  # type: ignore[union-attr]

@@ -6,6 +6,8 @@ from __future__ import annotations
 class HandlerError(Exception):
     """Base of the errors the runtime understands."""
 
+    reason: str  # what the log line and the DLQ's attribute say
+
 
 class PermanentError(HandlerError):
     """Retrying cannot help (bad input, unknown service): the message goes to its DLQ at once."""

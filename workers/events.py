@@ -1,4 +1,8 @@
-"""Event schemas, one per queue, and the one place a message body becomes a validated event."""
+"""Event schemas, one per queue, and the one place a message body becomes a validated event.
+
+Each queue names its schema where it is declared (``@queue(..., schema=...)`` in
+workers/handlers/).
+"""
 
 from __future__ import annotations
 
@@ -114,18 +118,12 @@ class Email(Event):
         return self
 
 
-SCHEMAS: dict[str, type[Event]] = {
-    "post-sent": PostSent,
-    "analytics": Analytics,
-    "push": Push,
-    "email": Email,
-}
-
-
 def validate(queue: str, data: Any) -> Event:
     """A validated event of ``queue``'s schema, or InvalidEvent saying what is wrong."""
+    from workers.handlers import declaration  # lazily: the handlers import this module
+
     try:
-        return SCHEMAS[queue].model_validate(data)
+        return declaration(queue).schema.model_validate(data)
     except ValidationError as exc:
         raise InvalidEvent(f"invalid {queue} event: {_describe(exc)}") from None
 

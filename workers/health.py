@@ -17,9 +17,8 @@ from typing import Any, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from workers import QUEUES
-
-# Each queue's processes get their own block of ports: post-sent base+0.., analytics base+100..
+# Each queue's processes get their own block of ports (its declared port_block): post-sent
+# base+0.., analytics base+100..
 PORTS_PER_QUEUE = 100
 # A scrape sends its request in one packet; a client still sending after this long is gone or
 # hostile, and is dropped.
@@ -33,7 +32,9 @@ Health = Callable[[], "tuple[bool, dict[str, Any]]"]
 
 def port_for(base: int, queue: str, process_num: int) -> int:
     """The port of one process: distinct across queues and supervisord's numprocs."""
-    return base + PORTS_PER_QUEUE * QUEUES.index(queue) + process_num
+    from workers.handlers import declaration  # lazily: the registry loads every handler
+
+    return base + PORTS_PER_QUEUE * declaration(queue).port_block + process_num
 
 
 class _DeadlineReader(io.RawIOBase):

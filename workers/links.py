@@ -151,7 +151,7 @@ BUCKETS_PER_CALL = 16
 class LinkCounter:
     def __init__(
         self,
-        client: redis.Redis,
+        client: redis.Redis | RedisCluster,
         buckets: int = DEFAULT_LINK_BUCKETS,
         ttl: int = IDEMPOTENCY_TTL_SECONDS,
         prefix: str = "l",
@@ -312,13 +312,14 @@ class LinkCounter:
         count and a WAIT on another connection (or server) would vouch for a count the new
         primary never had. On a cluster, so, one pipeline per primary."""
         if replicas and isinstance(self.client, RedisCluster):
-            return self._evalsha_per_primary(script, calls, replicas)
+            return self._evalsha_per_primary(self.client, script, calls, replicas)
         return _evalsha(self.client, script, calls, replicas, self.wait_ms)
 
-    def _evalsha_per_primary(self, script: str, calls: list[tuple], replicas: int) -> list:
+    def _evalsha_per_primary(self, cluster: RedisCluster, script: str, calls: list[tuple],
+                             replicas: int) -> list:
         by_node: dict[str, tuple[Any, list[int]]] = {}
         for i, call in enumerate(calls):
-            node = self.client.get_node_from_key(call[1])  # the counter hash: the call's slot
+            node = cluster.get_node_from_key(call[1])  # the counter hash: the call's slot
             by_node.setdefault(node.name, (node.redis_connection, []))[1].append(i)
         answers: list = [None] * len(calls)
         for connection, indexes in by_node.values():
@@ -326,21 +327,21 @@ class LinkCounter:
                 got = _evalsha(connection, script, [calls[i] for i in indexes], replicas,
                                self.wait_ms)
             except (redis.ConnectionError, redis.TimeoutError, MovedError, AskError):
-                self._relearn_slots()  # a failover moved the slots: ask again next time
+                _relearn_slots(cluster)  # a failover moved the slots: ask again next time
                 raise
             for i, answer in zip(indexes, got, strict=True):
                 answers[i] = answer
         return answers
 
-    def _relearn_slots(self) -> None:
-        try:
-            self.client.nodes_manager.initialize()
-        except Exception:  # noqa: BLE001 (no node answers yet: the next call tries again)
-            pass
-
-
 class ReplicasBehind(redis.exceptions.RedisError):
     """Fewer replicas than asked had the counts within the wait: retry them later."""
+
+
+def _relearn_slots(cluster: RedisCluster) -> None:
+    try:
+        cluster.nodes_manager.initialize()
+    except Exception:  # noqa: BLE001 (no node answers yet: the next call tries again)
+        pass
 
 
 def _evalsha(client: Any, script: str, calls: list[tuple], replicas: int, wait_ms: int) -> list:

@@ -7,6 +7,10 @@ import sys
 
 import structlog
 
+# logging.getLevelNamesMapping is Python 3.11's; we support 3.10.
+_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
+           "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
+
 
 def configure(level: str = "info") -> None:
     structlog.configure(
@@ -18,7 +22,7 @@ def configure(level: str = "info") -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]),
+            _LEVELS[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )

@@ -89,7 +89,7 @@ class FailoverUnixConnection(_DropOnReadOnly, redis.UnixDomainSocketConnection):
     pass
 
 
-CONNECTION_CLASSES: dict[str, type[redis.connection.AbstractConnection]] = {
+CONNECTION_CLASSES: dict[str, type[redis.Connection] | type[redis.UnixDomainSocketConnection]] = {
     "redis": FailoverConnection, "rediss": FailoverSSLConnection,
     "unix": FailoverUnixConnection}
 SCHEMES = [f"{s}://" for s in [*CONNECTION_CLASSES, *CLUSTER_SCHEMES, *SENTINEL_SCHEMES]]

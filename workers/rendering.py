@@ -61,9 +61,10 @@ def render(name: str, params: Mapping[str, Any] | None = None) -> Rendered:
     if not NAME.match(name):
         raise UnknownTemplate(f"unknown email template {name!r}")
     parts = {part: _render(name, part, dict(params or {})) for part in (SUBJECT, TEXT, HTML)}
-    if parts[SUBJECT] is None or (parts[TEXT] is None and parts[HTML] is None):
+    subject = parts[SUBJECT]
+    if subject is None or (parts[TEXT] is None and parts[HTML] is None):
         raise UnknownTemplate(f"unknown email template {name!r}")
-    return Rendered(subject=one_line(parts[SUBJECT]), text=parts[TEXT], html=parts[HTML])
+    return Rendered(subject=one_line(subject), text=parts[TEXT], html=parts[HTML])
 
 
 def _render(name: str, part: str, params: dict[str, Any]) -> str | None:

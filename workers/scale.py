@@ -76,7 +76,7 @@ class Scaler:
     def wanted(self) -> dict[str, int]:
         """Each queue's count: the last ``scale``'s, else WORKERS_<QUEUE>_PROCS."""
         saved = rundir.read_json(self.state) or {}
-        return {q: int(saved.get(q, self.settings.procs[q])) for q in PROGRAMS}
+        return {q: int(saved.get(q, self.settings.procs_for(q))) for q in PROGRAMS}
 
     def scale(self, queue: str, count: int) -> Change:
         """Remembers ``count`` for ``queue``, then applies it."""

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, fields
-from typing import Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any, Mapping
 
-from workers import QUEUES
+from workers.envvars import (
+    Choice,
+    Flag,
+    Int,
+    LenientFlag,
+    OptionalInt,
+    SettingsError,
+    Text,
+    Variable,
+)
 
 # SQS caps WaitTimeSeconds at 20; the longest wait means the fewest empty receives (each is billed).
 LONG_POLL_SECONDS = 20
@@ -94,12 +103,19 @@ DEFAULT_LINKS_API_PORT = 8080
 # absorbs most reads.
 DEFAULT_SHARES_MAX_AGE = 600
 
-# Daemons per queue until `workers scale` says otherwise (WORKERS_<QUEUE>_PROCS): post-sent
-# is the busy one; the others wait on remote APIs, and one process holds 20 handlers.
 # links-api is `workers links serve`, its processes sharing the API's port (SO_REUSEPORT): one
-# serves many times the seed's 700 requests/s burst; more are for a multi-core host.
+# serves many times the seed's 700 requests/s burst; more are for a multi-core host. It is a
+# supervisord program scaled like a queue's, but no queue.
 LINKS_API_PROGRAM = "links-api"
-DEFAULT_PROCS = {"post-sent": 2, "analytics": 1, "push": 1, "email": 1, LINKS_API_PROGRAM: 1}
+LINKS_API_PROCS = 1
+
+
+def default_procs() -> dict[str, int]:
+    """Processes per program until `workers scale` says otherwise (WORKERS_<QUEUE>_PROCS):
+    each queue's from its declaration (workers/handlers/), and the read API's."""
+    from workers.handlers import declared  # lazily: it loads every handler
+
+    return {**{q.name: q.procs for q in declared()}, LINKS_API_PROGRAM: LINKS_API_PROCS}
 
 
 def default_run_dir() -> str:
@@ -148,65 +164,21 @@ class Settings:
     wait_seconds: int = LONG_POLL_SECONDS
     run_dir: str = field(default_factory=default_run_dir)
     scale_file: str | None = None  # default: run_dir/scale.json
-    procs: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PROCS))
+    # What WORKERS_<PROGRAM>_PROCS set, by program; ``procs_for`` falls back on the defaults.
+    procs: Mapping[str, int] = field(default_factory=dict)
     links_api_host: str = DEFAULT_LINKS_API_HOST
     links_api_port: int = DEFAULT_LINKS_API_PORT
     shares_max_age: int = DEFAULT_SHARES_MAX_AGE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Every variable of VARIABLES (an unset or empty one takes the field's default), and
+        the WORKERS_<PROGRAM>_PROCS found."""
         env = os.environ if env is None else env
-        return cls(
-            region=env.get("AWS_DEFAULT_REGION") or "us-east-1",
-            endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
-            queue_prefix=env.get("WORKERS_QUEUE_PREFIX", ""),
-            max_receives=_int(env, "WORKERS_MAX_RECEIVES", DEFAULT_MAX_RECEIVES, 1, 1000),
-            visibility_timeout=_int(
-                env, "WORKERS_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT, 0,
-                MAX_VISIBILITY_SECONDS,
-            ),
-            redis_url=env.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
-            archive_bucket=env.get("WORKERS_ARCHIVE_BUCKET") or None,
-            link_buckets=_int(env, "WORKERS_LINK_BUCKETS", DEFAULT_LINK_BUCKETS, 1, 2**32),
-            redis_wait_replicas=_int(env, "WORKERS_REDIS_WAIT_REPLICAS",
-                                     DEFAULT_REDIS_WAIT_REPLICAS, 0, 100),
-            metrics_port=_int(env, "WORKERS_METRICS_PORT", 0, 0, 65000),
-            metrics_host=env.get("WORKERS_METRICS_HOST") or DEFAULT_METRICS_HOST,
-            process_num=_int(env, "WORKERS_PROCESS_NUM", 0, 0, 99),
-            pusher_app_id=env.get("PUSHER_APP_ID") or None,
-            pusher_key=env.get("PUSHER_KEY") or None,
-            pusher_secret=env.get("PUSHER_SECRET") or None,
-            pusher_cluster=env.get("PUSHER_CLUSTER") or None,
-            pusher_host=env.get("PUSHER_HOST") or None,
-            pusher_port=_int(env, "PUSHER_PORT", 0, 0, 65535) or None,
-            pusher_ssl=env.get("PUSHER_SSL", "true").lower() not in ("0", "false", "no"),
-            twitter_api_url=env.get("WORKERS_TWITTER_API_URL") or DEFAULT_TWITTER_API_URL,
-            facebook_api_url=env.get("WORKERS_FACEBOOK_API_URL") or DEFAULT_FACEBOOK_API_URL,
-            linkedin_api_url=env.get("WORKERS_LINKEDIN_API_URL") or DEFAULT_LINKEDIN_API_URL,
-            facebook_api_version=env.get("WORKERS_FACEBOOK_API_VERSION")
-            or DEFAULT_FACEBOOK_API_VERSION,
-            linkedin_api_version=env.get("WORKERS_LINKEDIN_API_VERSION")
-            or DEFAULT_LINKEDIN_API_VERSION,
-            email_backend=_choice(env, "WORKERS_EMAIL_BACKEND", DEFAULT_EMAIL_BACKEND,
-                                  EMAIL_BACKENDS),
-            email_from=env.get("WORKERS_EMAIL_FROM") or None,
-            smtp_host=env.get("WORKERS_SMTP_HOST") or DEFAULT_SMTP_HOST,
-            smtp_port=_int(env, "WORKERS_SMTP_PORT", DEFAULT_SMTP_PORT, 1, 65535),
-            smtp_user=env.get("WORKERS_SMTP_USER") or None,
-            smtp_password=env.get("WORKERS_SMTP_PASSWORD") or None,
-            smtp_starttls=env.get("WORKERS_SMTP_STARTTLS", "true").lower()
-            not in ("0", "false", "no"),
-            push_allow_topics=_bool(env, "WORKERS_PUSH_ALLOW_TOPICS", DEFAULT_PUSH_ALLOW_TOPICS),
-            wait_seconds=_int(env, "WORKERS_WAIT_SECONDS", LONG_POLL_SECONDS, 1,
-                              LONG_POLL_SECONDS),
-            run_dir=env.get("WORKERS_RUN_DIR") or default_run_dir(),
-            scale_file=env.get("WORKERS_SCALE_FILE") or None,
-            procs={q: _int(env, procs_variable(q), n, 0, 99) for q, n in DEFAULT_PROCS.items()},
-            links_api_host=env.get("WORKERS_LINKS_API_HOST") or DEFAULT_LINKS_API_HOST,
-            links_api_port=_int(env, "WORKERS_LINKS_API_PORT", DEFAULT_LINKS_API_PORT, 0, 65535),
-            shares_max_age=_int(env, "WORKERS_SHARES_MAX_AGE", DEFAULT_SHARES_MAX_AGE, 0,
-                                365 * 24 * 60 * 60),
-        )
+        defaults = {f.name: _default(f) for f in fields(cls)}
+        values = {v.field: v.kind.read(v.name, env.get(v.name), defaults[v.field])
+                  for v in VARIABLES}
+        return cls(**values, procs=_procs(env))
 
     def __repr__(self) -> str:
         # Settings get logged and shown in tracebacks: REDIS_URL may carry a password
@@ -214,6 +186,10 @@ class Settings:
         shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr
                           and f.name != "redis_url")
         return f"Settings(redis_url={mask_url(self.redis_url)!r}, {shown})"
+
+    def procs_for(self, program: str) -> int:
+        """How many processes ``program`` runs until `workers scale` says otherwise."""
+        return self.procs.get(program, default_procs()[program])
 
     def queue_name(self, queue: str) -> str:
         """The SQS name of a logical queue."""
@@ -238,39 +214,78 @@ def mask_url(url: str) -> str:
     return _QUERY_PASSWORD.sub("***", _URL_PASSWORD.sub(r"\1***", url))
 
 
-class SettingsError(ValueError):
-    """An environment variable holds a value we cannot use."""
+def _default(f: Field) -> Any:
+    return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
-    if not low <= value <= high:
-        raise SettingsError(f"{name} must be between {low} and {high}, not {value}")
-    return value
+# Settings.from_env reads exactly these (README.rst's configuration table lists them, and a test
+# holds the two together), plus WORKERS_<PROGRAM>_PROCS, one per supervisord program.
+VARIABLES: tuple[Variable, ...] = (
+    Variable("AWS_DEFAULT_REGION", "region", Text(), "boto3's own variable"),
+    Variable("AWS_ENDPOINT_URL", "endpoint_url", Text(), "boto3's own; moto's server locally"),
+    Variable("WORKERS_QUEUE_PREFIX", "queue_prefix", Text(), "prefix of every SQS queue name"),
+    Variable("WORKERS_MAX_RECEIVES", "max_receives", Int(1, 1000),
+             "redrive maxReceiveCount: receives before SQS dead-letters"),
+    Variable("WORKERS_VISIBILITY_TIMEOUT", "visibility_timeout", Int(0, MAX_VISIBILITY_SECONDS),
+             "seconds a received message stays hidden; the base of the backoff"),
+    Variable("REDIS_URL", "redis_url", Text(), "counters and idempotency keys"),
+    Variable("WORKERS_ARCHIVE_BUCKET", "archive_bucket", Text(), "S3 bucket of the link archive"),
+    Variable("WORKERS_LINK_BUCKETS", "link_buckets", Int(1, 2**32),
+             "counter hashes; changing it needs a rebuild"),
+    Variable("WORKERS_REDIS_WAIT_REPLICAS", "redis_wait_replicas", Int(0, 100),
+             "replicas that must have a batch's counts before its deletes"),
+    Variable("WORKERS_METRICS_PORT", "metrics_port", Int(0, 65000),
+             "base port of /metrics and /health; 0: none"),
+    Variable("WORKERS_METRICS_HOST", "metrics_host", Text(), "where they listen"),
+    Variable("WORKERS_PROCESS_NUM", "process_num", Int(0, 99),
+             "supervisord's process number (conf/supervisord.conf sets it): its metrics port"),
+    Variable("PUSHER_APP_ID", "pusher_app_id", Text(), "Pusher Channels; unset: Pusher off"),
+    Variable("PUSHER_KEY", "pusher_key", Text(), "Pusher Channels"),
+    Variable("PUSHER_SECRET", "pusher_secret", Text(), "Pusher Channels; a secret"),
+    Variable("PUSHER_CLUSTER", "pusher_cluster", Text(), "Pusher's cluster"),
+    Variable("PUSHER_HOST", "pusher_host", Text(), "or its host (a local fake)"),
+    Variable("PUSHER_PORT", "pusher_port", OptionalInt(0, 65535), "and port"),
+    Variable("PUSHER_SSL", "pusher_ssl", LenientFlag(), "false: plain HTTP to PUSHER_HOST"),
+    Variable("WORKERS_TWITTER_API_URL", "twitter_api_url", Text(), "Twitter/X API v2 base URL"),
+    Variable("WORKERS_FACEBOOK_API_URL", "facebook_api_url", Text(), "Graph API base URL"),
+    Variable("WORKERS_LINKEDIN_API_URL", "linkedin_api_url", Text(), "LinkedIn REST base URL"),
+    Variable("WORKERS_FACEBOOK_API_VERSION", "facebook_api_version", Text(), "Graph version"),
+    Variable("WORKERS_LINKEDIN_API_VERSION", "linkedin_api_version", Text(), "LinkedIn-Version"),
+    Variable("WORKERS_EMAIL_BACKEND", "email_backend", Choice(EMAIL_BACKENDS), "ses or smtp"),
+    Variable("WORKERS_EMAIL_FROM", "email_from", Text(), "sender; email waits for it"),
+    Variable("WORKERS_SMTP_HOST", "smtp_host", Text(), "SMTP relay (backend smtp)"),
+    Variable("WORKERS_SMTP_PORT", "smtp_port", Int(1, 65535), "its submission port"),
+    Variable("WORKERS_SMTP_USER", "smtp_user", Text(), "its login; unset: none"),
+    Variable("WORKERS_SMTP_PASSWORD", "smtp_password", Text(), "a secret: never logged"),
+    Variable("WORKERS_SMTP_STARTTLS", "smtp_starttls", LenientFlag(),
+             "refuse to send in clear text"),
+    Variable("WORKERS_PUSH_ALLOW_TOPICS", "push_allow_topics", Flag(),
+             "push may also publish to SNS topics (a broadcast)"),
+    Variable("WORKERS_WAIT_SECONDS", "wait_seconds", Int(1, LONG_POLL_SECONDS),
+             "long poll; a warm stop waits it out"),
+    Variable("WORKERS_RUN_DIR", "run_dir", Text(), "supervisord's socket, pid and logs"),
+    Variable("WORKERS_SCALE_FILE", "scale_file", Text(), "`workers scale`'s counts"),
+    Variable("WORKERS_LINKS_API_HOST", "links_api_host", Text(), "the read API's address"),
+    Variable("WORKERS_LINKS_API_PORT", "links_api_port", Int(0, 65535), "its port"),
+    Variable("WORKERS_SHARES_MAX_AGE", "shares_max_age", Int(0, 365 * 24 * 60 * 60),
+             "seconds a count may be cached"),
+)
 
 
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = (env.get(name) or "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name} must be true or false, not {raw!r}")
+# WORKERS_POST_SENT_PROCS; not WORKERS_POST_SENT_MAX_PROCS, supervisord's process slots.
+_PROCS_VARIABLE = re.compile(r"WORKERS_([A-Z0-9_]+)_PROCS")
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
-    value = (env.get(name) or default).lower()
-    if value not in choices:
-        raise SettingsError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-    return value
+def _procs(env: Mapping[str, str]) -> dict[str, int]:
+    """Every WORKERS_<PROGRAM>_PROCS set, by program name. Found in the environment rather
+    than asked for each declared queue: reading the declarations imports every handler, which
+    commands other than `workers scale` need not pay for."""
+    found = {}
+    for name in env:
+        match = _PROCS_VARIABLE.fullmatch(name)
+        if match and not match[1].endswith("_MAX") and env[name] != "":
+            found[match[1].lower().replace("_", "-")] = Int(0, 99).read(name, env[name], 0)
+    return found
 
 
 def procs_variable(queue: str) -> str:
@@ -279,6 +294,8 @@ def procs_variable(queue: str) -> str:
 
 
 def check_queue(queue: str) -> str:
+    from workers import QUEUES  # lazily: the registry loads every handler
+
     if queue not in QUEUES:
         raise SettingsError(f"unknown queue {queue!r}; expected one of: {', '.join(QUEUES)}")
     return queue

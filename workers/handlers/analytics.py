@@ -8,11 +8,12 @@ from typing import Any
 from workers.deps import Deps
 from workers.errors import TransientError
 from workers.events import Analytics
-from workers.handlers import handler
+from workers.handlers import queue
 from workers.redisconn import REDIS_ERRORS
 
 
-@handler("analytics")
+# Waits on the networks' APIs (and their rate limits): one process of 20 handlers to start.
+@queue("analytics", schema=Analytics, procs=1, port_block=1)
 def analytics(event: Analytics, deps: Deps) -> dict[str, Any]:
     token = deps.credentials.token(event.profile_id, event.service)
     counts = deps.social[event.service].engagement(event.service_update_id, token)

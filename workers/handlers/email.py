@@ -13,12 +13,13 @@ from workers import rendering
 from workers.deps import Deps
 from workers.errors import TransientError
 from workers.events import Email
-from workers.handlers import handler
+from workers.handlers import queue
 from workers.mail import build_message
 from workers.sent import mark_key
 
 
-@handler("email")
+# Waits on SES or an SMTP relay: one process of 20 handlers to start with.
+@queue("email", schema=Email, procs=1, port_block=3)
 def send_email(event: Email, deps: Deps) -> dict[str, Any]:
     sender = deps.settings.email_from
     if not sender:  # the operator's to fix; the message waits for it, then the DLQ

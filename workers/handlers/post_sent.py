@@ -1,4 +1,4 @@
-"""post-sent: count each link of a sent post once, in Redis."""
+"""post-sent: count each link of a sent post once, in Redis; archive each batch's links in S3."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from typing import Any, Sequence
 
 import structlog
 
-from workers import archive, metrics
+from workers import metrics
 from workers.deps import Deps
 from workers.errors import TransientError
-from workers.events import PostSent
-from workers.handlers import handler
+from workers.events import Event, PostSent
+from workers.handlers import before_ack, queue
 from workers.links import ReplicasBehind
 from workers.redisconn import REDIS_ERRORS
 from workers.urls import InvalidURL, normalize_url
@@ -18,7 +18,8 @@ from workers.urls import InvalidURL, normalize_url
 log = structlog.get_logger()
 
 
-@handler("post-sent")
+# The busy queue: two processes to start with, counting on Redis.
+@queue("post-sent", schema=PostSent, procs=2, port_block=0)
 def post_sent(event: PostSent, deps: Deps) -> dict[str, Any]:
     keys, invalid = distinct_keys(event.all_urls)
     if invalid:
@@ -31,12 +32,34 @@ def post_sent(event: PostSent, deps: Deps) -> dict[str, Any]:
         raise TransientError(f"redis replicas: {exc}") from None
     except REDIS_ERRORS as exc:
         raise TransientError(f"redis unavailable: {type(exc).__name__}: {exc}") from None
-    if deps.archive is not None:  # every key, counted now or before: the archive is a superset
-        archive.stage([{"update_id": event.update_id, "url": key,
-                        "profile_id": event.profile_id, "created_at": event.created_at,
-                        "service": event.service} for key in keys])
     deps.notifier.update_sent(event.profile_id, event.update_id, keys)  # best effort, never raises
     return {"urls": len(keys), "counted": sum(counted), "invalid_urls": len(invalid)}
+
+
+@before_ack("post-sent")
+def archive_batch(deps: Deps, events: Sequence[Event]) -> None:
+    """The batch's records in one S3 object (never one per message) before its messages are
+    deleted; if the write fails, they are retried (counting again is harmless), so no counted
+    link is ever missing from the archive."""
+    if deps.archive is None:
+        return
+    records = [r for e in events if isinstance(e, PostSent) for r in archive_records(e)]
+    if not records:
+        return
+    try:
+        deps.archive.write(records)
+    except Exception as exc:  # S3 away, bucket missing: transient for the batch
+        reason = f"archive unavailable: {type(exc).__name__}: {exc}"
+        log.warning("archive.failed", error=reason, records=len(records))
+        raise TransientError(reason) from None
+
+
+def archive_records(event: PostSent) -> list[dict[str, Any]]:
+    """One record per valid key of the event, counted now or before: the archive is a
+    superset of the counts. Invalid URLs were logged by the handler already."""
+    keys, _invalid = distinct_keys(event.all_urls)
+    return [{"update_id": event.update_id, "url": key, "profile_id": event.profile_id,
+             "created_at": event.created_at, "service": event.service} for key in keys]
 
 
 def distinct_keys(urls: Sequence[Any]) -> tuple[list[str], list[tuple[str, str]]]:

@@ -24,7 +24,7 @@ from workers.aws_errors import AWS_ERRORS, classify
 from workers.deps import Deps
 from workers.errors import PermanentError
 from workers.events import Push
-from workers.handlers import handler
+from workers.handlers import queue
 from workers.sent import mark_key
 
 # SNS's error codes that say this message can never be delivered: the endpoint is disabled
@@ -43,7 +43,8 @@ APNS_PLATFORMS = ("APNS", "APNS_SANDBOX")
 FCM_PLATFORM = "GCM"
 
 
-@handler("push")
+# Waits on SNS, not on Redis: one process of 20 handlers to start with.
+@queue("push", schema=Push, procs=1, port_block=2)
 def push(event: Push, deps: Deps) -> dict[str, Any]:
     check_target(event.target_arn, deps.settings.push_allow_topics)
     target = describe_target(event.target_arn)

@@ -26,7 +26,7 @@ from workers.redisconn import CLUSTER_SCHEMES, REDIS_ERRORS, SENTINEL_SCHEMES, s
 
 Slot = tuple[str, bytes]
 # What a read that fails with Redis away raises: the app answers 503 to any of these.
-UNAVAILABLE = (*REDIS_ERRORS, OSError, asyncio.TimeoutError)
+UNAVAILABLE: tuple[type[Exception], ...] = (*REDIS_ERRORS, OSError, asyncio.TimeoutError)
 # A share button waits on us: a Redis that has not connected or answered in this long is
 # unavailable (503, and the caller retries) rather than a request hanging.
 CONNECT_TIMEOUT_SECONDS = 1.0

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import redis
-
 from workers.errors import PermanentError, TransientError
-from workers.redisconn import REDIS_ERRORS
+from workers.redisconn import REDIS_ERRORS, Client
 
 
 class CredentialStore(Protocol):
@@ -19,7 +17,7 @@ class RedisCredentials:
     """Hash ``creds:{profile_id}``, one field per service, written by the API when a profile
     connects a network."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "creds:"):
+    def __init__(self, client: Client, prefix: str = "creds:"):
         self.client = client
         self.prefix = prefix
 
