@@ -100,8 +100,8 @@ def test_a_stop_with_a_dead_stdout_still_stops_everything(how):
         read = lines_of(proc.stdout)
         wait_until(lambda: (run_dir / "env").exists(), timeout=90)
         env = env_of(run_dir / "env")
-        procs = Settings.from_env(env).procs
-        daemons = sum(procs[queue] for queue in QUEUES)
+        settings = Settings.from_env(env)
+        daemons = sum(settings.procs_for(queue) for queue in QUEUES)
         wait_until(lambda: sum('"daemon.started"' in line for line in read) >= daemons,
                    timeout=90, interval=0.5)
         supervisord = int((run_dir / "supervisord.pid").read_text())
