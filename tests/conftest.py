@@ -104,6 +104,18 @@ def queues(settings: Settings, sqs) -> dict[str, str]:
 
 
 @pytest.fixture
+def source(queues, prefix) -> str:
+    """post-sent's queue URL (tests of other queues define their own)."""
+    return queues[prefix + "post-sent"]
+
+
+@pytest.fixture
+def dlq(queues, prefix) -> str:
+    """post-sent's dead-letter queue URL."""
+    return queues[prefix + "post-sent-dlq"]
+
+
+@pytest.fixture
 def daemons(env, queues, tmp_path):
     """Starts real `workers run QUEUE` processes on this test's queues; kills what is left.
     Each process has ``log_path``, its JSON log file."""

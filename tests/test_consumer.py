@@ -29,16 +29,6 @@ def send(sqs, queues, prefix):
     return send
 
 
-@pytest.fixture
-def source(queues, prefix) -> str:
-    return queues[prefix + "post-sent"]
-
-
-@pytest.fixture
-def dlq(queues, prefix) -> str:
-    return queues[prefix + "post-sent-dlq"]
-
-
 def counts(settings: Settings, redis_client, *keys: str) -> list[int]:
     return LinkCounter(redis_client, settings.link_buckets).counts(keys)
 

@@ -25,11 +25,6 @@ def daemon(daemons):
     return lambda *args, environment=None: daemons("post-sent", *args, environment=environment)
 
 
-@pytest.fixture
-def source(queues, prefix):
-    return queues[prefix + "post-sent"]
-
-
 def counts_of(redis_client, *keys):
     return LinkCounter(redis_client).counts(keys)
 

@@ -22,16 +22,6 @@ from workers.sqs import ERROR_ATTRIBUTE, SQSQueue
 POISON_BYTES = 150_000
 
 
-@pytest.fixture
-def source(queues, prefix) -> str:
-    return queues[prefix + "post-sent"]
-
-
-@pytest.fixture
-def dlq(queues, prefix) -> str:
-    return queues[prefix + "post-sent-dlq"]
-
-
 def dead_letters(sqs, dlq: str, count: int) -> list[str]:
     """``count`` dead letters as our daemon leaves them: their own attribute, and our reason."""
     bodies = [json.dumps({"update_id": str(i), "profile_id": "p"}) for i in range(count)]

@@ -50,16 +50,6 @@ class Workload:
 
 
 @pytest.fixture
-def source(queues, prefix):
-    return queues[prefix + "post-sent"]
-
-
-@pytest.fixture
-def dlq(queues, prefix):
-    return queues[prefix + "post-sent-dlq"]
-
-
-@pytest.fixture
 def fleet(daemons, env):
     """Starts ``n`` post-sent daemons on REDIS_URL ``url`` that wait for one replica
     (WORKERS_REDIS_WAIT_REPLICAS=1), with the default WORKERS_MAX_RECEIVES, so that a valid

@@ -21,16 +21,6 @@ def event(update_id: str, *urls: str) -> str:
     return json.dumps({"update_id": update_id, "profile_id": "p1", "urls": list(urls)})
 
 
-@pytest.fixture
-def source(queues, prefix):
-    return queues[prefix + "post-sent"]
-
-
-@pytest.fixture
-def dlq(queues, prefix):
-    return queues[prefix + "post-sent-dlq"]
-
-
 def url_of(service) -> str:
     return f"redis://127.0.0.1:{service.port}/0"
 
