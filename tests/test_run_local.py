@@ -57,8 +57,7 @@ def test_run_local_counts_sample_events_and_stops_what_it_started():
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop(proc)
     assert proc.returncode == 0, out
     assert "daemon.stopped" in out
     pids = [int(pid) for pid in re.findall(r"with pid (\d+)",
@@ -68,6 +67,18 @@ def test_run_local_counts_sample_events_and_stops_what_it_started():
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """After a failure too: SIGTERM, on which run-local stops all it started (a SIGKILL would
+    leave its moto and redis-server behind), then SIGKILL if it does not end."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def lines_of(pipe) -> list[str]:
@@ -111,8 +122,7 @@ def test_a_stop_with_a_dead_stdout_still_stops_everything(how):
         # Then run-local still stops supervisord, every daemon, moto and redis-server
         assert proc.wait(timeout=150) == 0, (run_dir / "stderr.log").read_text()[-3000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop(proc)
     text = log.read_text()
     pids = [int(pid) for pid in re.findall(r"with pid (\d+)", text)]
     assert pids and not any(alive(pid) for pid in [supervisord, *pids])
