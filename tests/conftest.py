@@ -121,9 +121,10 @@ def daemons(env, queues, tmp_path):
     Each process has ``log_path``, its JSON log file."""
     procs: list[subprocess.Popen] = []
 
-    def start(queue: str, *args: str, environment: dict[str, str] | None = None):
+    def start(queue: str, *args: str, environment: dict[str, str] | None = None,
+              launcher: tuple[str, ...] = ("-m", "workers")):
         log = tmp_path / f"{queue}-daemon{len(procs)}.log"
-        proc = start_daemon(queue, environment or env, log, *args)
+        proc = start_daemon(queue, environment or env, log, *args, launcher=launcher)
         proc.log_path = log
         procs.append(proc)
         return proc

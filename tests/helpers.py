@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import pytest
 
@@ -38,9 +38,11 @@ def workers_cmd(*args: str, env: dict[str, str], stdin: str | None = None,
                           capture_output=True, text=True, timeout=timeout)
 
 
-def start_daemon(queue: str, env: dict[str, str], log_path: Path, *args: str) -> subprocess.Popen:
+def start_daemon(queue: str, env: dict[str, str], log_path: Path, *args: str,
+                 launcher: Sequence[str] = ("-m", "workers")) -> subprocess.Popen:
+    """`workers run QUEUE`; ``launcher`` is what Python runs in place of ``-m workers``."""
     out = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, "-m", "workers", "run", queue, *args], env=env,
+    return subprocess.Popen([sys.executable, *launcher, "run", queue, *args], env=env,
                             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import email
 from email import policy
+from typing import Iterator
 
 import boto3
 import pytest
@@ -136,14 +137,18 @@ class Mailbox:
         return "250 Message accepted for delivery"
 
 
-@pytest.fixture
-def smtp_server():
-    mailbox = Mailbox()
+def serving(mailbox: Mailbox) -> Iterator[Mailbox]:
+    """``mailbox`` as a local SMTP server on a free port, until the test ends."""
     controller = Controller(mailbox, hostname="127.0.0.1", port=devstack.free_port())
     controller.start()
     mailbox.port = controller.port
     yield mailbox
     controller.stop()
+
+
+@pytest.fixture
+def smtp_server():
+    yield from serving(Mailbox())
 
 
 @pytest.fixture
@@ -282,12 +287,7 @@ class QuitsBadly(Mailbox):
 
 @pytest.fixture
 def quits_badly():
-    mailbox = QuitsBadly()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=devstack.free_port())
-    controller.start()
-    mailbox.port = controller.port
-    yield mailbox
-    controller.stop()
+    yield from serving(QuitsBadly())
 
 
 def test_a_mail_accepted_then_a_421_to_quit_counts_as_sent(smtp_settings, quits_badly, sqs,

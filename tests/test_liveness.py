@@ -38,25 +38,11 @@ def get(url: str) -> tuple[int, dict]:
 
 
 @pytest.fixture
-def rigged(env, queues, tmp_path):
+def rigged(daemons):
     """Starts `workers run QUEUE` with a handler of tests/rigged_daemon.py; kills what is left."""
-    procs: list[subprocess.Popen] = []
-
     def start(rig: str, queue: str, *args: str, environment: dict[str, str] | None = None):
-        log = tmp_path / f"{rig}-{len(procs)}.log"
-        proc = subprocess.Popen([sys.executable, str(RIGGED), rig, "run", queue, *args],
-                                env=environment or env, stdout=open(log, "ab"),
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-        proc.log_path = log
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        return daemons(queue, *args, environment=environment, launcher=(str(RIGGED), rig))
+    return start
 
 
 @pytest.fixture
