@@ -38,7 +38,7 @@ fuzz: install redis  ## 5,000 random bad bodies through a live daemon; prints th
 	WORKERS_FUZZ_BODIES=5000 $(PY) -m pytest tests/test_bad_input.py -k live_daemon --timeout 1800
 
 chaos: install redis  ## 20,000 events through the fleet while daemons, Redis, SQS and S3 fail; figures
-	WORKERS_CHAOS_EVENTS=20000 $(PY) -m pytest tests/test_chaos.py -k under_chaos --timeout 1200
+	WORKERS_CHAOS_EVENTS=20000 $(PY) -m pytest tests/chaos/test_chaos.py -k under_chaos --timeout 1200
 
 bench: install redis loadgen  ## throughput, SQS requests, CPU and Redis memory, side by side with baselines
 	$(PY) bench/bench.py

@@ -33,9 +33,9 @@ from feeder import Feeder
 from scenario import BenchError, proxy_service, stop
 
 from workers import devstack
-from workers.links import LinkCounter
-from workers.provision import create_queues
-from workers.redisconn import connect
+from workers.links.counter import LinkCounter
+from workers.ops.provision import create_queues
+from workers.peers.redisconn import connect
 from workers.settings import DEFAULT_CONCURRENCY, Settings
 
 POOL = 100_000

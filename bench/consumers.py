@@ -13,6 +13,7 @@ import peervenv
 from scenario import QUEUE, Consumer
 
 BENCH_DIR = Path(__file__).resolve().parent
+BASELINES = BENCH_DIR / "baselines"
 # In the order the table shows them: ours, the hand-written loops, the peers, moto's ceiling.
 KINDS = ("ours", "batch", "naive", "celery", "celery-prefork", "dramatiq", "sqsworkers", "bare")
 PEERS = ("celery", "celery-prefork", "dramatiq", "sqsworkers")
@@ -37,20 +38,20 @@ def _ours(concurrency: int) -> Consumer:
 
 
 def _naive(_concurrency: int) -> Consumer:
-    return Consumer("naive", [sys.executable, str(BENCH_DIR / "naive_consumer.py")], 1,
+    return Consumer("naive", [sys.executable, str(BASELINES / "naive_consumer.py")], 1,
                     {"processes": 1, "threads": 1, "receive": 1, "wait_seconds": WAIT,
                      "delete": "one by one"})
 
 
 def _batch(_concurrency: int) -> Consumer:
-    return Consumer("batch", [sys.executable, str(BENCH_DIR / "batch_consumer.py"),
+    return Consumer("batch", [sys.executable, str(BASELINES / "batch_consumer.py"),
                               "--threads", str(BATCH_THREADS)], 10 * BATCH_THREADS,
                     {"processes": 1, "threads": BATCH_THREADS, "receive": 10,
                      "wait_seconds": WAIT, "delete": "batch"})
 
 
 def _bare(_concurrency: int) -> Consumer:
-    return Consumer("bare", [sys.executable, str(BENCH_DIR / "bare_consumer.py"),
+    return Consumer("bare", [sys.executable, str(BASELINES / "bare_consumer.py"),
                              "--threads", str(BARE_THREADS)], 10 * BARE_THREADS,
                     {"processes": 1, "threads": BARE_THREADS, "receive": 10,
                      "wait_seconds": WAIT, "delete": "batch", "handler": "none"},

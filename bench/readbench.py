@@ -28,8 +28,8 @@ import procstat
 import redis
 
 from workers import devstack
-from workers.links import LinkCounter
-from workers.urls import normalize_key
+from workers.links.counter import LinkCounter
+from workers.links.urls import normalize_key
 
 HERE = Path(__file__).resolve().parent
 SCRIPT = HERE / "wrk" / "shares.lua"

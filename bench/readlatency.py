@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from workers.links import LinkCounter
-from workers.redisconn import connect
+from workers.links.counter import LinkCounter
+from workers.peers.redisconn import connect
 from workers.settings import Settings
 
 KEYS_PER_READ = 5

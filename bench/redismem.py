@@ -3,7 +3,7 @@
 Measured as the delta of INFO ``used_memory`` (what the allocator holds for data, dict tables
 included) on a FLUSHALLed server of its own, so nothing else is in the figure.
 
-* Counters, ours: ``workers.links.LinkCounter`` hashes, filled with HINCRBY on the exact
+* Counters, ours: ``workers.links.counter.LinkCounter`` hashes, filled with HINCRBY on the exact
   (hash, field) ``LinkCounter.slot`` gives, in big pipelines (the Lua script is for
   exactly-once, not for loading a million counters). Naive: one string key per URL, INCR.
 * Idempotency marks, ours: ``LinkCounter.record`` itself, with the counters already
@@ -23,7 +23,7 @@ import redis
 from workload import WORDS
 
 from workers import devstack
-from workers.links import LinkCounter
+from workers.links.counter import LinkCounter
 from workers.settings import DEFAULT_LINK_BUCKETS, IDEMPOTENCY_TTL_SECONDS
 
 PIPELINE = 10_000

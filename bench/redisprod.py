@@ -22,8 +22,9 @@ from typing import Any
 import procstat
 import redis
 
-from workers import devstack, redisconn
-from workers.links import LinkCounter
+from workers import devstack
+from workers.links.counter import LinkCounter
+from workers.peers import redisconn
 
 BATCH = 10  # messages a receive brings, and so a WAIT covers
 LINKS_PER_MESSAGE = 2

@@ -26,8 +26,8 @@ from feeder import Feeder
 from workload import Workload
 
 from workers import devstack
-from workers.links import LinkCounter
-from workers.provision import create_queues
+from workers.links.counter import LinkCounter
+from workers.ops.provision import create_queues
 from workers.settings import Settings
 
 QUEUE = "post-sent"

@@ -13,7 +13,9 @@ import pytest
 import redis
 
 from helpers import start_daemon
-from workers import devstack, provision, redisconn
+from workers import devstack
+from workers.ops import provision
+from workers.peers import redisconn
 from workers.settings import Settings
 
 # boto3 must never reach real AWS from a test, whatever the machine's environment says.

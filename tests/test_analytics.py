@@ -14,13 +14,13 @@ import pytest
 from fakes import FakePusher, FakeSocialAPIs
 from helpers import drain, log_events, queue_depth, wait_until
 from workers import devstack, social
-from workers.consumer import Consumer
-from workers.deps import Deps
-from workers.engagement import EngagementStore
-from workers.errors import PermanentError, TransientError
+from workers.peers.sqs import ERROR_ATTRIBUTE
+from workers.runtime.consumer import Consumer
+from workers.runtime.deps import Deps
+from workers.runtime.errors import PermanentError, TransientError
 from workers.settings import Settings
 from workers.social.base import parse_retry_after
-from workers.sqs import ERROR_ATTRIBUTE
+from workers.social.engagement import EngagementStore
 
 TOKENS = {"twitter": "tw-token-SECRET-1a2b", "facebook": "fb-token-SECRET-3c4d",
           "linkedin": "li-token-SECRET-5e6f"}

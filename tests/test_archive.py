@@ -8,9 +8,9 @@ import boto3
 import pytest
 
 from helpers import log_events, queue_depth, start_daemon, wait_until
-from workers.archive import Archive
-from workers.consumer import Consumer
-from workers.links import LinkCounter
+from workers.links.archive import Archive
+from workers.links.counter import LinkCounter
+from workers.runtime.consumer import Consumer
 
 
 def post(update_id, *urls):

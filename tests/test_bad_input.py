@@ -16,11 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers import DeadLetters, queue_depth, wait_until
-from workers import QUEUES, events
-from workers.errors import PermanentError
-from workers.links import LinkCounter
-from workers.message import Message
-from workers.sqs import ERROR_ATTRIBUTE
+from workers import QUEUES
+from workers.links.counter import LinkCounter
+from workers.peers.sqs import ERROR_ATTRIBUTE
+from workers.runtime import events
+from workers.runtime.errors import PermanentError
+from workers.runtime.message import Message
 
 # `make fuzz` sends thousands; `make test` a short run of the same.
 FUZZ_BODIES = int(os.environ.get("WORKERS_FUZZ_BODIES", "500"))

@@ -8,13 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from helpers import drain, queue_depth, wait_until
-from workers.consumer import Consumer, lane_sizes
-from workers.deps import Deps
-from workers.errors import PermanentError, TransientError
-from workers.handlers.post_sent import post_sent
-from workers.links import LinkCounter
+from workers.links.counter import LinkCounter
+from workers.peers.sqs import ERROR_ATTRIBUTE
+from workers.queues.post_sent import post_sent
+from workers.runtime.consumer import Consumer
+from workers.runtime.daemon import Daemon, lane_sizes
+from workers.runtime.deps import Deps
+from workers.runtime.errors import PermanentError, TransientError
 from workers.settings import Settings
-from workers.sqs import ERROR_ATTRIBUTE
 
 
 def post(update_id: str, *urls: str) -> str:
@@ -287,17 +288,17 @@ class RecordedWaits:
 
 
 def test_a_lane_pauses_while_everything_fails_transiently_and_not_after(settings):
-    from workers.consumer import BatchResult
+    from workers.runtime.consumer import BatchResult
 
     shutdown = RecordedWaits()
-    consumer = Consumer("post-sent", settings, shutdown=shutdown)
+    daemon = Daemon(Consumer("post-sent", settings, shutdown=shutdown))
     for _ in range(3):  # a peer is down: every message of every batch failed transiently
-        consumer._pause_if_peers_down(BatchResult(received=10, retried=10))
+        daemon.pause_if_peers_down(BatchResult(received=10, retried=10))
     assert shutdown.waits == [1.0, 2.0, 4.0]
-    consumer._pause_if_peers_down(BatchResult())  # an empty poll: nothing is failing now
-    consumer._pause_if_peers_down(BatchResult(received=10, retried=10))
+    daemon.pause_if_peers_down(BatchResult())  # an empty poll: nothing is failing now
+    daemon.pause_if_peers_down(BatchResult(received=10, retried=10))
     assert shutdown.waits[-1] == 1.0  # the doubling starts over, not at 8 s
-    consumer._pause_if_peers_down(BatchResult(received=10, succeeded=1, retried=9))
+    daemon.pause_if_peers_down(BatchResult(received=10, succeeded=1, retried=9))
     assert len(shutdown.waits) == 4  # a success: no pause
 
 
@@ -325,11 +326,11 @@ def test_a_before_ack_step_runs_once_per_batch_and_its_failure_keeps_the_batch(
 
 
 def test_post_sent_archives_its_batch_before_its_deletes():
-    from workers import handlers
-    from workers.handlers.post_sent import archive_batch
+    from workers import queues
+    from workers.queues.post_sent import archive_batch
 
-    assert handlers.before_ack_steps("post-sent") == [archive_batch]
-    assert handlers.before_ack_steps("email") == []
+    assert queues.before_ack_steps("post-sent") == [archive_batch]
+    assert queues.before_ack_steps("email") == []
 
 
 def test_a_dead_letter_stays_invisible_until_deleted_however_slow_its_copy(settings, send, sqs,

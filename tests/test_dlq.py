@@ -13,9 +13,10 @@ import pytest
 from botocore.stub import Stubber
 
 from helpers import drain, queue_depth, wait_until, workers_cmd
-from workers.consumer import Consumer
-from workers.dlq import COPY, TASK, DeadLetters, DLQError
-from workers.sqs import ERROR_ATTRIBUTE, SQSQueue
+from workers.ops.dlq import COPY, TASK, DeadLetters, DLQError
+from workers.peers.sqs import ERROR_ATTRIBUTE, SQSQueue
+from workers.runtime.consumer import Consumer
+from workers.runtime.daemon import Daemon
 
 # Ten of these are past the payload one SendMessageBatch may carry (256 KiB on moto, 1 MiB on
 # SQS), each well within a message's.
@@ -80,9 +81,10 @@ def handle_until(consumer: Consumer, count: int) -> list:
     """Batches until ``count`` messages were received (SQS may hand out fewer than asked);
     each batch's result, after the lane's peer-down check has seen it."""
     results = []
+    daemon = Daemon(consumer)
     while sum(r.received for r in results) < count:
         results.append(consumer.process_batch(wait_seconds=1))
-        consumer._pause_if_peers_down(results[-1])
+        daemon.pause_if_peers_down(results[-1])
     return results
 
 

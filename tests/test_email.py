@@ -15,13 +15,14 @@ from aiosmtpd.controller import Controller
 
 from helpers import drain, log_events, process_all, queue_depth, send, start_daemon, wait_until
 from moto_api import sent_emails
-from workers import devstack, rendering
-from workers.consumer import Consumer
-from workers.deps import Deps
-from workers.errors import PermanentError
-from workers.mail import SMTPMailer, build_message
+from workers import devstack
+from workers.peers import rendering
+from workers.peers.mail import SMTPMailer, build_message
+from workers.peers.sqs import ERROR_ATTRIBUTE
+from workers.runtime.consumer import Consumer
+from workers.runtime.deps import Deps
+from workers.runtime.errors import PermanentError
 from workers.settings import Settings, SettingsError
-from workers.sqs import ERROR_ATTRIBUTE
 
 SENDER = "Scheduler <no-reply@workers.example.com>"
 SCRIPT = "<script>alert(1)</script>"

@@ -17,8 +17,9 @@ import redis
 from tcpswitch import TCPSwitch
 
 from helpers import drain, feed, log_events, queue_depth, wait_until
-from workers import devstack, redisconn
-from workers.links import LinkCounter
+from workers import devstack
+from workers.links.counter import LinkCounter
+from workers.peers import redisconn
 
 SITES = 20
 # Counted before the failover, of the ~660 messages: the rest flows through it and after.

@@ -8,8 +8,8 @@ import pytest
 
 from helpers import log_events, start_daemon, wait_until
 from workers import devstack
-from workers.health import port_for, serve
-from workers.liveness import Lanes
+from workers.runtime.health import port_for, serve
+from workers.runtime.liveness import Lanes
 
 
 def get(url: str) -> tuple[int, str]:

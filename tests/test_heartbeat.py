@@ -1,5 +1,5 @@
-from workers.heartbeat import Heartbeat
-from workers.message import Message
+from workers.runtime.heartbeat import Heartbeat
+from workers.runtime.message import Message
 
 
 def msg(n: int) -> Message:

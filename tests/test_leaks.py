@@ -15,11 +15,11 @@ from botocore.stub import Stubber
 from fakes import FakeSocialAPIs, Request
 from helpers import drain, send, workers_cmd
 from workers import devstack, social
-from workers.consumer import Consumer
-from workers.errors import PermanentError
-from workers.mail import SESMailer, build_message
+from workers.peers.mail import SESMailer, build_message
+from workers.peers.sqs import ERROR_ATTRIBUTE
+from workers.runtime.consumer import Consumer
+from workers.runtime.errors import PermanentError
 from workers.settings import Settings
-from workers.sqs import ERROR_ATTRIBUTE
 
 SENDER = "no-reply@workers.example.com"
 

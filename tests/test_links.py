@@ -3,9 +3,9 @@ import time
 import redis
 
 from helpers import ON_SINGLE_AND_CLUSTER
-from workers.links import WINDOW_SECONDS, LinkCounter
-from workers.marks import pair_mark
-from workers.redisconn import connect
+from workers.links.counter import WINDOW_SECONDS, LinkCounter
+from workers.links.marks import pair_mark
+from workers.peers.redisconn import connect
 from workers.settings import IDEMPOTENCY_TTL_SECONDS
 
 

@@ -17,11 +17,12 @@ import requests
 
 from helpers import Fleet, wait_until, workers_cmd
 from links_api import API, start_api
-from workers import QUEUES, devstack, redisconn
-from workers.links import LinkCounter
+from workers import QUEUES, devstack
+from workers.links.counter import LinkCounter
+from workers.links.urls import normalize_url
+from workers.peers import redisconn
 from workers.readapi.limits import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_TARGET_BYTES
 from workers.settings import procs_variable
-from workers.urls import normalize_url
 
 SHARES = "/1/links/shares.json"
 

@@ -20,10 +20,11 @@ import pytest
 
 from helpers import REPO, alive, log_events, wait_until
 from workers import devstack
-from workers.consumer import EXIT_LANE_DIED
-from workers.health import MAX_CONNECTIONS, REQUEST_SECONDS, port_for
+from workers.runtime.health import MAX_CONNECTIONS, REQUEST_SECONDS, port_for
 
-RIGGED = REPO / "tests" / "rigged_daemon.py"
+RIGGED = REPO / "tests" / "support" / "rigged_daemon.py"
+# sysexits.h's EX_SOFTWARE: what a daemon whose lane died exits with, so supervisord restarts it.
+EX_SOFTWARE = 70
 
 
 def get(url: str) -> tuple[int, dict]:
@@ -39,7 +40,8 @@ def get(url: str) -> tuple[int, dict]:
 
 @pytest.fixture
 def rigged(daemons):
-    """Starts `workers run QUEUE` with a handler of tests/rigged_daemon.py; kills what is left."""
+    """Starts `workers run QUEUE` with a handler of tests/support/rigged_daemon.py; kills what is
+    left."""
     def start(rig: str, queue: str, *args: str, environment: dict[str, str] | None = None):
         return daemons(queue, *args, environment=environment, launcher=(str(RIGGED), rig))
     return start
@@ -67,7 +69,7 @@ def test_a_lane_that_dies_makes_the_daemon_exit_non_zero(rigged, sqs, queues, pr
     # When a message reaches it
     send_post(sqs, queues, prefix)
     # Then the whole process exits non-zero (supervisord restarts it), saying why if it can
-    assert proc.wait(timeout=60) == EXIT_LANE_DIED
+    assert proc.wait(timeout=60) == EX_SOFTWARE
     text = proc.log_path.read_text()
     assert "lane.died" in text, text[-3000:]
     if rig == "exits":
@@ -88,7 +90,7 @@ def test_a_lane_that_dies_during_a_warm_stop_still_makes_the_exit_non_zero(rigge
     # When it is asked to stop while that handler runs
     proc.send_signal(signal.SIGTERM)
     # Then it still says the lane died
-    assert proc.wait(timeout=60) == EXIT_LANE_DIED
+    assert proc.wait(timeout=60) == EX_SOFTWARE
     assert any(e["event"] == "lane.died" for e in log_events(proc.log_path))
 
 

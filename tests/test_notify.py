@@ -13,8 +13,8 @@ from structlog.testing import capture_logs
 from fakes import FakePusher
 from helpers import log_events, queue_depth, wait_until
 from workers import devstack
-from workers.links import LinkCounter
-from workers.notify import Notifier
+from workers.links.counter import LinkCounter
+from workers.peers.notify import Notifier
 from workers.settings import Settings
 
 

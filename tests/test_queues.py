@@ -11,9 +11,9 @@ import sys
 from pathlib import Path
 
 import workers
-from workers import handlers
-from workers.events import Analytics, Email, PostSent, Push
-from workers.health import port_for
+from workers import queues
+from workers.runtime.events import Analytics, Email, PostSent, Push
+from workers.runtime.health import port_for
 from workers.settings import LINKS_API_PROGRAM, Settings, procs_variable
 
 TOP = Path(__file__).resolve().parent.parent
@@ -31,7 +31,7 @@ def programs() -> dict[str, dict[str, str]]:
 
 def test_queues_keep_their_order_and_schemas():
     assert workers.QUEUES == ("post-sent", "analytics", "push", "email")
-    schemas = {q.name: q.schema for q in handlers.declared()}
+    schemas = {q.name: q.schema for q in queues.declared()}
     assert schemas == {"post-sent": PostSent, "analytics": Analytics, "push": Push,
                        "email": Email}
 
@@ -49,7 +49,7 @@ def test_every_declared_queue_has_a_program_and_every_program_a_queue():
 
 def test_metrics_ports_are_each_queues_own_and_stay_where_they_were():
     assert [port_for(9100, q, 0) for q in workers.QUEUES] == [9100, 9200, 9300, 9400]
-    blocks = [q.port_block for q in handlers.declared()]
+    blocks = [q.port_block for q in queues.declared()]
     assert len(set(blocks)) == len(blocks)
 
 
@@ -62,7 +62,7 @@ def test_default_processes_come_from_the_declarations():
 def test_importing_workers_loads_no_handler():
     """The registry loads every handler's dependencies (boto3, pydantic...): only when read."""
     code = ("import sys, workers.cli; "
-            "print(any(m.startswith('workers.handlers.') for m in sys.modules))")
+            "print(any(m.startswith('workers.queues.') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"

@@ -11,10 +11,11 @@ import redis
 from tcpswitch import TCPSwitch
 
 from helpers import drain, log_events, queue_depth, wait_until, workers_cmd
-from workers import devstack, redisconn
-from workers.consumer import Consumer
+from workers import devstack
 from workers.devstack import free_port
-from workers.links import LinkCounter, ReplicasBehind
+from workers.links.counter import LinkCounter, ReplicasBehind
+from workers.peers import redisconn
+from workers.runtime.consumer import Consumer
 
 
 def event(update_id: str, *urls: str) -> str:

@@ -13,8 +13,8 @@ import pytest
 
 from helpers import REPO, workers_cmd
 from workers import QUEUES
-from workers.rundir import RunDirError, ensure_private, write_json
-from workers.scale import Scaler
+from workers.ops.rundir import RunDirError, ensure_private, write_json
+from workers.ops.scale import Scaler
 from workers.settings import Settings
 
 

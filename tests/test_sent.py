@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from workers.errors import PermanentError, TransientError
-from workers.sent import SentMarks
+from workers.peers.sent import SentMarks
+from workers.runtime.errors import PermanentError, TransientError
 
 
 def test_a_message_sent_once_is_not_sent_again(redis_client):

@@ -12,8 +12,7 @@ import pytest
 
 from helpers import feed, queue_depth, wait_until, workers_cmd
 from workers.devstack import free_port
-from workers.sqs import Depth
-from workers.stats import (
+from workers.ops.stats import (
     QueueSample,
     Sample,
     drain_rate,
@@ -23,6 +22,7 @@ from workers.stats import (
     report,
     scrape_handled,
 )
+from workers.peers.sqs import Depth
 
 
 def test_processes_needed_drain_the_backlog_within_the_target():

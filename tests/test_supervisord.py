@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers import Fleet, alive, feed, queue_depth, wait_until
-from workers.links import LinkCounter
+from workers.links.counter import LinkCounter
 
 
 @pytest.fixture

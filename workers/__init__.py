@@ -8,11 +8,11 @@ __all__ = ["QUEUES"]
 
 
 def __getattr__(name: str) -> Any:
-    # QUEUES is read from the queue registry (workers/handlers/), whose loading imports every
+    # QUEUES is read from the queue registry (workers/queues/), whose loading imports every
     # handler's dependencies: only on first use, so `import workers` stays cheap.
     if name != "QUEUES":
         raise AttributeError(f"module 'workers' has no attribute {name!r}")
-    from workers.handlers import declared
+    from workers.queues import declared
 
     queues = tuple(q.name for q in declared())
     globals()["QUEUES"] = queues

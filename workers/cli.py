@@ -64,7 +64,8 @@ def queues() -> None:
 def queues_create(settings: Settings) -> None:
     """Create every queue, its DLQ and redrive policy (and the archive bucket when set).
     Safe to run again."""
-    from workers import aws, provision
+    from workers.ops import provision
+    from workers.peers import aws
 
     s3 = aws.client(settings, "s3") if settings.archive_bucket else None
     for url in provision.create_queues(settings, aws.client(settings), s3):
@@ -80,8 +81,10 @@ def queues_create(settings: Settings) -> None:
 @click.pass_obj
 def run(settings: Settings, queue: str, concurrency: int, log_level: str) -> None:
     """Consume QUEUE in the foreground until SIGTERM or SIGINT (then finish and exit 0)."""
-    from workers import logs, redisconn
-    from workers.consumer import Consumer
+    from workers.peers import redisconn
+    from workers.runtime import logs
+    from workers.runtime.consumer import Consumer
+    from workers.runtime.daemon import Daemon
 
     logs.configure(log_level)
     consumer = Consumer(queue, settings, concurrency=concurrency)
@@ -91,7 +94,7 @@ def run(settings: Settings, queue: str, concurrency: int, log_level: str) -> Non
     if not redisconn.refuse_eviction(lambda: consumer.deps.redis, consumer.log):
         watch = redisconn.EvictionWatch(lambda: consumer.deps.redis, consumer.log,
                                         consumer.shutdown.request).start()
-    code = consumer.run()
+    code = Daemon(consumer).run()
     if watch is not None:
         watch.cancel()
         if watch.refused is not None:
@@ -128,9 +131,9 @@ def links() -> None:
 @click.pass_obj
 def links_count(settings: Settings, urls: tuple[str, ...], as_json: bool) -> None:
     """Print COUNT<TAB>NORMALIZED_URL for each URL (a full URL or a normalized key)."""
-    from workers.links import LinkCounter
-    from workers.redisconn import connect
-    from workers.urls import InvalidURL, normalize_key
+    from workers.links.counter import LinkCounter
+    from workers.links.urls import InvalidURL, normalize_key
+    from workers.peers.redisconn import connect
 
     keys, bad = [], []
     for url in urls:
@@ -178,11 +181,11 @@ def links_backfill(settings: Settings, settle: float | None, threads: int) -> No
     bucket: readers see the old counts until then, never a partial rebuild. Daemons may keep
     running. Counts of links that are not in the archive are dropped. Progress goes to stderr.
     """
-    from workers import aws
-    from workers.archive import Archive
-    from workers.backfill import Backfill
-    from workers.links import LinkCounter
-    from workers.redisconn import connect
+    from workers.links.archive import Archive
+    from workers.links.backfill import Backfill
+    from workers.links.counter import LinkCounter
+    from workers.peers import aws
+    from workers.peers.redisconn import connect
 
     if not settings.archive_bucket:
         raise Failure("WORKERS_ARCHIVE_BUCKET is not set: there is no archive to read")
@@ -215,7 +218,7 @@ def dlq_list(settings: Settings, as_json: bool) -> None:
     """Each DLQ's messages, those in flight, and the age of the oldest of up to 10 sampled."""
     import time
 
-    from workers import dlq as dead
+    from workers.ops import dlq as dead
 
     summaries, now = dead.overview(settings), time.time()
     click.echo(json.dumps([s.json(now) for s in summaries]) if as_json
@@ -232,7 +235,7 @@ def dlq_peek(settings: Settings, queue: str, limit: int, as_json: bool) -> None:
     """Show QUEUE's dead letters (id, receives, error, body) and leave them in place."""
     import time
 
-    from workers import dlq as dead
+    from workers.ops import dlq as dead
 
     messages = dead.DeadLetters(settings, queue).peek(limit)
     if as_json or messages:
@@ -257,7 +260,7 @@ def dlq_replay(settings: Settings, queue: str, limit: int | None, dry_run: bool,
     Loses none, even if killed: a message leaves the DLQ only once its copy is in QUEUE."""
     import time
 
-    from workers import dlq as dead
+    from workers.ops import dlq as dead
 
     letters = dead.DeadLetters(settings, queue)
     if dry_run:
@@ -281,7 +284,7 @@ def dlq_replay(settings: Settings, queue: str, limit: int | None, dry_run: bool,
 @click.pass_obj
 def dlq_purge(settings: Settings, queue: str, yes: bool) -> None:
     """Delete every message of QUEUE's DLQ, for good (needs --yes)."""
-    from workers.dlq import DeadLetters
+    from workers.ops.dlq import DeadLetters
 
     letters = DeadLetters(settings, queue)
     if not yes:
@@ -308,7 +311,7 @@ def stats(settings: Settings, as_json: bool, watch: float | None, target: float,
     CloudWatch), the drain rate (with --watch), each process's measured rate and PROCS, the
     processes that would drain the backlog within --target seconds. See README.rst,
     Operations."""
-    from workers import stats as queue_stats
+    from workers.ops import stats as queue_stats
 
     try:
         queue_stats.show(settings, as_json=as_json, interval=watch, target_seconds=target,
@@ -334,7 +337,7 @@ def scale(settings: Settings, queue: str | None, count: int | None, timeout: flo
     Stopped daemons finish what they hold first. Without arguments, applies every queue's
     remembered count (or WORKERS_<QUEUE>_PROCS): what supervisord runs when it starts.
     """
-    from workers.scale import Scaler, server
+    from workers.ops.scale import Scaler, server
 
     if (queue is None) != (count is None):
         raise Failure("give both QUEUE and N, or neither")
@@ -353,13 +356,13 @@ def _parse(text: str, where: str) -> Any:
 
 def main() -> None:
     """Entry point: runs the CLI and turns every error into one line on stderr."""
-    from workers.aws import AWS_ERRORS
-    from workers.dlq import DLQError
-    from workers.errors import PermanentError
+    from workers.ops.dlq import DLQError
+    from workers.ops.rundir import RunDirError
+    from workers.ops.scale import ScaleError
+    from workers.peers.aws import AWS_ERRORS
+    from workers.peers.redisconn import REDIS_ERRORS, EvictionPolicyError
     from workers.producer import SendError
-    from workers.redisconn import REDIS_ERRORS, EvictionPolicyError
-    from workers.rundir import RunDirError
-    from workers.scale import ScaleError
+    from workers.runtime.errors import PermanentError
 
     try:
         code = cli.main(standalone_mode=False, prog_name="workers")

@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
-from workers.aws import client
-from workers.events import Event, InvalidEvent, validate
+from workers.peers.aws import client
+from workers.peers.sqs import SQSQueue
+from workers.runtime.events import Event, InvalidEvent, validate
 from workers.settings import Settings, check_queue
-from workers.sqs import SQSQueue
 
 # Entries SQS refused in a batch (throttling, internal errors) are sent again this many times.
 SEND_ATTEMPTS = 3

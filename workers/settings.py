@@ -112,15 +112,15 @@ LINKS_API_PROCS = 1
 
 def default_procs() -> dict[str, int]:
     """Processes per program until `workers scale` says otherwise (WORKERS_<QUEUE>_PROCS):
-    each queue's from its declaration (workers/handlers/), and the read API's."""
-    from workers.handlers import declared  # lazily: it loads every handler
+    each queue's from its declaration (workers/queues/), and the read API's."""
+    from workers.queues import declared  # lazily: it loads every handler
 
     return {**{q.name: q.procs for q in declared()}, LINKS_API_PROGRAM: LINKS_API_PROCS}
 
 
 def default_run_dir() -> str:
     """Where supervisord keeps its socket, pid and logs, and `workers scale` its file
-    (bin/supervisor-env has the same default): one directory per user, which workers.rundir
+    (bin/supervisor-env has the same default): one directory per user, which workers.ops.rundir
     creates 0700 and refuses when another user could have planted it. Not $XDG_RUNTIME_DIR:
     a supervisord started by systemd and an operator's login shell would disagree on it.
     Production sets WORKERS_RUN_DIR=/run/workers (README.rst, Security)."""

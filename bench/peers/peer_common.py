@@ -9,10 +9,10 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
-from workers.events import validate
-from workers.handlers.post_sent import distinct_keys
-from workers.links import LinkCounter
-from workers.redisconn import connect
+from workers.links.counter import LinkCounter
+from workers.peers.redisconn import connect
+from workers.queues.post_sent import distinct_keys
+from workers.runtime.events import validate
 from workers.settings import Settings
 
 QUEUE = "post-sent"

@@ -20,9 +20,9 @@ from importlib import resources
 from typing import Any, Callable
 from urllib.parse import parse_qsl
 
+from workers.links.urls import InvalidURL, normalize_key
 from workers.readapi.metrics import APIMetrics
 from workers.readapi.reader import UNAVAILABLE, CountReader
-from workers.urls import InvalidURL, normalize_key
 
 SHARES_PATH = "/1/links/shares.json"
 # At most this many ``url`` parameters in one request (SPEC).

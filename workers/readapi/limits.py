@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from workers.urls import MAX_URL_LENGTH
+from workers.links.urls import MAX_URL_LENGTH
 
 # The request line: a batch of 100 URLs of the longest kind (2,048 characters each), a third
 # of each percent-escaped, fits; nothing a button sends comes near.

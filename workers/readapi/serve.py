@@ -17,11 +17,11 @@ from typing import Any
 
 import uvloop
 
-from workers.links import LinkCounter
+from workers.links.counter import LinkCounter
+from workers.peers.redisconn import EvictionPolicyError, check_noeviction, connect
 from workers.readapi import reader as readers
 from workers.readapi.app import LinksAPI
 from workers.readapi.protocol import Clock, Connection, sweep
-from workers.redisconn import EvictionPolicyError, check_noeviction, connect
 from workers.settings import Settings
 
 # Connections waiting to be accepted: a burst of new connections from a CDN's edges must not

@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from workers import httpclient
+from workers.peers import httpclient
 from workers.settings import Settings
 from workers.social.base import Engagement, SocialAPI
 from workers.social.credentials import CredentialStore, RedisCredentials

@@ -14,8 +14,8 @@ from typing import Any, ClassVar, Mapping
 
 import requests
 
-from workers import httpclient
-from workers.errors import PermanentError, TransientError
+from workers.peers import httpclient
+from workers.runtime.errors import PermanentError, TransientError
 
 # Connect: just over TCP's 3 s SYN retransmit, as requests advises. Read: a busy post's counts
 # take the Graph API a few seconds at worst; past that the peer is in trouble, and the message

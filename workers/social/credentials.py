@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from workers.errors import PermanentError, TransientError
-from workers.redisconn import REDIS_ERRORS, Client
+from workers.peers.redisconn import REDIS_ERRORS, Client
+from workers.runtime.errors import PermanentError, TransientError
 
 
 class CredentialStore(Protocol):

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import requests
 
-from workers.errors import PermanentError
+from workers.runtime.errors import PermanentError
 from workers.social.base import SocialAPI, dig, parse_retry_after
 
 

@@ -1,0 +1,47 @@
+"""`workers run QUEUE` with QUEUE's handler replaced by one of the handlers below, for tests of
+what no real handler does (nothing in the package knows of this file):
+
+    python tests/support/rigged_daemon.py exits run post-sent --concurrency 2
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from workers import queues
+from workers.cli import main
+
+
+def exits(event: Any, deps: Any) -> None:
+    """A handler (or a library under it) calling sys.exit: SystemExit is no Exception."""
+    sys.exit(3)
+
+
+def exits_later(event: Any, deps: Any) -> None:
+    """As ``exits``, a few seconds in: after the test asked for a warm stop."""
+    time.sleep(3)
+    sys.exit(3)
+
+
+def breaks_logging(event: Any, deps: Any) -> None:
+    """Stdout gone (a closed pipe) while the handler fails: logging the failure fails too."""
+    sys.stdout.close()
+    raise RuntimeError("and the log line about it cannot be written")
+
+
+def hangs(event: Any, deps: Any) -> None:
+    """Stuck (a call without a timeout): its lane never polls again."""
+    time.sleep(3600)
+
+
+RIGS = {"exits": exits, "exits_later": exits_later, "breaks_logging": breaks_logging,
+        "hangs": hangs}
+
+if __name__ == "__main__":
+    rig = RIGS[sys.argv.pop(1)]
+    queue = sys.argv[2]
+    queues.get(queue)  # the real one registers first, so ours stays
+    queues.handler(queue)(rig)
+    main()

@@ -1,0 +1,108 @@
+"""Pusher Channels, best effort: a failed trigger is logged and counted, never raised.
+
+The browser of a profile listens on ``private-profile-{profile_id}``; handlers tell it that a
+post went out (``update-sent``) or that its engagement was fetched (``analytics-updated``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import pusher
+import structlog
+from pusher.requests import RequestsBackend
+
+from workers.peers import httpclient
+from workers.runtime import metrics
+from workers.settings import Settings
+
+# Seconds to connect, then to read. Pusher answers in milliseconds; a notification is worth
+# less than the message it follows, so an unreachable Pusher costs a handler at most this
+# (per phase) before the message is acknowledged anyway.
+PUSHER_TIMEOUT_SECONDS = 2
+# Pusher refuses events over 10 kB: the links of a post that names many are cut to this many
+# characters in all (``url_count`` still says how many there were).
+MAX_NOTIFIED_URL_CHARS = 8000
+UPDATE_SENT = "update-sent"
+ANALYTICS_UPDATED = "analytics-updated"
+
+log = structlog.get_logger()
+
+
+def profile_channel(profile_id: str) -> str:
+    return f"private-profile-{profile_id}"
+
+
+class _PooledBackend(RequestsBackend):
+    """pusher's own requests backend, on a session sized for our handler threads."""
+
+    def __init__(self, client: Any, **options: Any):
+        super().__init__(client, **options)
+        self.session = httpclient.session()
+
+
+class Notifier:
+    """Triggers Pusher events; does nothing when Pusher is not configured."""
+
+    def __init__(self, client: pusher.Pusher | None = None, secret: str | None = None):
+        self.client = client
+        self._secret = secret  # only to blank it out of error messages
+
+    @classmethod
+    def from_settings(cls, settings: Settings,
+                      timeout: float = PUSHER_TIMEOUT_SECONDS) -> "Notifier":
+        if not settings.pusher_enabled:
+            return cls()
+        try:
+            client = pusher.Pusher(
+                app_id=settings.pusher_app_id, key=settings.pusher_key,
+                secret=settings.pusher_secret, cluster=settings.pusher_cluster,
+                host=settings.pusher_host, port=settings.pusher_port, ssl=settings.pusher_ssl,
+                timeout=timeout, backend=_PooledBackend)
+        except (TypeError, ValueError) as exc:  # e.g. a non-numeric PUSHER_APP_ID
+            log.error("pusher.misconfigured",
+                      error=httpclient.describe(exc, settings.pusher_secret))
+            return cls()
+        return cls(client, settings.pusher_secret)
+
+    @property
+    def enabled(self) -> bool:
+        return self.client is not None
+
+    def trigger(self, channel: str, event: str, data: Any) -> bool:
+        """True when Pusher took the event; False when it is off or failed (logged, counted)."""
+        if self.client is None:
+            return False
+        try:
+            self.client.trigger(channel, event, data)
+        except Exception as exc:  # best effort: whatever went wrong, the handler's work stands
+            metrics.PUSHER_FAILURES.labels(event).inc()
+            log.warning("pusher.failed", channel=channel, pusher_event=event,
+                        error=httpclient.describe(exc, self._secret))
+            return False
+        return True
+
+    def update_sent(self, profile_id: str, update_id: str, urls: Sequence[str]) -> bool:
+        """A post went out; ``urls`` are its normalized, counted links (maybe none)."""
+        return self.trigger(profile_channel(profile_id), UPDATE_SENT, {
+            "update_id": update_id, "urls": _first_fitting(urls, MAX_NOTIFIED_URL_CHARS),
+            "url_count": len(urls)})
+
+    def analytics_updated(self, profile_id: str, update_id: str, service: str,
+                          engagement: dict[str, int], fetched_at: int) -> bool:
+        return self.trigger(profile_channel(profile_id), ANALYTICS_UPDATED, {
+            "update_id": update_id, "service": service, "metrics": engagement,
+            "fetched_at": fetched_at})
+
+
+def _first_fitting(urls: Sequence[str], budget: int) -> list[str]:
+    kept = []
+    for url in urls:
+        budget -= len(url) + 3  # its quotes and comma in the JSON
+        if budget < 0:
+            break
+        kept.append(url)
+    return kept
+
+
+__all__ = ["ANALYTICS_UPDATED", "Notifier", "UPDATE_SENT", "profile_channel"]

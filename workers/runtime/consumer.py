@@ -1,0 +1,297 @@
+"""The consumer of one queue: receive, handle concurrently, acknowledge in batches.
+
+``process_batch`` is one step: one receive, its handling, the queue's before-ack steps, then
+its acknowledgements (deletes, dead letters, visibility). Handlers that typically take a few
+milliseconds or more run concurrently on a thread pool; quicker ones run one after another on
+the receiving thread, where a hand-off would cost more CPU than their work. What keeps steps
+going (lanes, signals, the heartbeat's thread, ``/health``) is the daemon's
+(workers/runtime/daemon.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, fields
+from typing import Any, Sequence
+
+import structlog
+
+from workers import queues
+from workers.peers.aws import AWS_ERRORS, client
+from workers.peers.redisconn import REDIS_ERRORS
+from workers.peers.sqs import SQSQueue
+from workers.runtime import logs, metrics
+from workers.runtime.backoff import ExponentialBackoff
+from workers.runtime.deps import Deps
+from workers.runtime.errors import PermanentError, TransientError
+from workers.runtime.events import Event, decode
+from workers.runtime.heartbeat import Heartbeat
+from workers.runtime.message import Message
+from workers.runtime.shutdown import Shutdown
+from workers.settings import (
+    DEFAULT_CONCURRENCY,
+    LONG_POLL_SECONDS,
+    SQS_BATCH_MAX,
+    Settings,
+)
+
+SUCCEEDED, RETRIED, DEAD_LETTERED, RETURNED = "succeeded", "retried", "dead_lettered", "returned"
+# How often a waiting batch looks at the shutdown flag.
+SHUTDOWN_POLL_SECONDS = 0.2
+# Handlers that typically take less than this run one after another on the thread that
+# received them: handing a message to another thread costs about as much CPU as such a
+# handler's work (a Redis round trip), and a batch of ten still takes only milliseconds.
+# Slower ones (an HTTP API, SES) go to the handler threads, all of a batch at once.
+QUICK_HANDLER_SECONDS = 0.005
+# Weight of the newest handler's duration in the typical one: a slow handler moves the
+# typical duration past QUICK_HANDLER_SECONDS at once, a quick one brings it back gradually.
+TYPICAL_WEIGHT = 0.2
+
+
+@dataclass(frozen=True)
+class Outcome:
+    message: Message
+    kind: str
+    reason: str | None = None
+    retry_after: float | None = None
+    event: Event | None = None  # the decoded event of a success, for the before-ack steps
+
+
+@dataclass
+class BatchResult:
+    received: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    # Permanent failures SQS would not take into the DLQ: left for a redelivery, and not
+    # counted as retried, since no peer of the handler failed.
+    not_dead_lettered: int = 0
+    returned: int = 0
+
+    def add(self, other: "BatchResult") -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+class Consumer:
+    def __init__(
+        self,
+        queue: str,
+        settings: Settings,
+        *,
+        sqs_queue: SQSQueue | None = None,
+        handler: queues.Handler | None = None,
+        deps: Deps | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        shutdown: Shutdown | None = None,
+        before_ack: list[queues.BeforeAck] | None = None,
+    ):
+        self.queue = queue
+        self.settings = settings
+        self.concurrency = max(1, concurrency)
+        self.sqs = sqs_queue or SQSQueue(
+            client(settings, pool=self.concurrency + 4),
+            settings.queue_name(queue), settings.dlq_name(queue))
+        self.handler = handler or queues.get(queue)
+        self.before_ack = queues.before_ack_steps(queue) if before_ack is None else before_ack
+        self.deps = deps or Deps(settings)
+        self.shutdown = shutdown or Shutdown()
+        self.backoff = ExponentialBackoff(settings.visibility_timeout)
+        self.log = logs.get(queue=queue)
+        self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="handler")
+        self.heartbeat = Heartbeat(self._extend, settings.visibility_timeout,
+                                   on_error=self._heartbeat_failed)
+        self.last_poll = 0.0
+        self.totals = BatchResult()
+        self._lock = threading.Lock()
+        self.typical_seconds: float | None = None  # a handler's typical duration, once known
+
+    # -- one step -------------------------------------------------------------------------
+
+    def process_batch(self, wait_seconds: int = LONG_POLL_SECONDS,
+                      max_messages: int = SQS_BATCH_MAX) -> BatchResult:
+        """One receive, its handling and its acknowledgements. SQS errors of the receive raise."""
+        if self.shutdown.requested:
+            return BatchResult()
+        messages = self.sqs.receive(min(max_messages, self.concurrency), wait_seconds)
+        self.last_poll = time.time()
+        metrics.LAST_POLL.labels(self.queue).set(self.last_poll)
+        if not messages:
+            return BatchResult()
+        metrics.RECEIVED.labels(self.queue).inc(len(messages))
+        for m in messages:
+            metrics.RECEIVE_COUNT.labels(self.queue).observe(m.receive_count)
+        if self.shutdown.requested:  # received during a long poll that outlived the daemon
+            result = self._acknowledge([Outcome(m, RETURNED) for m in messages])
+        else:
+            # Kept invisible until acknowledged, not only while handled: a dead letter's copy
+            # and its delete can outlast a short timeout on a loaded SQS, and a redelivery in
+            # between would be dead-lettered twice.
+            self.heartbeat.track(messages)
+            try:
+                result = self._acknowledge(self._before_ack(self._handle_all(messages)))
+            finally:
+                self.heartbeat.untrack(messages)
+        with self._lock:
+            self.totals.add(result)
+        return result
+
+    def _handle_all(self, messages: list[Message]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        while messages and self._quick():
+            outcomes.append(self._handle(messages[0]))
+            messages = messages[1:]
+        return outcomes + self._handle_on_pool(messages) if messages else outcomes
+
+    def _quick(self) -> bool:
+        typical = self.typical_seconds
+        return typical is not None and typical < QUICK_HANDLER_SECONDS
+
+    def _handle_on_pool(self, messages: list[Message]) -> list[Outcome]:
+        futures: dict[Future, Message] = {self.pool.submit(self._handle, m): m for m in messages}
+        pending = set(futures)
+        outcomes: list[Outcome] = []
+        while pending:
+            done, pending = wait(pending, timeout=SHUTDOWN_POLL_SECONDS)
+            outcomes.extend(f.result() for f in done)
+            if pending and self.shutdown.requested:
+                cancelled = self._cancel_unstarted(pending)
+                outcomes.extend(Outcome(futures[f], RETURNED) for f in cancelled)
+                pending -= cancelled
+        return outcomes
+
+    def _cancel_unstarted(self, pending: set[Future]) -> set[Future]:
+        """Give back what has not started: it would otherwise wait out its timeout."""
+        return {f for f in pending if f.cancel()}
+
+    def _handle(self, message: Message) -> Outcome:
+        # Bound for this thread, so the handler's own log lines carry the message too.
+        with structlog.contextvars.bound_contextvars(
+                queue=self.queue, message_id=message.id, receive_count=message.receive_count):
+            return self._handle_bound(message)
+
+    def _handle_bound(self, message: Message) -> Outcome:
+        started = time.perf_counter()
+        log = self.log
+        extra: dict[str, Any] = {}
+        try:
+            event = decode(self.queue, message)
+            extra = self.handler(event, self.deps) or {}
+            outcome = Outcome(message, SUCCEEDED, event=event)
+        except PermanentError as exc:
+            outcome = Outcome(message, DEAD_LETTERED, exc.reason)
+        except TransientError as exc:
+            outcome = Outcome(message, RETRIED, exc.reason, exc.retry_after)
+        except REDIS_ERRORS as exc:  # what a handler did not catch: Redis away is transient
+            outcome = Outcome(message, RETRIED, f"redis unavailable: {type(exc).__name__}: {exc}")
+        except Exception as exc:  # a bug, not the message's fault: retry, then the DLQ
+            log.exception("handler.crashed")
+            outcome = Outcome(message, RETRIED, f"unexpected {type(exc).__name__}: {exc}")
+        elapsed = time.perf_counter() - started
+        typical = self.typical_seconds  # threads race here harmlessly: it is an estimate
+        self.typical_seconds = elapsed if typical is None else (
+            max(elapsed, (1 - TYPICAL_WEIGHT) * typical + TYPICAL_WEIGHT * elapsed))
+        metrics.DURATION.labels(self.queue).observe(elapsed)
+        if outcome.kind != SUCCEEDED:
+            kind = "permanent" if outcome.kind == DEAD_LETTERED else "transient"
+            metrics.FAILED.labels(self.queue, kind).inc()
+        level = log.info if outcome.kind == SUCCEEDED else log.warning
+        if outcome.reason:
+            extra = {**extra, "reason": outcome.reason}
+        level("message.handled", outcome=outcome.kind,
+              duration_ms=round(elapsed * 1000, 2), **extra)
+        return outcome
+
+    def _before_ack(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """Runs the queue's before-ack steps once for the batch, in order, with its succeeded
+        events, if anything succeeded; if one fails, the successes are retried instead of
+        deleted (handling again is harmless)."""
+        events = [o.event for o in outcomes if o.kind == SUCCEEDED and o.event is not None]
+        succeeded = len(events)
+        if not succeeded or not self.before_ack:
+            return outcomes
+        try:
+            # Bound so that a step's own log lines (archive.failed...) name the queue.
+            with structlog.contextvars.bound_contextvars(queue=self.queue):
+                for step in self.before_ack:
+                    step(self.deps, events)
+            return outcomes
+        except TransientError as exc:
+            reason = exc.reason
+            self.log.warning("before_ack.failed", error=reason, messages=succeeded)
+        except Exception as exc:  # a bug in a step: retry, as for a handler's
+            reason = f"unexpected {type(exc).__name__}: {exc}"
+            self.log.exception("before_ack.crashed", messages=succeeded)
+        metrics.FAILED.labels(self.queue, "transient").inc(succeeded)
+        return [Outcome(o.message, RETRIED, reason) if o.kind == SUCCEEDED else o
+                for o in outcomes]
+
+    def _acknowledge(self, outcomes: list[Outcome]) -> BatchResult:
+        by_kind: dict[str, list[Outcome]] = {SUCCEEDED: [], RETRIED: [], DEAD_LETTERED: [],
+                                             RETURNED: []}
+        for outcome in outcomes:
+            by_kind[outcome.kind].append(outcome)
+        copied = self._dead_letter(by_kind[DEAD_LETTERED])
+        self._delete([o.message for o in by_kind[SUCCEEDED]] + copied)
+        given_back = by_kind[RETRIED] + by_kind[RETURNED]
+        self.heartbeat.untrack([o.message for o in given_back])  # else it undoes the backoff
+        self._change_visibility(
+            [(o.message, self.backoff.visibility(o.message.receive_count, o.retry_after))
+             for o in by_kind[RETRIED]] + [(o.message, 0) for o in by_kind[RETURNED]])
+        metrics.SUCCEEDED.labels(self.queue).inc(len(by_kind[SUCCEEDED]))
+        metrics.DEAD_LETTERED.labels(self.queue).inc(len(copied))
+        metrics.RETURNED.labels(self.queue).inc(len(by_kind[RETURNED]))
+        return BatchResult(received=len(outcomes), succeeded=len(by_kind[SUCCEEDED]),
+                           retried=len(by_kind[RETRIED]), dead_lettered=len(copied),
+                           not_dead_lettered=len(by_kind[DEAD_LETTERED]) - len(copied),
+                           returned=len(by_kind[RETURNED]))
+
+    def _dead_letter(self, dead: list[Outcome]) -> list[Message]:
+        """Copies permanent failures to the DLQ; only those copied may then be deleted. One
+        SQS refused stays in flight and comes back after its visibility timeout, to be copied
+        again (or redriven by SQS after WORKERS_MAX_RECEIVES receives)."""
+        if not dead:
+            return []
+        try:
+            copied, refused = self.sqs.dead_letter(
+                [(o.message, o.reason or "permanent") for o in dead])
+        except AWS_ERRORS as exc:
+            copied, refused = [], [(o.message, str(exc)) for o in dead]
+        for o in dead:
+            if o.message in copied:
+                self.log.warning("message.dead_lettered", message_id=o.message.id,
+                                 reason=o.reason)
+        for message, why in refused:
+            self.log.warning("dlq.refused", message_id=message.id, error=why)
+        return copied
+
+    def _delete(self, messages: list[Message]) -> None:
+        if not messages:
+            return
+        try:
+            failed = self.sqs.delete(messages)
+        except AWS_ERRORS as exc:
+            failed = messages
+            self.log.warning("delete.failed", error=str(exc), messages=len(messages))
+        for m in failed:  # it comes back and is handled again, harmlessly: handlers are idempotent
+            self.log.warning("message.not_deleted", message_id=m.id)
+
+    def _change_visibility(self, pairs: list[tuple[Message, int]]) -> None:
+        if not pairs:
+            return
+        try:
+            self.sqs.change_visibility(pairs)
+        except AWS_ERRORS as exc:  # it comes back after its current timeout instead
+            self.log.warning("visibility.failed", error=str(exc), messages=len(pairs))
+
+    def _extend(self, pairs: Sequence[tuple[Message, int]]) -> None:
+        self.sqs.change_visibility(pairs)
+        metrics.VISIBILITY_EXTENSIONS.labels(self.queue).inc(len(pairs))
+
+    def _heartbeat_failed(self, exc: Exception) -> None:
+        self.log.warning("heartbeat.failed", error=str(exc))
+
+
+__all__ = ["BatchResult", "Consumer", "Outcome"]

@@ -1,0 +1,165 @@
+"""The daemon around one queue's consumer: lanes, signals, the heartbeat's thread, ``/health``.
+
+``Consumer.process_batch`` is one step; the daemon keeps several of those steps ("lanes") going
+until shutdown, so a receive is in flight while another lane's handlers run. It pauses a lane
+while SQS or every handler's peer is away, and exits non-zero if a lane ends any other way
+than by a requested stop, so supervisord starts a whole daemon again.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from workers.peers.aws import AWS_ERRORS
+from workers.runtime import health, metrics
+from workers.runtime.consumer import BatchResult, Consumer
+from workers.runtime.liveness import Lanes
+from workers.settings import SQS_BATCH_MAX
+
+# While SQS or every handler's peer is away, wait between receives: 1 s, doubling, up to this.
+MAX_PAUSE_SECONDS = 30
+# A daemon whose lane died stops its other lanes warmly for at most this long (supervisord's
+# stopwaitsecs for a stop it asks for), then exits whatever still runs.
+LANE_DEATH_STOP_SECONDS = 60
+# sysexits.h's EX_SOFTWARE: an internal error. Any non-zero status makes supervisord restart it.
+EXIT_LANE_DIED = 70
+
+
+class Daemon:
+    def __init__(self, consumer: Consumer):
+        self.consumer = consumer
+        self.queue = consumer.queue
+        self.settings = consumer.settings
+        self.shutdown = consumer.shutdown
+        self.log = consumer.log
+        self.lanes = Lanes(0, self.settings.wait_seconds)  # run() makes one per lane
+        self._lock = threading.Lock()
+        self._pause = 0.0
+        self._lane_died = False
+
+    def run(self) -> int:
+        """Runs until SIGTERM/SIGINT (or its parent is gone), then finishes what it holds and
+        returns 0. If a lane ends any other way, the others stop warmly and the process exits
+        with EXIT_LANE_DIED, so supervisord starts a whole daemon again."""
+        consumer = self.consumer
+        self.shutdown.install()
+        self.shutdown.watch_parent()
+        sizes = lane_sizes(consumer.concurrency)
+        self.lanes = Lanes(len(sizes), self.settings.wait_seconds)
+        # The gauge follows the lane that polled least recently: one stuck lane shows.
+        metrics.LAST_POLL.labels(self.queue).set_function(self.lanes.oldest_poll)
+        self._serve_metrics()
+        consumer.heartbeat.start()
+        self.log.info("daemon.started", concurrency=consumer.concurrency, lanes=len(sizes))
+        lanes = [threading.Thread(target=self._lane, args=(i, size), name=f"lane-{i}")
+                 for i, size in enumerate(sizes)]
+        for lane in lanes:
+            lane.start()
+        self._say("shutdown.requested", signal=self.shutdown.watch())
+        if self._lane_died:
+            self._stop_after_lane_death(lanes)
+        for lane in lanes:
+            while lane.is_alive():
+                lane.join(timeout=0.5)
+        consumer.heartbeat.stop()
+        # Nothing is queued after a warm stop, unless a lane died meanwhile and left its
+        # batch's unstarted handlers behind: those must not run with nobody to acknowledge.
+        consumer.pool.shutdown(wait=True, cancel_futures=True)
+        self.log.info("daemon.stopped", **vars(consumer.totals))
+        return EXIT_LANE_DIED if self._lane_died else 0  # a lane may die during a warm stop too
+
+    def _serve_metrics(self) -> None:
+        if not self.settings.metrics_port:
+            return
+        port = health.port_for(self.settings.metrics_port, self.queue, self.settings.process_num)
+        host = self.settings.metrics_host
+        try:
+            health.serve(port, self.lanes.health, host)
+            self.log.info("metrics.serving", host=host, port=port)
+        except OSError as exc:  # a taken port costs the metrics, never the daemon
+            self.log.error("metrics.unavailable", host=host, port=port, error=str(exc))
+
+    def _stop_after_lane_death(self, lanes: list[threading.Thread]) -> None:
+        """The other lanes finish warmly, for as long as supervisord would give a stop; then the
+        process exits non-zero whatever still runs (what it holds comes back from SQS)."""
+        deadline = time.monotonic() + LANE_DEATH_STOP_SECONDS
+        for lane in lanes:
+            lane.join(timeout=max(0.0, deadline - time.monotonic()))
+        self.consumer.heartbeat.stop()
+        self.consumer.pool.shutdown(wait=False, cancel_futures=True)
+        self._say("daemon.stopped", exit_status=EXIT_LANE_DIED, **vars(self.consumer.totals))
+        os._exit(EXIT_LANE_DIED)  # not sys.exit: it would wait for handler threads still running
+
+    def _lane(self, index: int, size: int) -> None:
+        """One lane; however it ends other than by a requested stop, the daemon exits."""
+        error: BaseException | None = None
+        try:
+            self._consume(index, size)
+        except BaseException as exc:  # SystemExit from a handler, a log write that failed...
+            error = exc
+        if error is not None or not self.shutdown.requested:
+            self._lane_died = True
+            self.lanes.ended(index)
+            self._say("lane.died", lane=index, exc_info=error, level="error")
+            self.shutdown.request("lane.died")  # wakes the main thread in shutdown.watch()
+
+    def _consume(self, index: int, size: int) -> None:
+        sqs_pause = 0.0
+        while not self.shutdown.requested:
+            self.lanes.polling(index)
+            try:
+                # A warm stop waits out this poll (giving back what it brings), so
+                # WORKERS_WAIT_SECONDS trades empty receives for a quicker stop.
+                result = self.consumer.process_batch(self.settings.wait_seconds, size)
+                sqs_pause = 0.0
+            except AWS_ERRORS as exc:
+                sqs_pause = min(max(1.0, sqs_pause * 2), MAX_PAUSE_SECONDS)
+                self.log.warning("sqs.unavailable", error=str(exc), retry_in=sqs_pause)
+                self.lanes.pausing(index, sqs_pause)
+                self.shutdown.wait(sqs_pause)
+                continue
+            except Exception:
+                self.log.exception("lane.error")
+                self.lanes.pausing(index, 1)
+                self.shutdown.wait(1)
+                continue
+            self.pause_if_peers_down(result, index)
+
+    def _say(self, event: str, level: str = "info", **fields: Any) -> None:
+        """Logs, or failing that (stdout gone) writes the event's name to stderr: the daemon
+        stops either way, and must not die of its last words."""
+        try:
+            getattr(self.log, level)(event, **fields)
+        except BaseException:
+            try:
+                os.write(2, f"{event} queue={self.queue} (logging failed)\n".encode())
+            except OSError:
+                pass
+
+    def pause_if_peers_down(self, result: BatchResult, lane: int | None = None) -> None:
+        """Every message failed transiently: a peer (Redis, an API) is probably down. Receiving
+        more now would only burn their receive counts; wait, doubling, until a batch has a
+        success or no transient failure (an empty poll says nothing is failing)."""
+        with self._lock:
+            if result.retried and not result.succeeded:
+                self._pause = min(max(1.0, self._pause * 2), MAX_PAUSE_SECONDS)
+            else:
+                self._pause = 0.0
+            pause = self._pause
+        if pause:
+            self.log.warning("consumer.paused", seconds=pause)
+            if lane is not None:
+                self.lanes.pausing(lane, pause)
+            self.shutdown.wait(pause)
+
+
+def lane_sizes(concurrency: int) -> list[int]:
+    """Concurrency in lanes of at most 10 (one receive each): 25 -> [10, 10, 5]."""
+    full, rest = divmod(max(1, concurrency), SQS_BATCH_MAX)
+    return [SQS_BATCH_MAX] * full + ([rest] if rest else [])
+
+
+__all__ = ["Daemon", "EXIT_LANE_DIED", "lane_sizes"]
