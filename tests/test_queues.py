@@ -12,6 +12,7 @@ from pathlib import Path
 
 import workers
 from workers import queues
+from workers.queues.publish import Publish
 from workers.runtime.events import Analytics, Email, PostSent, Push
 from workers.runtime.health import port_for
 from workers.settings import LINKS_API_PROGRAM, Settings, procs_variable
@@ -30,10 +31,11 @@ def programs() -> dict[str, dict[str, str]]:
 
 
 def test_queues_keep_their_order_and_schemas():
-    assert workers.QUEUES == ("post-sent", "analytics", "push", "email")
+    # publish came last, in its own port block, so no other queue's metrics port moved.
+    assert workers.QUEUES == ("post-sent", "analytics", "push", "email", "publish")
     schemas = {q.name: q.schema for q in queues.declared()}
     assert schemas == {"post-sent": PostSent, "analytics": Analytics, "push": Push,
-                       "email": Email}
+                       "email": Email, "publish": Publish}
 
 
 def test_every_declared_queue_has_a_program_and_every_program_a_queue():
@@ -48,7 +50,7 @@ def test_every_declared_queue_has_a_program_and_every_program_a_queue():
 
 
 def test_metrics_ports_are_each_queues_own_and_stay_where_they_were():
-    assert [port_for(9100, q, 0) for q in workers.QUEUES] == [9100, 9200, 9300, 9400]
+    assert [port_for(9100, q, 0) for q in workers.QUEUES] == [9100, 9200, 9300, 9400, 9500]
     blocks = [q.port_block for q in queues.declared()]
     assert len(set(blocks)) == len(blocks)
 
@@ -56,7 +58,8 @@ def test_metrics_ports_are_each_queues_own_and_stay_where_they_were():
 def test_default_processes_come_from_the_declarations():
     settings = Settings.from_env({"WORKERS_PUSH_PROCS": "3", "WORKERS_EMAIL_MAX_PROCS": "x"})
     assert {p: settings.procs_for(p) for p in (*workers.QUEUES, LINKS_API_PROGRAM)} == {
-        "post-sent": 2, "analytics": 1, "push": 3, "email": 1, LINKS_API_PROGRAM: 1}
+        "post-sent": 2, "analytics": 1, "push": 3, "email": 1, "publish": 1,
+        LINKS_API_PROGRAM: 1}
 
 
 def test_importing_workers_loads_no_handler():

@@ -33,12 +33,14 @@ class Producer:
         self._sqs = sqs or client(self.settings)
         self._queues: dict[str, SQSQueue] = {}
 
-    def send(self, queue: str, event: dict[str, Any] | Event) -> None:
-        self.send_many(queue, [event])
+    def send(self, queue: str, event: dict[str, Any] | Event, delay_seconds: int = 0) -> None:
+        self.send_many(queue, [event], delay_seconds)
 
-    def send_many(self, queue: str, events: Iterable[dict[str, Any] | Event]) -> int:
+    def send_many(self, queue: str, events: Iterable[dict[str, Any] | Event],
+                  delay_seconds: int = 0) -> int:
         """Validates every event first (InvalidEvent names the first bad one, nothing sent),
-        then sends them in batches. Returns how many were sent."""
+        then sends them in batches, each delivered ``delay_seconds`` later (at most 900).
+        Returns how many were sent."""
         bodies = encode_all(queue, events)
         target = self._queue(queue)
         pending = list(range(len(bodies)))
@@ -47,7 +49,8 @@ class Producer:
             if not pending:
                 break
             # send() splits into batches SQS takes (10 entries, its payload cap per request).
-            why = target.send_failures([bodies[i] for i in pending])
+            why = target.send_failures([bodies[i] for i in pending],
+                                       delay_seconds=delay_seconds)
             pending = [pending[j] for j in sorted(why)]
         if pending:
             raise SendError(pending, next(iter(why.values()), ""))

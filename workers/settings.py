@@ -118,6 +118,12 @@ def default_procs() -> dict[str, int]:
     return {**{q.name: q.procs for q in declared()}, LINKS_API_PROGRAM: LINKS_API_PROCS}
 
 
+# A published post's engagement is fetched this long after (SQS's DelaySeconds, at most 900):
+# right away it is all zeros; a quarter of an hour in, its first reactions show.
+DEFAULT_ANALYTICS_DELAY = 900
+MAX_DELAY_SECONDS = 900
+
+
 def default_run_dir() -> str:
     """Where supervisord keeps its socket, pid and logs, and `workers scale` its file
     (bin/supervisor-env has the same default): one directory per user, which workers.ops.rundir
@@ -169,6 +175,7 @@ class Settings:
     links_api_host: str = DEFAULT_LINKS_API_HOST
     links_api_port: int = DEFAULT_LINKS_API_PORT
     shares_max_age: int = DEFAULT_SHARES_MAX_AGE
+    analytics_delay: int = DEFAULT_ANALYTICS_DELAY
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -269,6 +276,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("WORKERS_LINKS_API_PORT", "links_api_port", Int(0, 65535), "its port"),
     Variable("WORKERS_SHARES_MAX_AGE", "shares_max_age", Int(0, 365 * 24 * 60 * 60),
              "seconds a count may be cached"),
+    Variable("WORKERS_ANALYTICS_DELAY", "analytics_delay", Int(0, MAX_DELAY_SECONDS),
+             "seconds between a post going out and its first engagement fetch"),
 )
 
 

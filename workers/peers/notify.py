@@ -25,6 +25,7 @@ PUSHER_TIMEOUT_SECONDS = 2
 MAX_NOTIFIED_URL_CHARS = 8000
 UPDATE_SENT = "update-sent"
 ANALYTICS_UPDATED = "analytics-updated"
+UPDATE_PUBLISHED = "update-published"
 
 log = structlog.get_logger()
 
@@ -87,6 +88,12 @@ class Notifier:
         return self.trigger(profile_channel(profile_id), UPDATE_SENT, {
             "update_id": update_id, "urls": _first_fitting(urls, MAX_NOTIFIED_URL_CHARS),
             "url_count": len(urls)})
+
+    def update_published(self, profile_id: str, update_id: str, service: str,
+                         service_update_id: str) -> bool:
+        """A scheduled post went out on its network."""
+        return self.trigger(profile_channel(profile_id), UPDATE_PUBLISHED, {
+            "update_id": update_id, "service": service, "service_update_id": service_update_id})
 
     def analytics_updated(self, profile_id: str, update_id: str, service: str,
                           engagement: dict[str, int], fetched_at: int) -> bool:

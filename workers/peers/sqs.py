@@ -80,15 +80,19 @@ class SQSQueue:
         return sorted(self.send_failures(bodies, url, attributes))
 
     def send_failures(self, bodies: Sequence[str], url: str | None = None,
-                      attributes: Sequence[Mapping[str, Any]] | None = None) -> dict[int, str]:
-        """Sends in batches of at most 10 entries and BATCH_PAYLOAD_BYTES; returns why SQS
-        refused each index it refused. A batch SQS refuses whole (an error answer, such as a
+                      attributes: Sequence[Mapping[str, Any]] | None = None,
+                      delay_seconds: int = 0) -> dict[int, str]:
+        """Sends in batches of at most 10 entries and BATCH_PAYLOAD_BYTES, each hidden for
+        ``delay_seconds`` first (SQS allows 0 to 900); returns why SQS refused each index it
+        refused. A batch SQS refuses whole (an error answer, such as a
         message over the size limit) fails its own entries only; the network being away raises."""
         attributes = attributes or [{}] * len(bodies)
         failed: dict[int, str] = {}
         sizes = [payload_bytes(b, a) for b, a in zip(bodies, attributes, strict=True)]
         for group in batches(sizes):
             entries = [_send_entry(j, bodies[i], attributes[i]) for j, i in enumerate(group)]
+            if delay_seconds:
+                entries = [{**entry, "DelaySeconds": delay_seconds} for entry in entries]
             try:
                 response = self.sqs.send_message_batch(QueueUrl=url or self.url, Entries=entries)
             except ClientError as exc:

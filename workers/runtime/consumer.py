@@ -57,6 +57,7 @@ class Outcome:
     reason: str | None = None
     retry_after: float | None = None
     event: Event | None = None  # the decoded event of a success, for the before-ack steps
+    deferred: bool = False  # a retry that waits its turn: no peer failed
 
 
 @dataclass
@@ -69,6 +70,8 @@ class BatchResult:
     # counted as retried, since no peer of the handler failed.
     not_dead_lettered: int = 0
     returned: int = 0
+    # Of the retried, those only waiting their turn (a rate-limit window, another's lease).
+    deferred: int = 0
 
     def add(self, other: "BatchResult") -> None:
         for f in fields(self):
@@ -183,7 +186,8 @@ class Consumer:
         except PermanentError as exc:
             outcome = Outcome(message, DEAD_LETTERED, exc.reason)
         except TransientError as exc:
-            outcome = Outcome(message, RETRIED, exc.reason, exc.retry_after)
+            outcome = Outcome(message, RETRIED, exc.reason, exc.retry_after,
+                              deferred=exc.deferred)
         except REDIS_ERRORS as exc:  # what a handler did not catch: Redis away is transient
             outcome = Outcome(message, RETRIED, f"redis unavailable: {type(exc).__name__}: {exc}")
         except Exception as exc:  # a bug, not the message's fault: retry, then the DLQ
@@ -246,7 +250,8 @@ class Consumer:
         return BatchResult(received=len(outcomes), succeeded=len(by_kind[SUCCEEDED]),
                            retried=len(by_kind[RETRIED]), dead_lettered=len(copied),
                            not_dead_lettered=len(by_kind[DEAD_LETTERED]) - len(copied),
-                           returned=len(by_kind[RETURNED]))
+                           returned=len(by_kind[RETURNED]),
+                           deferred=sum(o.deferred for o in by_kind[RETRIED]))
 
     def _dead_letter(self, dead: list[Outcome]) -> list[Message]:
         """Copies permanent failures to the DLQ; only those copied may then be deleted. One

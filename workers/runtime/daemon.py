@@ -142,9 +142,10 @@ class Daemon:
     def pause_if_peers_down(self, result: BatchResult, lane: int | None = None) -> None:
         """Every message failed transiently: a peer (Redis, an API) is probably down. Receiving
         more now would only burn their receive counts; wait, doubling, until a batch has a
-        success or no transient failure (an empty poll says nothing is failing)."""
+        success or no transient failure (an empty poll says nothing is failing). Messages that
+        only wait their turn (deferred) say nothing about the peers."""
         with self._lock:
-            if result.retried and not result.succeeded:
+            if result.retried > result.deferred and not result.succeeded:
                 self._pause = min(max(1.0, self._pause * 2), MAX_PAUSE_SECONDS)
             else:
                 self._pause = 0.0

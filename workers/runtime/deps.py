@@ -9,8 +9,11 @@ from workers import social
 from workers.links import archive
 from workers.links import counter as links
 from workers.peers import aws, mail, notify, redisconn, sent
+from workers.producer import Producer
 from workers.settings import Settings
 from workers.social import engagement
+from workers.social.publications import Publications
+from workers.social.ratelimits import RateLimits
 
 
 class Deps:
@@ -36,9 +39,24 @@ class Deps:
         return social.RedisCredentials(self.redis)
 
     @cached_property
-    def social(self) -> dict[str, social.SocialAPI]:
+    def social(self) -> dict[str, social.Poster]:
         """The social networks' APIs by service name."""
         return social.apis(self.settings)
+
+    @cached_property
+    def publications(self) -> Publications:
+        """Each update's publication: the state machine that posts it exactly once."""
+        return Publications(self.redis)
+
+    @cached_property
+    def rate_limits(self) -> RateLimits:
+        """The networks' rate limits, shared by the fleet."""
+        return RateLimits(self.redis)
+
+    @cached_property
+    def producer(self) -> Producer:
+        """Enqueues what follows a handler's work (publish chains post-sent and analytics)."""
+        return Producer(self.settings)
 
     @cached_property
     def engagement(self) -> engagement.EngagementStore:

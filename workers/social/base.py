@@ -81,32 +81,38 @@ class SocialAPI(ABC):
 
     def _get(self, post_id: str, token: str) -> requests.Response:
         path, params, headers = self.request(post_id)
-        headers = {"Accept": "application/json", **headers, "Authorization": f"Bearer {token}"}
-        try:
-            response = self.session.get(self.base_url + path, params=params, headers=headers,
-                                        timeout=self.timeout, allow_redirects=False)
-        except requests.Timeout:
-            raise TransientError(f"{self.service} api timed out") from None
-        except requests.RequestException as exc:
-            raise TransientError(f"{self.service} api unreachable: "
-                                 f"{httpclient.describe(exc, token)}") from None
+        response = self.call("GET", path, token, params=params, headers=headers)
         if 200 <= response.status_code < 300:
             return response
-        reason = self._reason(response, post_id, token)
+        reason = self._reason(response, f"post {post_id}", token)
         if response.status_code == 429:
             raise TransientError(reason, retry_after=self.retry_after(response))
         if self.is_transient(response):
             raise TransientError(reason)
         raise PermanentError(reason)
 
-    def _reason(self, response: requests.Response, post_id: str, token: str) -> str:
+    def call(self, method: str, path: str, token: str, **kwargs: Any) -> requests.Response:
+        """One request with the token in its Authorization header only; a timeout or a
+        connection error is a TransientError whose reason never holds the token."""
+        headers = {"Accept": "application/json", **kwargs.pop("headers", {}),
+                   "Authorization": f"Bearer {token}"}
+        try:
+            return self.session.request(method, self.base_url + path, headers=headers,
+                                        timeout=self.timeout, allow_redirects=False, **kwargs)
+        except requests.Timeout:
+            raise TransientError(f"{self.service} api timed out") from None
+        except requests.RequestException as exc:
+            raise TransientError(f"{self.service} api unreachable: "
+                                 f"{httpclient.describe(exc, token)}") from None
+
+    def _reason(self, response: requests.Response, what: str, token: str) -> str:
         try:
             message = self.error_message(response.json())
         except ValueError:
             message = ""
         message = " ".join((message or response.reason or "").split())
         message = redact(message, token)[: httpclient.MAX_ERROR_TEXT]
-        return f"{self.service} api {response.status_code} for post {post_id}: {message}"
+        return f"{self.service} api {response.status_code} for {what}: {message}"
 
 
 def redact(text: str, token: str) -> str:

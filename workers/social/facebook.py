@@ -1,4 +1,5 @@
-"""Facebook Graph API: ``GET /{version}/{post-id}?fields=shares,reactions...,comments...``."""
+"""Facebook Graph API: ``GET /{version}/{post-id}?fields=shares,reactions...`` (engagement),
+``POST /{version}/{page-id}/feed`` (publish), and the page's feed to find one of ours again."""
 
 from __future__ import annotations
 
@@ -7,17 +8,25 @@ from urllib.parse import quote
 
 import requests
 
+from workers.runtime.errors import PermanentError
 from workers.settings import DEFAULT_FACEBOOK_API_VERSION
-from workers.social.base import SocialAPI, dig
+from workers.social.base import dig
+from workers.social.posting import Draft, Duplicate, Poster, same_text
 
 # Totals only: ``limit(0)`` asks for no reaction or comment objects, just their summaries.
 FIELDS = "shares,reactions.limit(0).summary(total_count),comments.limit(0).summary(total_count)"
 # Graph error codes that mean "later" whatever the HTTP status (400 or 403, not 429):
 # unknown/service errors and the application, user and page rate limits.
 TRANSIENT_CODES = frozenset({1, 2, 4, 17, 32, 341, 613})
+# Of those, the rate limits (application, user, page, custom): nothing was done.
+RATE_LIMIT_CODES = frozenset({4, 17, 32, 613})
+# "Duplicate status message": the page holds this post already.
+DUPLICATE_CODE = 506
+# The most recent posts of the page one lookup reads.
+RECENT_POSTS = 100
 
 
-class Facebook(SocialAPI):
+class Facebook(Poster):
     service = "facebook"
 
     def __init__(self, base_url: str, *args: Any, version: str = DEFAULT_FACEBOOK_API_VERSION,
@@ -46,3 +55,38 @@ class Facebook(SocialAPI):
         except ValueError:
             code = None
         return code in TRANSIENT_CODES or super().is_transient(response)
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def send_create(self, token: str, draft: Draft) -> requests.Response:
+        fields = {"message": draft.text, **({"link": draft.link} if draft.link else {})}
+        return self.call("POST", f"{self._page(draft)}/feed", token, data=fields)
+
+    def created_id(self, response: requests.Response) -> str:
+        post_id = dig(response.json(), "id")
+        if not isinstance(post_id, str) or not post_id:
+            raise PermanentError("facebook api created a post but answered no id")
+        return post_id
+
+    def duplicate(self, response: requests.Response, body: Any) -> Duplicate | None:
+        if dig(body, "error", "code") == DUPLICATE_CODE:
+            return Duplicate(f"facebook api {response.status_code}: {self.error_message(body)}")
+        return None
+
+    def rate_limited(self, response: requests.Response, body: Any) -> bool:
+        return (response.status_code == 429
+                or dig(body, "error", "code") in RATE_LIMIT_CODES)
+
+    def find(self, token: str, draft: Draft) -> str | None:
+        body = self.get_json(f"{self._page(draft)}/feed", token, "the page's feed",
+                             fields="id,message,link,created_time", limit=RECENT_POSTS)
+        for post in body.get("data") or []:
+            if (isinstance(post, dict) and same_text(str(post.get("message") or ""), draft.text)
+                    and (not draft.link or post.get("link") in (None, draft.link))):
+                return str(post.get("id"))
+        return None
+
+    def _page(self, draft: Draft) -> str:
+        if not draft.target:
+            raise PermanentError("facebook needs the page id to post to (target)")
+        return f"/{self.version}/{quote(draft.target, safe='')}"

@@ -1,4 +1,5 @@
-"""Twitter/X API v2: ``GET /2/tweets/{id}?tweet.fields=public_metrics``."""
+"""Twitter/X API v2: ``GET /2/tweets/{id}?tweet.fields=public_metrics`` (engagement),
+``POST /2/tweets`` (publish), and the author's recent tweets to find one of ours again."""
 
 from __future__ import annotations
 
@@ -8,11 +9,17 @@ from urllib.parse import quote
 
 import requests
 
-from workers.runtime.errors import PermanentError
-from workers.social.base import SocialAPI, dig, parse_retry_after
+from workers.runtime.errors import PermanentError, TransientError
+from workers.social.base import dig, parse_retry_after
+from workers.social.posting import Draft, Duplicate, Poster, same_text
+
+# X's answer to a text its author posted already (403), the only sign it gives.
+DUPLICATE_TEXT = "duplicate content"
+# The most recent tweets one lookup reads (X's maximum per page).
+RECENT_TWEETS = 100
 
 
-class Twitter(SocialAPI):
+class Twitter(Poster):
     service = "twitter"
 
     def request(self, post_id: str) -> tuple[str, dict[str, str], dict[str, str]]:
@@ -40,6 +47,43 @@ class Twitter(SocialAPI):
             return str(first.get("detail") or first.get("title") or first.get("message") or "")
         return super().error_message(body)
 
+    # -- publishing -------------------------------------------------------------------------
+
+    def send_create(self, token: str, draft: Draft) -> requests.Response:
+        return self.call("POST", "/2/tweets", token, json={"text": compose(draft)})
+
+    def created_id(self, response: requests.Response) -> str:
+        post_id = dig(response.json(), "data", "id")
+        if not isinstance(post_id, str) or not post_id:
+            raise PermanentError("twitter api created a tweet but answered no id")
+        return post_id
+
+    def duplicate(self, response: requests.Response, body: Any) -> Duplicate | None:
+        if response.status_code == 403 and DUPLICATE_TEXT in self.error_message(body).lower():
+            return Duplicate(f"twitter api 403: {self.error_message(body)}")
+        return None
+
+    def exhausted_until(self, response: requests.Response) -> float | None:
+        if response.headers.get("x-rate-limit-remaining", "").strip() == "0":
+            return self.reset_at(response)
+        return None
+
+    def reset_at(self, response: requests.Response) -> float | None:
+        reset = response.headers.get("x-rate-limit-reset", "").strip()
+        return float(reset) if reset.isdigit() else None
+
+    def find(self, token: str, draft: Draft) -> str | None:
+        me = dig(self.get_json("/2/users/me", token, "the author"), "data", "id")
+        if not isinstance(me, str) or not me:
+            raise TransientError("twitter api answered /2/users/me without an id")
+        body = self.get_json(f"/2/users/{quote(me, safe='')}/tweets", token, "recent tweets",
+                             max_results=RECENT_TWEETS, **{"tweet.fields": "entities,created_at"})
+        wanted = compose(draft)
+        for tweet in body.get("data") or []:
+            if isinstance(tweet, dict) and same_text(expanded(tweet), wanted):
+                return str(tweet.get("id"))
+        return None
+
     def retry_after(self, response: requests.Response) -> float | None:
         # X says when its 15-minute window resets (Unix seconds), seldom Retry-After.
         given = parse_retry_after(response.headers.get("Retry-After"))
@@ -47,3 +91,19 @@ class Twitter(SocialAPI):
         if given is None and reset.isdigit():
             return max(1.0, int(reset) - time.time())
         return given
+
+
+def compose(draft: Draft) -> str:
+    """The tweet's text: the event's text, and its link after it unless the text holds it."""
+    if draft.link and draft.link not in draft.text:
+        return f"{draft.text} {draft.link}"
+    return draft.text
+
+
+def expanded(tweet: dict[str, Any]) -> str:
+    """A tweet's text with each t.co link replaced by the URL it stands for, as posted."""
+    text = str(tweet.get("text") or "")
+    for entity in dig(tweet, "entities", "urls") or []:
+        if isinstance(entity, dict) and entity.get("url") and entity.get("expanded_url"):
+            text = text.replace(str(entity["url"]), str(entity["expanded_url"]))
+    return text

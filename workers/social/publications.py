@@ -1,0 +1,152 @@
+"""Each update's publication in Redis: the state machine that posts it exactly once.
+
+Two hashes per update (README.rst, "Publishing exactly once", walks through every crash point):
+
+* ``publishing:{update_id}``: the attempts. ``owner`` and ``lease_until`` (Redis's clock, ms)
+  while one handler holds the update; ``tried`` = 1 once a create call may have reached the
+  network, so the next holder resolves that attempt before posting; ``state`` = ``done`` once
+  published, ``chained`` = 1 once post-sent and analytics were enqueued. Kept 30 days.
+* ``published:{update_id}`` (SPEC.md): ``service``, ``service_update_id``, ``published_at``;
+  written once, the first record winning, never expiring.
+
+Both are single-key scripts, so they work on Redis Cluster without a shared slot; the order
+they run in (the attempt is claimed, then the post recorded, then the attempt marked done)
+makes every interleaving safe: a holder that finds ``done`` reads ``published``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from workers.peers.redisconn import Client
+
+# How long one holder may take for an attempt (lookups, the create call, the record) before
+# another may take over: well above the HTTP timeouts (3 s connect + 10 s read, per call).
+LEASE_SECONDS = 60
+# How long an attempt's state outlives its last change: a replay from the DLQ within this
+# still knows the update was tried (published:{update_id} never expires).
+ATTEMPT_TTL_SECONDS = 30 * 86400
+
+# KEYS: the attempt. ARGV: owner, lease (ms), ttl (s).
+# -> {"done"} | {"busy", ms left of the holder's lease} | {"claimed", tried before (0/1)}
+CLAIM = """
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local state, owner, lease, tried = unpack(redis.call('HMGET', KEYS[1],
+    'state', 'owner', 'lease_until', 'tried'))
+if state == 'done' then return {'done', 0} end
+if owner and tonumber(lease) > ms then return {'busy', tonumber(lease) - ms} end
+redis.call('HSET', KEYS[1], 'state', 'claimed', 'owner', ARGV[1],
+           'lease_until', ms + tonumber(ARGV[2]), 'tried', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {'claimed', tonumber(tried or '0')}
+"""
+
+# KEYS: the attempt. ARGV: owner, tried (0/1). Lets go of a claim still ours.
+RELEASE = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+redis.call('HDEL', KEYS[1], 'owner', 'lease_until')
+redis.call('HSET', KEYS[1], 'tried', ARGV[2])
+return 1
+"""
+
+# KEYS: the publication. ARGV: service, service_update_id. The first record wins.
+# -> the record's fields, flat.
+RECORD = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+    redis.call('HSET', KEYS[1], 'service', ARGV[1], 'service_update_id', ARGV[2],
+               'published_at', redis.call('TIME')[1])
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+# KEYS: the attempt. ARGV: field, value, ttl (s). Marks a stage done, whoever holds it.
+MARK = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[1], 'owner', 'lease_until')
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Publication:
+    service: str
+    service_update_id: str
+    published_at: int
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What claiming an update found: ``done`` (published already), ``wait`` seconds (another
+    holder's lease), or ours, with ``tried`` when an earlier attempt's outcome is unknown."""
+
+    owner: str
+    done: bool = False
+    wait: float = 0.0
+    tried: bool = False
+
+
+class Publications:
+    def __init__(self, client: Client, lease_seconds: float = LEASE_SECONDS):
+        self.client = client
+        self.lease_ms = int(lease_seconds * 1000)
+        self._claim = client.register_script(CLAIM)
+        self._release = client.register_script(RELEASE)
+        self._record = client.register_script(RECORD)
+        self._mark = client.register_script(MARK)
+
+    def get(self, update_id: str) -> Publication | None:
+        return _publication(self.client.hgetall(published_key(update_id)))
+
+    def claim(self, update_id: str) -> Claim:
+        owner = uuid.uuid4().hex
+        kind, value = self._claim(keys=[attempt_key(update_id)],
+                                  args=[owner, self.lease_ms, ATTEMPT_TTL_SECONDS])
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        if kind == "done":
+            return Claim(owner, done=True)
+        if kind == "busy":
+            return Claim(owner, wait=int(value) / 1000)
+        return Claim(owner, tried=bool(int(value)))
+
+    def release(self, update_id: str, claim: Claim, tried: bool) -> None:
+        """Lets go of ``claim``; ``tried`` says whether a create call may have reached the
+        network meanwhile (it stays set once set: only a known refusal restores it)."""
+        self._release(keys=[attempt_key(update_id)], args=[claim.owner, int(tried)])
+
+    def record(self, update_id: str, service: str, service_update_id: str) -> Publication:
+        """Records the post, unless one was recorded first (then returns that one), and marks
+        the attempt done."""
+        flat = self._record(keys=[published_key(update_id)], args=[service, service_update_id])
+        published = _publication(dict(zip(flat[::2], flat[1::2], strict=True)))
+        assert published is not None  # RECORD always leaves a record
+        self._mark(keys=[attempt_key(update_id)], args=["state", "done", ATTEMPT_TTL_SECONDS])
+        return published
+
+    def chained(self, update_id: str) -> bool:
+        return bool(self.client.hget(attempt_key(update_id), "chained"))
+
+    def mark_chained(self, update_id: str) -> None:
+        self._mark(keys=[attempt_key(update_id)], args=["chained", 1, ATTEMPT_TTL_SECONDS])
+
+
+def attempt_key(update_id: str) -> str:
+    return f"publishing:{update_id}"
+
+
+def published_key(update_id: str) -> str:
+    return f"published:{update_id}"
+
+
+def _publication(fields: dict) -> Publication | None:
+    if not fields:
+        return None
+    text = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes)
+                                                          else v) for k, v in fields.items()}
+    return Publication(text.get("service", ""), text.get("service_update_id", ""),
+                       int(text.get("published_at") or 0))
+
+
+__all__ = ["Claim", "Publication", "Publications", "attempt_key", "published_key"]
