@@ -73,7 +73,10 @@ def test_supervisorctl_sees_one_process_per_numprocs(fleet):
 def test_scale_changes_exactly_that_queues_processes(fleet, sqs, queues, prefix, redis_client):
     # Given a fleet running 2 post-sent daemons, one of every other queue and one links-api
     fleet.start()
-    wait_until(lambda: len(fleet.pids("")) == 6, timeout=30, interval=0.3)
+    everything = {"post-sent:post-sent_00", "post-sent:post-sent_01", "publish:publish_00",
+                  "analytics:analytics_00", "push:push_00", "email:email_00",
+                  "links-api:links-api_00"}
+    wait_until(lambda: set(fleet.pids("")) == everything, timeout=30, interval=0.3)
     others = {n: p for n, p in fleet.pids("").items() if not n.startswith("post-sent")}
     first = fleet.pids()["post-sent:post-sent_00"]
     # When post-sent is scaled to 4

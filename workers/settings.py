@@ -122,6 +122,10 @@ def default_procs() -> dict[str, int]:
 # right away it is all zeros; a quarter of an hour in, its first reactions show.
 DEFAULT_ANALYTICS_DELAY = 900
 MAX_DELAY_SECONDS = 900
+# How long one daemon holds an update while it posts it: longer than its calls can take (a
+# lookup and a create, 13 s of HTTP timeouts each), short enough that the update of a daemon
+# killed mid-call is taken over soon after its message comes back.
+DEFAULT_PUBLISH_LEASE = 60
 
 
 def default_run_dir() -> str:
@@ -176,6 +180,7 @@ class Settings:
     links_api_port: int = DEFAULT_LINKS_API_PORT
     shares_max_age: int = DEFAULT_SHARES_MAX_AGE
     analytics_delay: int = DEFAULT_ANALYTICS_DELAY
+    publish_lease: int = DEFAULT_PUBLISH_LEASE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -278,6 +283,8 @@ VARIABLES: tuple[Variable, ...] = (
              "seconds a count may be cached"),
     Variable("WORKERS_ANALYTICS_DELAY", "analytics_delay", Int(0, MAX_DELAY_SECONDS),
              "seconds between a post going out and its first engagement fetch"),
+    Variable("WORKERS_PUBLISH_LEASE", "publish_lease", Int(1, 3600),
+             "seconds a daemon holds an update it is posting; past it, another may resolve it"),
 )
 
 

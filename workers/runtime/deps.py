@@ -46,7 +46,7 @@ class Deps:
     @cached_property
     def publications(self) -> Publications:
         """Each update's publication: the state machine that posts it exactly once."""
-        return Publications(self.redis)
+        return Publications(self.redis, self.settings.publish_lease)
 
     @cached_property
     def rate_limits(self) -> RateLimits:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from workers.peers.redisconn import Client
 
 # How long one holder may take for an attempt (lookups, the create call, the record) before
-# another may take over: well above the HTTP timeouts (3 s connect + 10 s read, per call).
+# another may take over (WORKERS_PUBLISH_LEASE): well above the HTTP timeouts.
 LEASE_SECONDS = 60
 # How long an attempt's state outlives its last change: a replay from the DLQ within this
 # still knows the update was tried (published:{update_id} never expires).
