@@ -1,0 +1,264 @@
+"""publish: exactly one post per update on each network's stand-in, whatever fails, and the
+pipeline it starts (post-sent, a delayed analytics, Pusher). The consumer step by step, against
+moto's server, a real redis-server and the stand-ins of X, Facebook and LinkedIn."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from fakes import FakePusher
+from helpers import drain, queue_depth, wait_until
+from workers import social
+from workers.devstack.networks import Account, Networks
+from workers.peers.notify import Notifier
+from workers.peers.sqs import ERROR_ATTRIBUTE
+from workers.queues.publish import post_urls
+from workers.runtime.consumer import Consumer
+from workers.runtime.deps import Deps
+
+TOKENS = {"twitter": "x-token-SECRET-9f8e", "facebook": "fb-token-SECRET-7d6c",
+          "linkedin": "li-token-SECRET-5b4a"}
+PAGE, AUTHOR = "104000000000001", "urn:li:organization:2414183"
+ACCOUNTS = [Account("twitter", TOKENS["twitter"], user_id="2244994945", username="buffer"),
+            Account("facebook", TOKENS["facebook"], pages=(PAGE,)),
+            Account("linkedin", TOKENS["linkedin"], authors=(AUTHOR,))]
+TARGETS = {"twitter": None, "facebook": PAGE, "linkedin": AUTHOR}
+SERVICES = list(TOKENS)
+
+
+@pytest.fixture
+def networks():
+    # Every network echoes a refused token: it must reach no reason and no log line.
+    with Networks(accounts=ACCOUNTS, echo_token=frozenset(TOKENS)) as fake:
+        yield fake
+
+
+@pytest.fixture
+def pusher():
+    fake = FakePusher().start()
+    yield fake
+    fake.stop()
+
+
+class Stack:
+    """A publish consumer whose networks are the stand-ins; tokens in Redis."""
+
+    def __init__(self, settings, networks, sqs, queues, prefix, redis_client):
+        self.networks, self.sqs, self.redis = networks, sqs, redis_client
+        self.url = {q: queues[prefix + q] for q in ("publish", "post-sent", "analytics")}
+        self.dlq = queues[prefix + "publish-dlq"]
+        for service, token in TOKENS.items():
+            redis_client.hset("creds:p1", service, token)
+        self.settings = dataclasses.replace(
+            settings, analytics_delay=0, publish_lease=60,
+            **{f"{s}_api_url": networks.url for s in SERVICES})
+        self.deps = Deps(self.settings)
+        # Timeouts short enough for a test of one; the behaviour is the same at 10 s.
+        self.deps.social = social.apis(self.settings, timeout=1.0)
+        self.consumer = Consumer("publish", self.settings, deps=self.deps, concurrency=1)
+
+    def send(self, service: str, update_id: str = "u1", **fields) -> dict:
+        event = {"update_id": update_id, "profile_id": "p1", "service": service,
+                 "text": f"Our launch post for {update_id} https://buffer.com/launch.",
+                 **({"target": TARGETS[service]} if TARGETS[service] else {}), **fields}
+        self.sqs.send_message(QueueUrl=self.url["publish"], MessageBody=json.dumps(event))
+        return event
+
+    def step(self):
+        return self.consumer.process_batch(wait_seconds=1)
+
+    def until_settled(self, timeout: float = 60):
+        """Batches until the publish queue (in flight included) is empty."""
+        def settled():
+            self.consumer.process_batch(wait_seconds=1)
+            return queue_depth(self.sqs, self.url["publish"]) == 0
+        wait_until(settled, timeout=timeout, interval=0)
+
+    def come_back_now(self):
+        """What SQS does after the visibility timeout, without waiting it out."""
+        self.consumer.backoff = type(self.consumer.backoff)(0)
+
+    def published(self, update_id: str = "u1") -> dict[str, str]:
+        return {k.decode(): v.decode()
+                for k, v in self.redis.hgetall(f"published:{update_id}").items()}
+
+
+@pytest.fixture
+def stack(settings, networks, sqs, queues, prefix, redis_client):
+    return Stack(settings, networks, sqs, queues, prefix, redis_client)
+
+
+# -- the happy path, and the pipeline it starts -------------------------------------------------
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_post_goes_out_once_and_starts_the_pipeline(stack, service, pusher, redis_client):
+    stack.deps.notifier = Notifier.from_settings(dataclasses.replace(
+        stack.settings, pusher_app_id=pusher.app_id, pusher_key=pusher.key,
+        pusher_secret=pusher.secret, pusher_host="127.0.0.1", pusher_port=pusher.port,
+        pusher_ssl=False))
+    stack.send(service)
+    assert stack.step().succeeded == 1
+    [post] = stack.networks.posts(service)
+    assert post["text"].startswith("Our launch post for u1")
+    published = stack.published()
+    assert published["service"] == service
+    assert published["service_update_id"] == post["id"]
+    assert abs(int(published["published_at"]) - int(redis_client.time()[0])) <= 5
+    [sent] = [json.loads(m["Body"]) for m in drain(stack.sqs, stack.url["post-sent"])]
+    assert sent == {"update_id": "u1", "profile_id": "p1", "service": service,
+                    "created_at": int(published["published_at"]),
+                    "urls": ["https://buffer.com/launch"]}
+    [analytics] = [json.loads(m["Body"]) for m in drain(stack.sqs, stack.url["analytics"])]
+    assert analytics == {"update_id": "u1", "profile_id": "p1", "service": service,
+                         "service_update_id": post["id"]}
+    assert pusher.events == [{
+        "name": "update-published", "channels": ["private-profile-p1"],
+        "data": {"update_id": "u1", "service": service, "service_update_id": post["id"]}}]
+
+
+def test_analytics_waits_its_delay(stack):
+    stack.consumer.deps.settings = dataclasses.replace(stack.settings, analytics_delay=900)
+    stack.send("twitter")
+    assert stack.step().succeeded == 1
+    attributes = stack.sqs.get_queue_attributes(
+        QueueUrl=stack.url["analytics"], AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"
+    assert attributes["ApproximateNumberOfMessages"] == "0"
+
+
+def test_the_same_update_enqueued_twice_goes_out_once(stack):
+    stack.send("twitter")
+    stack.send("twitter")
+    stack.until_settled()
+    assert len(stack.networks.posts("twitter")) == 1
+    assert stack.networks.create_requests("twitter") == 1  # the second never asked
+    assert queue_depth(stack.sqs, stack.dlq) == 0
+
+
+def test_post_sent_gets_the_link_and_every_url_of_the_text_once():
+    assert post_urls("New: https://a.example/x, and (https://b.example/y). See https://a.example/x!",
+                     "https://c.example/") == [
+        "https://c.example/", "https://a.example/x", "https://b.example/y"]
+    assert post_urls("no links here", None) == []
+
+
+# -- unknown outcomes: resolved from the network, never posted twice ---------------------------
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_an_error_after_the_network_created_the_post_is_resolved_not_reposted(stack, service):
+    stack.networks.fault(service, "error_after_create")
+    stack.send(service)
+    first = stack.step()
+    assert first.retried == 1 and not stack.published()
+    assert stack.networks.created(service) == 1  # it went out, though the answer said 5xx
+    stack.come_back_now()
+    stack.until_settled()
+    [post] = stack.networks.posts(service)
+    assert stack.published()["service_update_id"] == post["id"]
+    assert queue_depth(stack.sqs, stack.dlq) == 0
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_timeout_after_the_network_created_the_post_is_resolved_not_reposted(stack, service):
+    stack.networks.fault(service, "timeout_after_create")
+    stack.send(service)
+    assert stack.step().retried == 1
+    stack.come_back_now()
+    stack.until_settled()
+    [post] = stack.networks.posts(service)
+    assert stack.published()["service_update_id"] == post["id"]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_an_error_before_anything_was_created_posts_on_the_next_delivery(stack, service):
+    stack.networks.fault(service, "error_before_create")
+    stack.send(service)
+    assert stack.step().retried == 1
+    assert stack.networks.created(service) == 0
+    stack.come_back_now()
+    stack.until_settled()
+    assert len(stack.networks.posts(service)) == 1
+    assert stack.published()["service"] == service
+
+
+# -- rate limits: the whole fleet waits for the reset ------------------------------------------
+
+def test_a_429_stops_every_call_for_that_profile_until_the_reset(stack, redis_client):
+    stack.networks.fault("twitter", "rate_limited", seconds=120)
+    stack.send("twitter", "u1")
+    result = stack.step()
+    assert result.retried == 1 and result.deferred == 1  # waiting its turn: no pause
+    assert 110 <= redis_client.pttl("ratelimit:twitter:p1") / 1000 <= 121
+    asked = stack.networks.create_requests("twitter")
+    other_daemon = Consumer("publish", stack.settings, deps=Deps(stack.settings))
+    stack.send("twitter", "u2")
+    stack.come_back_now()
+    assert other_daemon.process_batch(wait_seconds=1).deferred >= 1
+    assert stack.networks.create_requests("twitter") == asked  # nobody asked X again
+    redis_client.delete("ratelimit:twitter:p1")  # the reset came
+    stack.until_settled()
+    assert len(stack.networks.posts("twitter")) == 2
+
+
+def test_a_spent_window_reported_with_a_success_holds_the_next_call(stack, redis_client):
+    stack.networks.limits["twitter"] = 1
+    stack.send("twitter")
+    assert stack.step().succeeded == 1  # x-rate-limit-remaining: 0 came with it
+    assert redis_client.pttl("ratelimit:twitter:p1") > 0
+    stack.send("twitter", "u2")
+    assert stack.step().deferred == 1
+    assert stack.networks.create_requests("twitter") == 1
+
+
+def test_a_message_waiting_for_the_reset_comes_back_at_the_reset(stack, redis_client):
+    stack.networks.fault("linkedin", "rate_limited", seconds=300)
+    visibility = []
+    change = stack.consumer.sqs.change_visibility
+    stack.consumer.sqs.change_visibility = lambda pairs: (
+        visibility.extend(t for _, t in pairs), change(pairs))[1]
+    stack.send("linkedin")
+    stack.step()
+    assert 295 <= visibility[-1] <= 301
+
+
+# -- refusals: the DLQ, with the network's reason, and nothing posted --------------------------
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_bad_token_goes_to_the_dlq_with_the_networks_reason(stack, service, redis_client):
+    redis_client.hset("creds:p1", service, "revoked-token-SECRET")
+    stack.send(service)
+    assert stack.step().dead_lettered == 1
+    [dead] = drain(stack.sqs, stack.dlq)
+    reason = dead["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"]
+    assert f"{service} api 40" in reason
+    assert "SECRET" not in reason
+    assert stack.networks.created(service) == 0
+    assert not stack.published()
+
+
+def test_text_the_author_posted_themselves_is_refused_not_taken_for_ours(stack):
+    stack.send("twitter", "mine")
+    stack.until_settled()
+    stack.send("twitter", "u2", text="Our launch post for mine https://buffer.com/launch.")
+    assert stack.step().dead_lettered == 1
+    [dead] = drain(stack.sqs, stack.dlq)
+    assert "duplicate content" in dead["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"]
+    assert len(stack.networks.posts("twitter")) == 1
+    assert not stack.published("u2")
+
+
+@pytest.mark.parametrize("event", [
+    {"service": "facebook", "target": None},  # no page to post to
+    {"service": "linkedin", "target": "someone"},  # not an author URN
+    {"service": "myspace"},
+    {"service": "twitter", "text": "   "},
+])
+def test_an_event_no_network_could_take_is_dead_lettered_by_its_schema(stack, event):
+    body = {"update_id": "u1", "profile_id": "p1", "text": "hello", **event}
+    stack.sqs.send_message(QueueUrl=stack.url["publish"],
+                           MessageBody=json.dumps({k: v for k, v in body.items() if v is not None}))
+    assert stack.step().dead_lettered == 1
+    assert sum(stack.networks.create_requests(s) for s in SERVICES) == 0
