@@ -423,8 +423,7 @@ class Networks(FakeServer):
                                     lambda: self._feed_post(request, object_id, usage))
             return 200, usage, self._feed(object_id, dict(request.query))
         if request.method != "GET":
-            return 400, usage, _graph_error(100, f"Unsupported post request. Object with ID "
-                                                 f"'{object_id}' does not exist")
+            return 400, usage, _unsupported("post", object_id)
         return self._post_engagement(object_id, usage)
 
     def _page_refused(self, page: str, account: Account, method: str) -> Any:
@@ -433,12 +432,7 @@ class Networks(FakeServer):
         if any(page in a.pages for a in self.accounts if a.service == "facebook"):
             return _graph_error(200, "(#200) If posting to a page, requires both "
                                      "pages_read_engagement and pages_manage_posts permission")
-        verb = "post" if method == "POST" else "get"
-        return _graph_error(100, f"Unsupported {verb} request. Object with ID '{page}' does "
-                                 "not exist, cannot be loaded due to missing permissions, or "
-                                 "does not support this operation. Please read the Graph API "
-                                 "documentation at https://developers.facebook.com/docs/graph-api",
-                            subcode=33)
+        return _unsupported("post" if method == "POST" else "get", page)
 
     def _feed_post(self, request: Request, page: str, usage: dict[str, str]) -> Reply:
         form = _form(request)
@@ -465,7 +459,7 @@ class Networks(FakeServer):
     def _post_engagement(self, post_id: str, usage: dict[str, str]) -> Reply:
         counts = self.engagement.get(("facebook", post_id))
         if counts is None:
-            return 404, usage, _graph_error(100, f"post {post_id} not found")
+            return 400, usage, _unsupported("get", post_id)
         body: dict[str, Any] = {
             "reactions": {"data": [], "summary": {"total_count": counts.get("likes", 0),
                                                   "viewer_reaction": "NONE"}},
@@ -657,6 +651,14 @@ def _graph_error(code: int, message: str, subcode: int | None = None) -> dict[st
         error["error_subcode"] = subcode
     error["fbtrace_id"] = FBTRACE
     return {"error": error}
+
+
+def _unsupported(verb: str, object_id: str) -> dict[str, Any]:
+    return _graph_error(100, f"Unsupported {verb} request. Object with ID '{object_id}' does "
+                             "not exist, cannot be loaded due to missing permissions, or does "
+                             "not support this operation. Please read the Graph API "
+                             "documentation at https://developers.facebook.com/docs/graph-api",
+                        subcode=33)
 
 
 def _stamp(when: float, fmt: str) -> str:
