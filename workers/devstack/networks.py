@@ -23,10 +23,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import re
 import signal
 import sys
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field, fields
@@ -232,11 +232,12 @@ class Networks(FakeServer):
         with self._lock:
             window = self._windows.get(key)
             if window is None or now >= window[0] + RATE_WINDOW_SECONDS:
-                window = self._windows[key] = [now, 0]
+                window = self._windows[key] = [math.floor(now), 0]  # whole seconds, as reset
+            reset = int(window[0] + RATE_WINDOW_SECONDS)
             if window[1] >= limit:
-                return limit, -1, int(window[0] + RATE_WINDOW_SECONDS)
+                return limit, -1, reset
             window[1] += 1
-            return limit, limit - int(window[1]), int(window[0] + RATE_WINDOW_SECONDS)
+            return limit, limit - int(window[1]), reset
 
     def _next(self) -> int:
         with self._lock:
@@ -415,12 +416,12 @@ class Networks(FakeServer):
         assert match is not None  # service_of matched it
         object_id = unquote(match["id"])
         if match["feed"]:
+            if request.method == "POST":
+                return self._create("facebook", request, lambda: self._feed_post(
+                    request, object_id, account, usage))
             refused = self._page_refused(object_id, account, request.method)
             if refused is not None:
                 return 400, usage, refused
-            if request.method == "POST":
-                return self._create("facebook", request,
-                                    lambda: self._feed_post(request, object_id, usage))
             return 200, usage, self._feed(object_id, dict(request.query))
         if request.method != "GET":
             return 400, usage, _unsupported("post", object_id)
@@ -434,7 +435,11 @@ class Networks(FakeServer):
                                      "pages_read_engagement and pages_manage_posts permission")
         return _unsupported("post" if method == "POST" else "get", page)
 
-    def _feed_post(self, request: Request, page: str, usage: dict[str, str]) -> Reply:
+    def _feed_post(self, request: Request, page: str, account: Account,
+                   usage: dict[str, str]) -> Reply:
+        refused = self._page_refused(page, account, request.method)
+        if refused is not None:
+            return 400, usage, refused
         form = _form(request)
         message, link = form.get("message") or "", form.get("link") or None
         if not message and not link:
@@ -698,12 +703,13 @@ def main(argv: Iterable[str] | None = None) -> int:
     accounts = load_accounts(args.accounts) if args.accounts else sample_accounts()
     networks = Networks(accounts=accounts, limits=limits)
     networks.latency_ms = args.latency_ms
-    stopping = threading.Event()
-    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
-        signal.signal(getattr(signal, name), lambda *_: stopping.set())
+    # Blocked before the server's threads start (they inherit it), taken by this thread alone:
+    # a stop signal is waited for, never raised in the middle of something.
+    stop_signals = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     networks.start(args.port)
     print(json.dumps({"event": "networks.listening", "url": networks.url}), flush=True)
-    stopping.wait()
+    signal.sigwait(stop_signals)
     networks.stop()
     return 0
 
