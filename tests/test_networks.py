@@ -361,6 +361,19 @@ def test_hold_after_create_answers_only_once_released_and_blocks_nothing_else(ne
     assert [a.status_code for a in answers] == [201]
 
 
+@pytest.mark.parametrize("service", ["twitter", "facebook", "linkedin"])
+def test_the_same_post_sent_at_once_from_many_clients_is_created_once(networks, service):
+    answers: list[int] = []
+    senders = [threading.Thread(target=lambda: answers.append(
+        CREATE[service](networks, "Raced").status_code)) for _ in range(8)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(10)
+    assert sorted(answers)[0] in (200, 201) and sorted(answers)[1] in (400, 403, 422)
+    assert networks.created(service) == 1 and networks.create_requests(service) == 8
+
+
 def test_latency_slows_every_network_answer(networks):
     networks.latency_ms = 300
     started = time.monotonic()

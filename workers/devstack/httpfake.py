@@ -60,6 +60,7 @@ class FakeServer:
     requests: list[Request] = field(default_factory=list)
     hanging: bool = False
     delay: float = 0.0  # seconds every answer takes: a slow peer
+    record_requests: bool = True  # off for a long-lived one: ``requests`` would only grow
     _scripted: list[Reply] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _released: threading.Event = field(default_factory=threading.Event)
@@ -151,7 +152,8 @@ class FakeServer:
         if self.passthrough(request):
             return self.answer(request)
         with self._lock:
-            self.requests.append(request)
+            if self.record_requests:
+                self.requests.append(request)
             scripted = self._scripted.pop(0) if self._scripted else None
         if self.hanging:
             self._released.wait(HANG_SECONDS)

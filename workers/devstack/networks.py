@@ -27,6 +27,7 @@ import math
 import re
 import signal
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field, fields
@@ -143,6 +144,7 @@ class Networks(FakeServer):
     _faults: dict[str, list[Fault]] = field(default_factory=lambda: {s: [] for s in SERVICES})
     _windows: dict[tuple[str, ...], list[float]] = field(default_factory=dict)
     _sequence: int = 0
+    _creating: threading.Lock = field(default_factory=threading.Lock)
 
     # -- what a test reads and sets ---------------------------------------------------------
 
@@ -273,9 +275,9 @@ class Networks(FakeServer):
             if fault.mode == "rate_limited":
                 return self._rate_limited(service, fault.seconds)
             return self._server_error(service)
-        before = self.created(service)
-        reply = create()
-        if fault is None or self.created(service) == before:  # refused: nothing to fault
+        with self._creating:  # the duplicate check and the post as one step, as on a network
+            reply = create()
+        if fault is None or not 200 <= reply[0] < 300:  # refused: nothing to fault
             return reply
         if fault.mode == "error_after_create":
             return self._server_error(service)
@@ -385,7 +387,8 @@ class Networks(FakeServer):
                 "title": "Not Found Error", "resource_type": "tweet", "parameter": "id",
                 "resource_id": tweet_id,
                 "type": "https://api.twitter.com/2/problems/resource-not-found"}]}
-        post = next((p for p in self._posts["twitter"] if p.id == tweet_id), None)
+        with self._lock:
+            post = next((p for p in self._posts["twitter"] if p.id == tweet_id), None)
         return 200, {}, {"data": {
             "id": tweet_id, "text": post.shown if post else "Shipped it https://t.co/x",
             "edit_history_tweet_ids": [tweet_id],
@@ -701,7 +704,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         service, _, n = given.partition("=")
         limits[service] = int(n)
     accounts = load_accounts(args.accounts) if args.accounts else sample_accounts()
-    networks = Networks(accounts=accounts, limits=limits)
+    networks = Networks(accounts=accounts, limits=limits, record_requests=False)
     networks.latency_ms = args.latency_ms
     # Blocked before the server's threads start (they inherit it), taken by this thread alone:
     # a stop signal is waited for, never raised in the middle of something.
