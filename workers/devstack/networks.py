@@ -13,6 +13,11 @@ counts requests per token in 15-minute windows (``limits``; X's ``x-rate-limit-*
 every answer; Graph's error code 4 with ``x-app-usage``; LinkedIn's 429 with ``Retry-After``),
 and can be told to fail its next create requests in ways that test "exactly once" (``fault``).
 
+Graph never answers 429: past its limit it says error code 4 ("Application request limit
+reached") with HTTP 400 and ``x-app-usage`` at 100, and no time to come back (X gives
+``x-rate-limit-reset``, LinkedIn ``Retry-After``). A fault is spent by the next create request
+whatever it meets; an after-create fault does nothing to a create the network refused.
+
 In-process: ``with Networks(accounts=[...]) as networks: ... networks.url``. As a process of the
 local stack: ``python -m workers.devstack.networks --port P --accounts FILE.json``, driven through
 ``/__standin/`` (``Control``).
