@@ -11,9 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from fakes import FakePusher, FakeSocialAPIs
+from fakes import FakePusher
 from helpers import drain, log_events, queue_depth, wait_until
 from workers import devstack, social
+from workers.devstack.networks import Account, Networks
+from workers.peers.httpclient import MAX_ERROR_TEXT
 from workers.peers.sqs import ERROR_ATTRIBUTE
 from workers.runtime.consumer import Consumer
 from workers.runtime.deps import Deps
@@ -24,6 +26,9 @@ from workers.social.engagement import EngagementStore
 
 TOKENS = {"twitter": "tw-token-SECRET-1a2b", "facebook": "fb-token-SECRET-3c4d",
           "linkedin": "li-token-SECRET-5e6f"}
+ACCOUNTS = [Account("twitter", TOKENS["twitter"], user_id="2244994945", username="XDevelopers"),
+            Account("facebook", TOKENS["facebook"], pages=("104",)),
+            Account("linkedin", TOKENS["linkedin"], authors=("urn:li:organization:2414183",))]
 POSTS = {
     ("twitter", "1460323737035677698"): {"likes": 12, "comments": 3, "shares": 4, "quotes": 1,
                                          "bookmarks": 2, "impressions": 900},
@@ -36,13 +41,19 @@ EXPECTED = {
     "facebook": {"likes": 7, "comments": 2, "shares": 5},
     "linkedin": {"likes": 9, "comments": 4},
 }
+# Each network's refusal of a token: its status and its words.
+REFUSED = {"twitter": "401: Unauthorized",
+           "facebook": "400: Invalid OAuth access token - Cannot parse access token",
+           "linkedin": "401: Invalid access token"}
 POST_IDS = {"twitter": "1460323737035677698", "facebook": "104_205",
             "linkedin": "6844785523593134080"}  # a bare share id: the adapter makes the URN
 
 
 @pytest.fixture
 def fake_api():
-    fake = FakeSocialAPIs(tokens=dict(TOKENS), posts=dict(POSTS)).start()
+    # Every network echoes a refused token here: none may reach a reason or a log line.
+    fake = Networks(accounts=ACCOUNTS, engagement=dict(POSTS), echo_token=frozenset(TOKENS))
+    fake.start()
     yield fake
     fake.stop()
 
@@ -54,11 +65,11 @@ def fake_pusher():
     fake.stop()
 
 
-def api_env(fake: FakeSocialAPIs) -> dict[str, str]:
+def api_env(fake: Networks) -> dict[str, str]:
     return {f"WORKERS_{service.upper()}_API_URL": fake.url for service in TOKENS}
 
 
-def apis(fake: FakeSocialAPIs, **options) -> dict[str, social.SocialAPI]:
+def apis(fake: Networks, **options) -> dict[str, social.SocialAPI]:
     return social.apis(dataclasses.replace(
         Settings(), twitter_api_url=fake.url, facebook_api_url=fake.url,
         linkedin_api_url=fake.url), **options)
@@ -90,7 +101,7 @@ def test_each_network_is_asked_the_documented_way(fake_api):
 
 
 def test_a_facebook_post_nobody_shared_counts_zero_shares(fake_api):
-    fake_api.posts[("facebook", "1_2")] = {"likes": 1, "comments": 0}
+    fake_api.engagement[("facebook", "1_2")] = {"likes": 1, "comments": 0}
     assert apis(fake_api)["facebook"].engagement("1_2", TOKENS["facebook"]) == {
         "likes": 1, "comments": 0, "shares": 0}
 
@@ -99,8 +110,8 @@ def test_a_facebook_post_nobody_shared_counts_zero_shares(fake_api):
 def test_a_refused_token_is_permanent_with_the_status_and_never_the_token(fake_api, service):
     with pytest.raises(PermanentError) as raised:
         apis(fake_api)[service].engagement(POST_IDS[service], "revoked-token-SECRET")
-    assert f"{service} api 401 for post {POST_IDS[service]}: invalid access token ***" \
-        == raised.value.reason
+    assert f"{service} api {REFUSED[service]} ***" == raised.value.reason.replace(
+        f" for post {POST_IDS[service]}", "")
     assert "revoked-token-SECRET" not in str(raised.value)
 
 
@@ -109,7 +120,8 @@ def test_an_unknown_post_is_permanent(fake_api, service):
     with pytest.raises(PermanentError) as raised:
         apis(fake_api)[service].engagement("999", TOKENS[service])
     assert "999" in raised.value.reason
-    assert ("Could not find tweet" if service == "twitter" else "404") in raised.value.reason
+    assert {"twitter": "Could not find tweet", "facebook": "400", "linkedin": "404"}[service] \
+        in raised.value.reason
 
 
 @pytest.mark.parametrize("service", list(TOKENS))
@@ -272,8 +284,11 @@ def test_5xx_and_timeouts_are_retried(stack, sqs, fake_api, redis_client, troubl
 
 
 @pytest.mark.parametrize("case, reason", [
-    ("revoked token", "twitter api 401 for post 1460323737035677698: invalid access token ***"),
-    ("unknown post", "facebook api 404 for post 404_404: post 404_404 not found"),
+    ("revoked token", "twitter api 401 for post 1460323737035677698: Unauthorized ***"),
+    ("unknown post", "facebook api 400 for post 404_404: " + (
+        "Unsupported get request. Object with ID '404_404' does not exist, cannot be loaded due "
+        "to missing permissions, or does not support this operation. Please read the Graph API "
+        "documentation at https://developers.facebook.com/docs/graph-api")[:MAX_ERROR_TEXT]),
     ("no token", "no linkedin access token for profile p1"),
 ])
 def test_401_404_and_a_missing_token_go_to_the_dlq_with_their_reason(stack, sqs, redis_client,

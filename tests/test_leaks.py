@@ -12,9 +12,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from botocore.stub import Stubber
 
-from fakes import FakeSocialAPIs, Request
 from helpers import drain, send, workers_cmd
 from workers import devstack, social
+from workers.devstack.httpfake import Request
+from workers.devstack.networks import Networks
 from workers.peers.mail import SESMailer, build_message
 from workers.peers.sqs import ERROR_ATTRIBUTE
 from workers.runtime.consumer import Consumer
@@ -88,7 +89,7 @@ def test_the_redis_password_is_masked_in_the_settings_repr(url):
 
 # -- an access token echoed by a network ----------------------------------------------------
 
-class EchoingTwitter(FakeSocialAPIs):
+class EchoingTwitter(Networks):
     """X answering 200 with only "errors", whose detail repeats the token it was given."""
 
     def answer(self, request: Request):

@@ -1,5 +1,6 @@
 """Local stand-ins for the real stack, each a real process on a free loopback port:
-moto's server (SQS, S3, SNS, SES over HTTP) and redis-server. Used by ``make run`` and tests."""
+moto's server (SQS, S3, SNS, SES over HTTP), redis-server, and the social networks' stand-ins
+(``networks.py``). Used by ``make run`` and tests."""
 
 from __future__ import annotations
 
@@ -84,6 +85,17 @@ def moto_server(port: int | None = None, log_path: Path | None = None) -> Servic
     port = port or free_port()
     argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     return Service("moto", argv, port, log_path)
+
+
+def networks_server(accounts: Path | None = None, port: int | None = None,
+                    log_path: Path | None = None, extra: Sequence[str] = ()) -> Service:
+    """The stand-ins of X, Facebook and LinkedIn on one port (``workers.devstack.networks``),
+    driven through ``networks.Control``; ``accounts`` is a JSON file (default: samples)."""
+    port = port or free_port()
+    argv = [sys.executable, "-m", "workers.devstack.networks", "--port", str(port), *extra]
+    if accounts is not None:
+        argv += ["--accounts", str(accounts)]
+    return Service("networks", argv, port, log_path)
 
 
 def redis_server(port: int | None = None, log_path: Path | None = None,
