@@ -187,18 +187,17 @@ def test_an_error_before_anything_was_created_posts_on_the_next_delivery(stack, 
 # -- rate limits: the whole fleet waits for the reset ------------------------------------------
 
 def test_a_429_stops_every_call_for_that_profile_until_the_reset(stack, redis_client):
-    stack.networks.fault("twitter", "rate_limited", seconds=120)
+    stack.networks.fault("twitter", "rate_limited", seconds=4)
     stack.send("twitter", "u1")
     result = stack.step()
     assert result.retried == 1 and result.deferred == 1  # waiting its turn: no pause
-    assert 110 <= redis_client.pttl("ratelimit:twitter:p1") / 1000 <= 121
+    assert 0 < redis_client.pttl("ratelimit:twitter:p1") <= 5000
     asked = stack.networks.create_requests("twitter")
     other_daemon = Consumer("publish", stack.settings, deps=Deps(stack.settings))
     stack.send("twitter", "u2")
-    stack.come_back_now()
-    assert other_daemon.process_batch(wait_seconds=1).deferred >= 1
+    assert other_daemon.process_batch(wait_seconds=1).deferred == 1
     assert stack.networks.create_requests("twitter") == asked  # nobody asked X again
-    redis_client.delete("ratelimit:twitter:p1")  # the reset came
+    # Both come back at the reset (their visibility was set to it), and go out then.
     stack.until_settled()
     assert len(stack.networks.posts("twitter")) == 2
 

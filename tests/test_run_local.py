@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from helpers import REPO, alive, wait_until
+from workers.devstack.networks import Control
 from workers import QUEUES
 from workers.settings import Settings
 
@@ -54,6 +55,11 @@ def test_run_local_counts_sample_events_and_stops_what_it_started():
                 return False
 
         wait_until(served, timeout=60, interval=0.5)
+        # The counts came from publish events: posts went out on the networks' stand-ins, each
+        # update once though every 5th event repeats one.
+        posts = Control(env["WORKERS_TWITTER_API_URL"]).posts()
+        texts = [p["text"].split(" http")[0] for p in posts]
+        assert texts and len(texts) == len(set(texts))
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=120)
     finally:
@@ -63,7 +69,8 @@ def test_run_local_counts_sample_events_and_stops_what_it_started():
     pids = [int(pid) for pid in re.findall(r"with pid (\d+)",
                                            (run_dir / "supervisord.log").read_text())]
     assert pids and not any(alive(pid) for pid in pids)
-    for url in (env["AWS_ENDPOINT_URL"], env["REDIS_URL"]):  # moto and redis-server stopped
+    # moto, redis-server and the networks' stand-ins stopped
+    for url in (env["AWS_ENDPOINT_URL"], env["REDIS_URL"], env["WORKERS_TWITTER_API_URL"]):
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
