@@ -13,8 +13,8 @@ import pytest
 import requests
 
 from helpers import REPO, alive, wait_until
-from workers.devstack.networks import Control
 from workers import QUEUES
+from workers.devstack.networks import Control
 from workers.settings import Settings
 
 
