@@ -261,3 +261,34 @@ def test_an_event_no_network_could_take_is_dead_lettered_by_its_schema(stack, ev
                            MessageBody=json.dumps({k: v for k, v in body.items() if v is not None}))
     assert stack.step().dead_lettered == 1
     assert sum(stack.networks.create_requests(s) for s in SERVICES) == 0
+
+
+# -- a real daemon killed at the worst moment ---------------------------------------------------
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_daemon_killed_between_the_networks_post_and_its_answer_leaves_one_post(
+        service, daemons, env, networks, sqs, queues, prefix, redis_client):
+    for name, token in TOKENS.items():
+        redis_client.hset("creds:p1", name, token)
+    # A lease shorter than the visibility timeout (2 s): the redelivery finds it run out.
+    environment = {**env, "WORKERS_PUBLISH_LEASE": "1", "WORKERS_ANALYTICS_DELAY": "0",
+                   **{f"WORKERS_{s.upper()}_API_URL": networks.url for s in SERVICES}}
+    networks.fault(service, "hold_after_create")  # created, then the answer waits
+    first = daemons("publish", "--concurrency", "2", environment=environment)
+    event = {"update_id": "k1", "profile_id": "p1", "service": service,
+             "text": "Killed mid-call https://buffer.com/k1",
+             **({"target": TARGETS[service]} if TARGETS[service] else {})}
+    sqs.send_message(QueueUrl=queues[prefix + "publish"], MessageBody=json.dumps(event))
+    wait_until(lambda: networks.held, timeout=30)
+    assert networks.created(service) == 1
+    first.kill()  # SIGKILL: no record of the post was written, the message was not deleted
+    first.wait()
+    networks.release()
+    assert not redis_client.exists("published:k1")
+    daemons("publish", environment=environment)
+    wait_until(lambda: queue_depth(sqs, queues[prefix + "publish"]) == 0, timeout=90)
+    [post] = networks.posts(service)
+    assert redis_client.hget("published:k1", "service_update_id").decode() == post["id"]
+    assert queue_depth(sqs, queues[prefix + "publish-dlq"]) == 0
+    [sent] = [json.loads(m["Body"]) for m in drain(sqs, queues[prefix + "post-sent"])]
+    assert sent["urls"] == ["https://buffer.com/k1"]
