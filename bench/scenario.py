@@ -50,7 +50,7 @@ class BenchError(RuntimeError):
 
 @dataclass
 class Stack:
-    moto: devstack.Service
+    moto: devstack.Service  # moto's server, or another SQS stand-in (bench/standin.py)
     redis: devstack.Service
     workdir: Path
 
@@ -132,6 +132,7 @@ class Scenario:
         figures["all_counted"] = figures["deleted"] >= len(self.workload.bodies)
         figures["config"] = self.consumer.config
         figures["proxy_delay_ms"] = self.delay_ms
+        figures["sqs_server"] = self.stack.moto.name
         return figures
 
     def _entries(self) -> list[dict[str, Any]]:
@@ -184,7 +185,7 @@ class Scenario:
         return awsproxy.fetch_counts(self.proxy.port)
 
     def _cpu(self) -> dict[str, float]:
-        pids = {"moto": self.stack.moto.proc, "proxy": self.proxy.proc,
+        pids = {self.stack.moto.name: self.stack.moto.proc, "proxy": self.proxy.proc,
                 "redis": self.stack.redis.proc}
         cpu = {name: procstat.cpu_seconds(p.pid) for name, p in pids.items()}
         cpu["consumer"] = procstat.tree_cpu_seconds(self.proc.pid)
