@@ -148,8 +148,7 @@ def on_standin(args: argparse.Namespace, kinds: list[str], redis_srv: devstack.S
     """The chosen consumers again (in --quick, the bare loop and ours), on ministack: what
     they do when the SQS in front of them is not the bottleneck. Skipped, with the reason
     printed and recorded, when the stand-in is not installed."""
-    if not standin.installed():
-        log(f"standin: skipped: {standin.missing_reason()}")
+    if not standin.installed():  # run() prints the reason
         return {"skipped": standin.missing_reason()}
     if args.quick:
         kinds = [k for k in kinds if k in QUICK_STANDIN_KINDS]
