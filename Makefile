@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install redis browser loadgen run test fuzz chaos bench lint clean
+.PHONY: help install redis browser loadgen standin run test fuzz chaos bench lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -28,10 +28,13 @@ browser:  ## install Debian's chromium (the share button's test drives it; no br
 loadgen:  ## install wrk (the read API's load generator in `make bench` and its test) when missing
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 
+standin: install  ## install ministack, the bench's fast SQS stand-in, in bench/.sqs-standin (pinned)
+	$(PY) bench/standin.py
+
 run: install redis  ## the whole fleet on a local stack (moto, redis-server, supervisord); Ctrl-C stops it
 	$(PY) bin/run-local
 
-test: install redis browser loadgen  ## every test: unit and integration against real local servers
+test: install redis browser loadgen standin  ## every test: unit and integration against real local servers
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 fuzz: install redis  ## 5,000 random bad bodies through a live daemon; prints the figures
@@ -40,7 +43,7 @@ fuzz: install redis  ## 5,000 random bad bodies through a live daemon; prints th
 chaos: install redis  ## 20,000 events through the fleet while daemons, Redis, SQS and S3 fail; figures
 	WORKERS_CHAOS_EVENTS=20000 $(PY) -m pytest tests/chaos/test_chaos.py -k under_chaos --timeout 1200
 
-bench: install redis loadgen  ## throughput, SQS requests, CPU and Redis memory, side by side with baselines
+bench: install redis loadgen standin  ## throughput, SQS requests, CPU and Redis memory, side by side with baselines
 	$(PY) bench/bench.py
 
 lint: install  ## ruff, and mypy on the package (configured in setup.cfg)

@@ -5,7 +5,9 @@ One run drains the same post-sent events, on one moto and one redis-server, with
 well-written boto3 batch loop, a naive boto3 loop, Celery (kombu's SQS transport), Dramatiq
 (dramatiq_sqs) and Doist's sqs-workers (the peers, from a virtualenv of their own built under
 bench/.venv-peers on first use), and a bare receive/delete loop with no handler: moto's
-ceiling. Then the same again through a proxy adding 10 ms to every SQS call. For each:
+ceiling. Then the same again through a proxy adding 10 ms to every SQS call, and again on
+ministack (bench/.sqs-standin, `make standin`), an SQS stand-in whose own ceiling is far above
+moto's, so that moto's does not hide ours. For each:
 messages/s, SQS requests per message (counted at the proxy), CPU seconds per 1,000 messages
 and peak RSS of the consumer's whole process tree. Also: link-count read latency from a second
 process while ours drains, Redis bytes per counted URL and per idempotency key, backfill
@@ -46,6 +48,7 @@ import redismem
 import redisprod
 import report
 import scenario
+import standin
 import workload
 
 from workers import devstack
@@ -63,8 +66,10 @@ HOT_SAMPLES = {False: 2_000, True: 500}
 DURABILITY_BATCHES = {False: 300, True: 20}
 # What real SQS adds to a call that loopback moto does not.
 DELAY_MS = 10.0
-PARTS = (*consumers.KINDS, "delayed", "reads", "redis", "hot", "durability", "backfill",
-         "cluster", "read")
+PARTS = (*consumers.KINDS, "delayed", "standin", "reads", "redis", "hot", "durability",
+         "backfill", "cluster", "read")
+# Who runs on the stand-in in --quick: the bare loop's ceiling and ours, for their ratio.
+QUICK_STANDIN_KINDS = ("bare", "ours")
 # The read API's part: counted URLs it reads among, and seconds of each wrk run.
 READ_URLS = {False: 1_000_000, True: 20_000}
 READ_SECONDS = {False: 10.0, True: 2.0}
@@ -90,7 +95,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(default: %(default)s; moto slows down linearly with depth)")
     parser.add_argument("--only", choices=PARTS, action="append",
                         help="run only these parts (repeatable; 'delayed' reruns the chosen "
-                             "consumers behind the delaying proxy, 'reads' is the read "
+                             "consumers behind the delaying proxy, 'standin' on ministack, "
+                             "'reads' is the read "
                              "latency while ours drains, 'read' the HTTP read API under wrk); "
                              "the table needs them all")
     parser.add_argument("--json-out", type=Path, help="where to write the JSON results")
@@ -129,16 +135,40 @@ def throughput(args: argparse.Namespace, kinds: list[str], parts: list[str],
         if "reads" in parts:
             run = drain(stack, args, "ours", args.messages, read_latency=True)
             results["reads"] = {**run.pop("read_latency"), "while": run}
+        if "standin" in parts:
+            results["standin"] = on_standin(args, ordered, redis_srv, workdir)
     finally:
         redis_srv.discard()
         moto.stop()
     return results
 
 
+def on_standin(args: argparse.Namespace, kinds: list[str], redis_srv: devstack.Service,
+               workdir: Path) -> dict[str, Any]:
+    """The chosen consumers again (in --quick, the bare loop and ours), on ministack: what
+    they do when the SQS in front of them is not the bottleneck. Skipped, with the reason
+    printed and recorded, when the stand-in is not installed."""
+    if not standin.installed():  # run() prints the reason
+        return {"skipped": standin.missing_reason()}
+    if args.quick:
+        kinds = [k for k in kinds if k in QUICK_STANDIN_KINDS]
+    server = devstack.ministack_server(standin.VENV, log_path=workdir / "ministack.log")
+    runs: dict[str, Any] = {}
+    try:
+        procstat.remember(server.start().proc.pid)
+        stack = scenario.Stack(server, redis_srv, workdir)
+        for kind in kinds:
+            runs[kind] = drain(stack, args, kind, args.messages, where=" on ministack")
+    finally:
+        server.stop()
+    return {"server": standin.REQUIREMENT, "runs": {k: runs[k] for k in consumers.KINDS
+                                                   if k in runs}}
+
+
 def drain(stack: scenario.Stack, args: argparse.Namespace, kind: str, messages: int,
-          delay_ms: float = 0.0, read_latency: bool = False) -> dict[str, Any]:
+          delay_ms: float = 0.0, read_latency: bool = False, where: str = "") -> dict[str, Any]:
     events = workload.build(messages, run_id=f"{kind}-{time.time_ns()}")
-    what = (f" behind +{delay_ms:g} ms" if delay_ms else "") + (
+    what = where + (f" behind +{delay_ms:g} ms" if delay_ms else "") + (
         ", a second process reading counts" if read_latency else "")
     log(f"{kind}: draining {messages} post-sent events ({events.pairs} links to count){what}...")
     consumer = consumers.of(kind, args.concurrency)
@@ -175,6 +205,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         result["throughput_delayed"] = flow["delayed"]
         if "reads" in flow:
             result["read_latency"] = flow["reads"]
+        if "standin" in flow:
+            result["standin"] = flow["standin"]
+            if "runs" in result["standin"]:
+                result["standin"]["ceiling"] = report.standin_ceiling(result)
+            log(report.ceiling_line(result["standin"]))
     else:
         result["throughput"], result["throughput_delayed"] = {}, {}
     if "redis" in parts:
@@ -216,9 +251,11 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                            result["backfill"], result["cluster"])
         result["comparison"] = {
             "direct": report.comparison(result["throughput"]),
-            "delayed": report.comparison(result["throughput_delayed"])}
+            "delayed": report.comparison(result["throughput_delayed"]),
+            "standin": report.comparison(result["standin"].get("runs", {}))}
         result["goals"] = report.goals(result)
-    runs = [*result["throughput"].values(), *result["throughput_delayed"].values()]
+    runs = [*result["throughput"].values(), *result["throughput_delayed"].values(),
+            *result.get("standin", {}).get("runs", {}).values()]
     if "read_latency" in result:
         runs.append(result["read_latency"]["while"])
     result["all_counted"] = (

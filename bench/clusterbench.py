@@ -27,12 +27,12 @@ from typing import Any
 
 import boto3
 import procstat
-import sqsproxy
 import workload
 from feeder import Feeder
 from scenario import BenchError, proxy_service, stop
 
 from workers import devstack
+from workers.devstack import awsproxy
 from workers.links.counter import LinkCounter
 from workers.ops.provision import create_queues
 from workers.peers.redisconn import connect
@@ -149,10 +149,10 @@ class Fleet:
 
     def _tally(self) -> dict[str, Any]:
         assert self.proxy is not None
-        return sqsproxy.fetch_counts(self.proxy.port)
+        return awsproxy.fetch_counts(self.proxy.port)
 
     def _deleted(self) -> int:
-        return sqsproxy.deleted(self._tally())
+        return awsproxy.deleted(self._tally())
 
     def _wait_deleted(self, messages: int, feeder: Feeder) -> None:
         deadline = time.monotonic() + 60 + 0.2 * messages

@@ -1,5 +1,6 @@
 """The figures side by side: ours, the naive baseline, their ratio, and the goal; then every
-consumer of the throughput runs beside ours, direct to moto and behind the delaying proxy."""
+consumer of the throughput runs beside ours, direct to moto, behind the delaying proxy and on
+the fast SQS stand-in (ministack), with the stand-in's ceiling beside ours."""
 
 from __future__ import annotations
 
@@ -193,12 +194,44 @@ def goals(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def comparison_table(result: dict[str, Any], name: str, title: str) -> list[str]:
+def standin_ceiling(result: dict[str, Any]) -> dict[str, Any]:
+    """The bare loop's msgs/s on the stand-in beside ours there, and the same on moto: how
+    close ours comes to the SQS in front of it, once that SQS is not moto."""
+    runs, moto = result["standin"].get("runs", {}), result["throughput"]
+    out: dict[str, Any] = {}
+    for where, group in (("standin", runs), ("moto", moto)):
+        bare, ours = group.get(CEILING), group.get("ours")
+        out[where] = {"bare_msgs_per_s": bare["msgs_per_s"] if bare else None,
+                      "ours_msgs_per_s": ours["msgs_per_s"] if ours else None,
+                      "ours_share": _times(ours["msgs_per_s"], bare["msgs_per_s"])
+                      if ours and bare else None}
+    out["standin_over_moto_ceiling"] = _times(out["standin"]["bare_msgs_per_s"] or 0,
+                                              out["moto"]["bare_msgs_per_s"] or 0)
+    return out
+
+
+def ceiling_line(standin: dict[str, Any]) -> str:
+    if "skipped" in standin:
+        return f"on the SQS stand-in: skipped: {standin['skipped']}"
+    c = standin["ceiling"]
+    text = (f"on the SQS stand-in ({standin['server']}): bare loop "
+            f"{_num(c['standin']['bare_msgs_per_s'])} msgs/s, ours "
+            f"{_num(c['standin']['ours_msgs_per_s'])} msgs/s")
+    if c["standin"]["ours_share"]:
+        text += f": ours at {c['standin']['ours_share']:.0%} of its ceiling"
+    if c["moto"]["ours_share"]:
+        text += f" (on moto {c['moto']['ours_share']:.0%} of {_num(c['moto']['bare_msgs_per_s'])})"
+    return text
+
+
+def comparison_table(result: dict[str, Any], name: str, title: str,
+                     ceiling: str = "moto's") -> list[str]:
+    names = {**NAMES, CEILING: f"bare loop: {ceiling} ceiling"}
     rows = [(title, "procs", "msgs/s", "ours ×", "req/msg", "CPU s/1k", "ours ×", "RSS MiB",
              "ours ×")]
     for kind, row in result["comparison"][name].items():
         better = row.get("ours_times_better", {})
-        rows.append((NAMES.get(kind, kind), str(row["processes"]), _num(row["msgs_per_s"]),
+        rows.append((names.get(kind, kind), str(row["processes"]), _num(row["msgs_per_s"]),
                      _x(better.get("msgs_per_s"), kind),
                      f"{row['sqs_requests_per_msg']:.3f}", _num(row["cpu_s_per_1000_msgs"]),
                      _x(better.get("cpu_s_per_1000_msgs"), kind), _num(row["peak_rss_mb"]),
@@ -239,8 +272,15 @@ def peer_lines(result: dict[str, Any]) -> list[str]:
                                  f"direct to moto, {params['messages']:,} msgs each"),
            "", *comparison_table(result, "delayed",
                                  f"+{params['delay_ms']:g} ms a call, "
-                                 f"{params['delay_messages']:,} msgs each"),
-           "", "goals:", *goal_lines(result)]
+                                 f"{params['delay_messages']:,} msgs each")]
+    standin = result.get("standin", {})
+    if result["comparison"].get("standin"):
+        out += ["", *comparison_table(result, "standin",
+                                      f"on ministack, {params['messages']:,} msgs each",
+                                      "ministack's")]
+    if standin:
+        out.append(ceiling_line(standin))
+    out += ["", "goals:", *goal_lines(result)]
     reads = result.get("read_latency")
     if reads:
         out.append(f"link-count reads from a second process while ours drains: "

@@ -21,11 +21,11 @@ import boto3
 import peervenv
 import procstat
 import redis
-import sqsproxy
 from feeder import Feeder
 from workload import Workload
 
 from workers import devstack
+from workers.devstack import awsproxy
 from workers.links.counter import LinkCounter
 from workers.ops.provision import create_queues
 from workers.settings import Settings
@@ -50,7 +50,7 @@ class BenchError(RuntimeError):
 
 @dataclass
 class Stack:
-    moto: devstack.Service
+    moto: devstack.Service  # moto's server, or another SQS stand-in (bench/standin.py)
     redis: devstack.Service
     workdir: Path
 
@@ -132,6 +132,7 @@ class Scenario:
         figures["all_counted"] = figures["deleted"] >= len(self.workload.bodies)
         figures["config"] = self.consumer.config
         figures["proxy_delay_ms"] = self.delay_ms
+        figures["sqs_server"] = self.stack.moto.name
         return figures
 
     def _entries(self) -> list[dict[str, Any]]:
@@ -165,7 +166,7 @@ class Scenario:
         procstat.remember(self.proc.pid)
         low = self.consumer.holds + self.backlog
         self.feeder = Feeder(self.sqs, queue_url, entries,
-                             consumed=lambda: sqsproxy.deleted(self._tally()),
+                             consumed=lambda: awsproxy.deleted(self._tally()),
                              low=low, high=low + self.backlog)
 
     def _start_reader(self) -> None:
@@ -181,10 +182,10 @@ class Scenario:
 
     def _tally(self) -> dict[str, Any]:
         assert self.proxy is not None
-        return sqsproxy.fetch_counts(self.proxy.port)
+        return awsproxy.fetch_counts(self.proxy.port)
 
     def _cpu(self) -> dict[str, float]:
-        pids = {"moto": self.stack.moto.proc, "proxy": self.proxy.proc,
+        pids = {self.stack.moto.name: self.stack.moto.proc, "proxy": self.proxy.proc,
                 "redis": self.stack.redis.proc}
         cpu = {name: procstat.cpu_seconds(p.pid) for name, p in pids.items()}
         cpu["consumer"] = procstat.tree_cpu_seconds(self.proc.pid)
@@ -252,7 +253,7 @@ class Scenario:
     def _done(self, counter: LinkCounter, first: bool = False) -> int:
         """Links counted so far (or messages deleted, for a consumer with no handler)."""
         if not self.consumer.counts:
-            return sqsproxy.deleted(self._tally())
+            return awsproxy.deleted(self._tally())
         if first:
             return counter.client.dbsize()
         return sum(counter.counts(self.workload.keys))
@@ -267,7 +268,7 @@ class Scenario:
     def _wait_deleted(self, timeout: float = 30.0) -> float:
         """Counted is not yet deleted: wait for the deletes, so they are on the bill too."""
         started = time.monotonic()
-        while sqsproxy.deleted(self._tally()) < len(self.workload.bodies):
+        while awsproxy.deleted(self._tally()) < len(self.workload.bodies):
             self._check_alive()
             if time.monotonic() - started > timeout:
                 raise BenchError(f"messages not all deleted after {timeout:.0f}s")
@@ -342,7 +343,7 @@ class Scenario:
         receives = tally["requests"].get("ReceiveMessage", 0)
         return {
             "messages": n,
-            "deleted": sqsproxy.deleted(tally),
+            "deleted": awsproxy.deleted(tally),
             "msgs_per_s": timing["msgs_per_s"],
             "measured_seconds": timing["seconds"],
             "wall_seconds": timing["wall_seconds"],
@@ -368,10 +369,8 @@ def proxy_service(port: int, moto_port: int, workdir: Path,
                   delay_ms: float = 0.0) -> devstack.Service:
     """The counting proxy in front of moto, not started yet (so it can be stopped whatever
     happens to its start)."""
-    return devstack.Service(
-        "proxy", [sys.executable, str(BENCH_DIR / "sqsproxy.py"), "--port", str(port),
-                  "--upstream-port", str(moto_port), "--delay-ms", str(delay_ms)],
-        port, workdir / "proxy.log")
+    return awsproxy.service(port, moto_port, workdir / "proxy.log", count=True,
+                            delay_ms=delay_ms, name="proxy")
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -1,8 +1,10 @@
 """`make bench` in its quick mode: it runs end to end, reports every figure, counts every
 message and stops everything it started; so do the peers (Celery, Dramatiq, sqs-workers, from
 bench/.venv-peers, which the bench builds on first use), the boto3 loops and moto's bare loop,
-direct to moto and behind the delaying proxy. No timing or ratio is asserted: those depend on
-the machine, and the project does not gate on them."""
+direct to moto and behind the delaying proxy; and ours and the bare loop on the fast SQS
+stand-in (ministack, from `make standin`), or that row skipped, and said so, without it. No
+timing or ratio is asserted: those depend on the machine, and the project does not gate on
+them."""
 
 from __future__ import annotations
 
@@ -131,6 +133,30 @@ def test_every_consumer_has_its_four_figures_and_a_ratio_to_ours(quick_run, flow
             assert sane(row[name]), (kind, name, row)
             assert sane(row["ours_times_better"][name]), (kind, name, row)
         assert row["processes"] >= row["config"]["processes"] >= 1, (kind, row)
+
+
+def test_on_the_sqs_standin_ours_is_measured_beside_its_bare_ceiling(quick_run):
+    result, table = quick_run
+    standin = result["standin"]
+    if "skipped" in standin:  # not installed (`make standin`; `make test` does it first)
+        assert f"on the SQS stand-in: skipped: {standin['skipped']}" in table
+        pytest.skip(standin["skipped"])
+    runs = standin["runs"]
+    assert set(runs) == {"bare", "ours"}
+    for kind, run in runs.items():
+        assert run["sqs_server"] == "ministack", kind
+        assert run["messages"] == 300 and run["deleted"] >= 300, kind
+        assert run["all_counted"] is True and run["counted"]["wrong"] == 0, kind
+        assert run["counted"]["left_in_queue"] == run["counted"]["dead_letters"] == 0, kind
+    assert runs["ours"]["counted"]["pairs"] == result["throughput"]["ours"]["counted"]["pairs"]
+    ceiling = standin["ceiling"]["standin"]
+    for name in ("bare_msgs_per_s", "ours_msgs_per_s", "ours_share"):
+        assert sane(ceiling[name]), (name, ceiling)
+    assert sane(standin["ceiling"]["standin_over_moto_ceiling"])
+    assert f"on the SQS stand-in ({standin['server']}): bare loop" in table
+    assert "bare loop: ministack's ceiling" in table
+    for kind in ("bare", "ours"):
+        assert sane(result["comparison"]["standin"][kind]["msgs_per_s"]), kind
 
 
 def test_each_peer_ran_from_its_own_virtualenv_and_says_how_it_was_set(quick_run):

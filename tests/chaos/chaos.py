@@ -21,7 +21,7 @@ What breaks, for real and never through a hook in the daemons' code:
 * **the SQS endpoint** (the fault proxy every AWS client of the fleet goes through): refuses
   connections for a few seconds and drops the open ones; moto, behind it, keeps its state.
 * **the S3 link archive**: the proxy fails a fraction of PutObject calls with 503 or 500, so
-  some archive writes fail and their messages come back (see tests/support/faultproxy.py).
+  some archive writes fail and their messages come back (see workers/devstack/awsproxy.py).
 """
 
 from __future__ import annotations
@@ -55,8 +55,9 @@ from chaos_checks import (
     check_queue,
 )
 from chaos_workload import SEED, Workload
-from helpers import REPO, DeadLetters, Fleet, queue_depth, wait_until
+from helpers import DeadLetters, Fleet, queue_depth, wait_until
 from workers import QUEUES, devstack
+from workers.devstack import awsproxy
 from workers.links.counter import LinkCounter
 from workers.ops import provision
 from workers.settings import DEFAULT_MAX_RECEIVES, Settings, procs_variable
@@ -141,12 +142,10 @@ class Stack:
             self.replica.start()
             self.replicate()
             self.endpoint = TCPSwitch(self.redis.port)
-            self.proxy = devstack.Service("faultproxy", [
-                sys.executable, str(REPO / "tests" / "support" / "faultproxy.py"),
-                "--port", str(self.proxy_port), "--control-port", str(self.control_port),
-                "--upstream-port", str(self.moto.port), "--seed", str(self.seed),
-                "--s3-flaky-rate", str(S3_FLAKY_RATE), "--s3-doomed-rate", str(S3_DOOMED_RATE),
-            ], self.proxy_port, self.run_dir / "faultproxy.log").start()
+            self.proxy = awsproxy.service(
+                self.proxy_port, self.moto.port, self.run_dir / "faultproxy.log",
+                control_port=self.control_port, s3_faults=True, s3_flaky_rate=S3_FLAKY_RATE,
+                s3_doomed_rate=S3_DOOMED_RATE, seed=self.seed, name="faultproxy").start()
             devstack.wait_for_port(self.control_port, proc=self.proxy.proc)
             provision.create_queues(self.settings, self.sqs, self.s3)
             self.fleet = Fleet(self.env)
