@@ -11,10 +11,11 @@ import pytest
 
 from fakes import FakePusher
 from helpers import drain, queue_depth, wait_until
-from workers import social
+from workers import devstack, social
 from workers.devstack.networks import Account, Networks
 from workers.peers.notify import Notifier
 from workers.peers.sqs import ERROR_ATTRIBUTE
+from workers.producer import Producer
 from workers.queues.publish import post_urls
 from workers.runtime.consumer import Consumer
 from workers.runtime.deps import Deps
@@ -135,6 +136,24 @@ def test_the_same_update_enqueued_twice_goes_out_once(stack):
     stack.until_settled()
     assert len(stack.networks.posts("twitter")) == 1
     assert stack.networks.create_requests("twitter") == 1  # the second never asked
+    assert queue_depth(stack.sqs, stack.dlq) == 0
+
+
+def test_a_post_whose_chaining_failed_is_chained_by_the_next_delivery_not_posted_again(
+        stack, capsys):
+    away = dataclasses.replace(stack.settings,
+                               endpoint_url=f"http://127.0.0.1:{devstack.free_port()}")
+    stack.deps.producer = Producer(away)  # SQS unreachable once the post went out
+    stack.send("facebook")
+    assert stack.step().retried == 1
+    said = capsys.readouterr().out
+    assert "chaining after the post" in said and "handler.crashed" not in said  # expected
+    assert stack.published()["service"] == "facebook"
+    del stack.deps.producer  # SQS is back
+    stack.come_back_now()
+    stack.until_settled()
+    assert len(stack.networks.posts("facebook")) == 1
+    assert len(drain(stack.sqs, stack.url["post-sent"])) == 1
     assert queue_depth(stack.sqs, stack.dlq) == 0
 
 

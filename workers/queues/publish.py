@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import model_validator
 
+from workers.peers.aws import AWS_ERRORS
 from workers.peers.redisconn import REDIS_ERRORS
 from workers.producer import SendError
 from workers.queues import queue
@@ -135,7 +136,7 @@ def _chain(event: Publish, published: Publication, deps: Deps) -> None:
                 "service": published.service,
                 "service_update_id": published.service_update_id},
                 delay_seconds=deps.settings.analytics_delay)
-    except SendError as exc:
+    except (SendError, *AWS_ERRORS) as exc:  # published all the same: the next delivery chains
         raise TransientError(f"chaining after the post: {exc}") from None
     deps.publications.mark_chained(event.update_id)
     deps.notifier.update_published(event.profile_id, event.update_id, published.service,
