@@ -22,6 +22,9 @@ What breaks, for real and never through a hook in the daemons' code:
   connections for a few seconds and drops the open ones; moto, behind it, keeps its state.
 * **the S3 link archive**: the proxy fails a fraction of PutObject calls with 503 or 500, so
   some archive writes fail and their messages come back (see workers/devstack/awsproxy.py).
+* **the social networks** (their stand-ins, workers/devstack/networks.py, as a process): a
+  create call answers 5xx or times out *after* creating the post, answers 5xx or drops the
+  connection before, or is rate limited; publish must resolve each without posting twice.
 """
 
 from __future__ import annotations
@@ -52,12 +55,14 @@ from chaos_checks import (
     check_dead_letters,
     check_fleet,
     check_logs,
+    check_publish,
     check_queue,
 )
-from chaos_workload import SEED, Workload
+from chaos_workload import SEED, Workload, publish_accounts, publish_token
 from helpers import DeadLetters, Fleet, queue_depth, wait_until
 from workers import QUEUES, devstack
 from workers.devstack import awsproxy
+from workers.devstack.networks import Control
 from workers.links.counter import LinkCounter
 from workers.ops import provision
 from workers.settings import DEFAULT_MAX_RECEIVES, Settings, procs_variable
@@ -94,6 +99,12 @@ DURABLE = ("--appendonly", "yes", "--appendfsync", "always")
 # through), and objects whose every PUT fails (the archive write fails, the batch is retried).
 S3_FLAKY_RATE = 0.05
 S3_DOOMED_RATE = 0.05
+# What a network fault does to the next create calls of one network, in turn: the first three
+# leave a post whose answer never arrived as "created".
+NETWORK_FAULTS = ("error_after_create", "timeout_after_create", "rate_limited",
+                  "error_before_create", "down")
+NETWORK_FAULT_CALLS = 2
+RATE_LIMIT_SECONDS = 2
 
 
 # -- the stack --------------------------------------------------------------------------------
@@ -133,6 +144,7 @@ class Stack:
         self.endpoint: TCPSwitch | None = None  # what the daemons' REDIS_URL names
         self.proxy_port, self.control_port = static_port(), devstack.free_port()
         self.proxy: devstack.Service | None = None
+        self.networks: devstack.Service | None = None
         self.fleet: Fleet | None = None
 
     def start(self) -> "Stack":
@@ -147,6 +159,11 @@ class Stack:
                 control_port=self.control_port, s3_faults=True, s3_flaky_rate=S3_FLAKY_RATE,
                 s3_doomed_rate=S3_DOOMED_RATE, seed=self.seed, name="faultproxy").start()
             devstack.wait_for_port(self.control_port, proc=self.proxy.proc)
+            accounts = self.run_dir / "accounts.json"
+            accounts.write_text(json.dumps({"accounts": publish_accounts()}))
+            self.networks = devstack.networks_server(
+                accounts, log_path=self.run_dir / "networks.log").start()
+            self.seed_credentials()
             provision.create_queues(self.settings, self.sqs, self.s3)
             self.fleet = Fleet(self.env)
             self.fleet.start()
@@ -156,6 +173,21 @@ class Stack:
             self.close()
             raise
         return self
+
+    def seed_credentials(self) -> None:
+        """The publishing profiles' tokens, where the API would have written them."""
+        client = self.redis_client()
+        for account in publish_accounts():
+            profile = account["token"].split("-", 1)[1]
+            client.hset(f"creds:{profile}", account["service"],
+                        publish_token(account["service"], profile))
+        client.wait(1, 10_000)
+        client.close()
+
+    @property
+    def networks_url(self) -> str:
+        assert self.networks is not None
+        return f"http://127.0.0.1:{self.networks.port}"
 
     @property
     def settings(self) -> Settings:
@@ -175,7 +207,9 @@ class Stack:
             WORKERS_RUN_DIR=str(self.run_dir),
             WORKERS_BIN=str(Path(sys.executable).parent / "workers"),
             WORKERS_CONCURRENCY=str(CONCURRENCY), WORKERS_STOPWAITSECS="30",
-            WORKERS_REDIS_WAIT_REPLICAS="1")
+            WORKERS_REDIS_WAIT_REPLICAS="1", WORKERS_ANALYTICS_DELAY="0",
+            **{f"WORKERS_{s.upper()}_API_URL": self.networks_url
+               for s in ("twitter", "facebook", "linkedin")})
         assert self.endpoint is not None
         env["REDIS_URL"] = f"redis://127.0.0.1:{self.endpoint.port}/0"
         for queue in QUEUES:  # every slot started, so every line of `status` must say RUNNING
@@ -225,6 +259,8 @@ class Stack:
             self.fleet.teardown()
         if self.proxy is not None:
             self.proxy.stop()
+        if self.networks is not None:
+            self.networks.stop()
         if self.endpoint is not None:
             self.endpoint.stop()
         self.moto.stop()
@@ -249,17 +285,20 @@ class Plan:
     outages: int
     failovers: int
     replica_losses: int
+    network_faults: int
 
     @classmethod
     def for_events(cls, events: int) -> "Plan":
         """At least one of each, more as the run grows."""
         return cls(kills=max(2, events // 2000), restarts=max(1, events // 5000),
                    outages=max(1, events // 5000), failovers=max(1, events // 5000),
-                   replica_losses=max(1, events // 5000))
+                   replica_losses=max(1, events // 5000),
+                   network_faults=max(len(NETWORK_FAULTS), events // 1000))
 
     def actions(self, rng: random.Random) -> list[str]:
         actions = (["kill"] * self.kills + ["redis"] * self.restarts + ["outage"] * self.outages
-                   + ["failover"] * self.failovers + ["replica"] * self.replica_losses)
+                   + ["failover"] * self.failovers + ["replica"] * self.replica_losses
+                   + ["network"] * self.network_faults)
         rng.shuffle(actions)
         return actions
 
@@ -270,11 +309,13 @@ class Driver:
     def __init__(self, stack: Stack, rng: random.Random, keys: list[str]):
         self.stack, self.rng, self.keys = stack, rng, keys
         self.kills = self.restarts = self.outages = self.failovers = self.replica_losses = 0
+        self.network_faults = 0
         self.redis_losses: list[str] = []
 
     def do(self, action: str) -> None:
         {"kill": self.kill, "redis": self.restart_redis, "outage": self.outage,
-         "failover": self.failover, "replica": self.lose_replica}[action]()
+         "failover": self.failover, "replica": self.lose_replica,
+         "network": self.network_fault}[action]()
 
     def kill(self) -> None:
         """SIGKILL a random daemon, mostly of post-sent (where the work is: every fourth kill
@@ -342,6 +383,14 @@ class Driver:
         self.stack.replica.start()
         self.stack.replicate()
 
+    def network_fault(self) -> None:
+        """The next create calls of one network fail: each fault mode in turn."""
+        mode = NETWORK_FAULTS[self.network_faults % len(NETWORK_FAULTS)]
+        service = self.rng.choice(["twitter", "facebook", "linkedin"])
+        Control(self.stack.networks_url).fault(service, mode, NETWORK_FAULT_CALLS,
+                                               seconds=RATE_LIMIT_SECONDS)
+        self.network_faults += 1
+
     def outage(self) -> None:
         """The SQS endpoint refuses connections for a few seconds (moto keeps its state)."""
         _control(self.stack.control_port, "POST", f"/outage?seconds={OUTAGE_SECONDS}")
@@ -388,20 +437,26 @@ def run(stack: Stack, work: Workload, plan: Plan, converge_seconds: float) -> Fi
     rng = random.Random(stack.seed)
     sqs = stack.sqs
     source, dlq = stack.url("post-sent"), stack.url("post-sent-dlq")
+    publish = stack.url("publish")
     driver = Driver(stack, rng, work.keys)
     collector = DeadLetters(sqs, dlq)
     try:
         actions = plan.actions(rng)
         # Each fault comes after its share of the events, with a backlog still in hand.
         cuts = [len(work.bodies) * (i + 1) // (len(actions) + 1) for i in range(len(actions))]
-        done = 0
+        done = published = 0
         for cut, action in zip(cuts, actions, strict=True):
             send(sqs, source, work.bodies[done:cut])
-            done = cut
+            share = len(work.publish) * cut // len(work.bodies)  # publish events alongside
+            send(sqs, publish, work.publish[published:share])
+            done, published = cut, share
             driver.do(action)
         send(sqs, source, work.bodies[done:])
+        send(sqs, publish, work.publish[published:])
         last_send = time.monotonic()
-        converged = _until(lambda: queue_depth(sqs, source) == 0, converge_seconds)
+        # publish first: the post-sent events its posts chain arrive until it is empty.
+        converged = (_until(lambda: queue_depth(sqs, publish) == 0, converge_seconds)
+                     and _until(lambda: queue_depth(sqs, source) == 0, converge_seconds))
         drained = time.monotonic() - last_send
     finally:
         dead = collector.stop()
@@ -410,11 +465,13 @@ def run(stack: Stack, work: Workload, plan: Plan, converge_seconds: float) -> Fi
                       converged=converged, drain_seconds=drained, kills=driver.kills,
                       restarts=driver.restarts, outages=driver.outages,
                       failovers=driver.failovers, replica_losses=driver.replica_losses,
+                      network_faults=driver.network_faults,
                       redis_losses=driver.redis_losses, max_receives=MAX_RECEIVES)
     check_dead_letters(figures, work, dead)
     check_counts(figures, work, stack)
     check_archive(figures, work, stack)
     check_queue(figures, sqs, source)
+    check_publish(figures, work, stack)
     check_fleet(figures, stack)
     check_logs(figures, stack.run_dir)
     stats = stack.proxy_stats()

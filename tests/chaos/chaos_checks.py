@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chaos_workload import SEED, Workload
+from helpers import queue_depth
+from workers.devstack.networks import Control
 from workers.links import archive
 from workers.links.counter import LinkCounter
 from workers.peers.sqs import ERROR_ATTRIBUTE
@@ -63,6 +65,15 @@ class Figures:
     s3_puts_failed: int = 0
     archive_writes_failed: int = 0
     highest_receive: int = 0
+    publish_sent: int = 0  # publish messages, repeats included
+    updates: int = 0  # distinct updates among them: each must go out exactly once
+    posted_once: int = 0
+    posted_twice: list[str] = field(default_factory=list)
+    never_posted: list[str] = field(default_factory=list)
+    unrecorded: list[str] = field(default_factory=list)  # published:{id} missing or wrong
+    publish_dead: int = 0  # in publish's DLQ, and analytics' (the posts' engagement)
+    network_faults: int = 0
+    create_calls: int = 0  # create requests the networks got, faulted and refused ones too
     max_receives: int = 0  # WORKERS_MAX_RECEIVES of the run
     felt: dict[str, int] = field(default_factory=dict)  # the daemons' log lines of each fault
     converged: bool = False
@@ -95,6 +106,12 @@ class Figures:
              and self.s3_puts_failed > self.archive_writes_failed, "a fault never happened"),
             (all(self.felt.get(name) for name in FELT), f"a fault the fleet never felt: "
              f"{self.felt}"),
+            (not self.posted_twice, f"updates posted twice: {self.posted_twice[:5]}"),
+            (not self.never_posted, f"updates never posted: {self.never_posted[:5]}"),
+            (not self.unrecorded, f"published:{{id}} wrong: {self.unrecorded[:5]}"),
+            (not self.publish_dead, f"{self.publish_dead} publish/analytics dead letters"),
+            (self.network_faults and self.create_calls > self.posted_once,
+             "no network fault reached publish"),
         ]
         return [message for ok, message in checks if not ok]
 
@@ -119,6 +136,10 @@ class Figures:
             f"{self.s3_puts_failed} S3 PUTs failed ({self.archive_writes_failed} archive "
             f"writes failed)",
             "  felt        " + ", ".join(f"{n} {name}" for name, n in self.felt.items()),
+            f"  publish     {self.publish_sent} messages for {self.updates} updates: "
+            f"{self.posted_once} posted once, {len(self.posted_twice)} twice, "
+            f"{len(self.never_posted)} never; {self.create_calls} create calls under "
+            f"{self.network_faults} network faults; {self.publish_dead} dead letters",
             f"  receives    at most {self.highest_receive} for one message "
             f"(WORKERS_MAX_RECEIVES {self.max_receives})",
         ])
@@ -199,3 +220,29 @@ def check_logs(figures: Figures, run_dir: Path) -> None:
     figures.felt = {name: out.count(pattern) for name, pattern in FELT.items()}
     counts = [int(n) for n in re.findall(r'"receive_count": (\d+)', out)]
     figures.highest_receive = max(counts, default=0)
+
+
+def check_publish(figures: Figures, work: Workload, stack: Stack) -> None:
+    """Each update on its network exactly once, recorded in published:{update_id}, and
+    nothing of publish's or analytics' in their DLQs."""
+    posts = Control(stack.networks_url).posts()
+    ids: dict[str, list[str]] = {}
+    for post in posts:
+        match = re.match(r"chaos post (pub\d+)", post["text"])
+        if match:
+            ids.setdefault(match[1], []).append(post["id"])
+    figures.publish_sent, figures.updates = len(work.publish), len(work.published)
+    figures.posted_once = sum(len(found) == 1 for found in ids.values())
+    figures.posted_twice = sorted(u for u, found in ids.items() if len(found) > 1)
+    figures.never_posted = sorted(set(work.published) - set(ids))
+    client = stack.redis_client()
+    for update_id, found in ids.items():
+        recorded = client.hget(f"published:{update_id}", "service_update_id")
+        if recorded is None or recorded.decode() not in found:
+            figures.unrecorded.append(f"{update_id}: {recorded!r} not {found}")
+    client.close()
+    figures.publish_dead = sum(queue_depth(stack.sqs, stack.url(f"{q}-dlq"))
+                               for q in ("publish", "analytics"))
+    stats = Control(stack.networks_url).stats()
+    figures.create_calls = sum(stats[s]["create_requests"]
+                               for s in ("twitter", "facebook", "linkedin"))

@@ -1,5 +1,7 @@
-"""The chaos suite's workload: post-sent messages with duplicates and poison among them, and
-what must come of them (which (update_id, URL) pairs count, which bodies end in the DLQ)."""
+"""The chaos suite's workload: post-sent messages with duplicates and poison among them,
+publish events (some enqueued twice) whose posts' links count through the post-sent they
+chain, and what must come of them (which (update_id, URL) pairs count, which bodies end in the
+DLQ, which updates go out: each exactly once)."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ class Workload:
     poison: Counter[str] = field(default_factory=Counter)  # body -> times sent
     pairs: set[tuple[str, str]] = field(default_factory=set)  # (update_id, key) that count
     keys: list[str] = field(default_factory=list)  # every key the workload could name
+    publish: list[str] = field(default_factory=list)  # publish bodies, in send order
+    published: dict[str, str] = field(default_factory=dict)  # update_id -> service, each once
 
     def expected_counts(self) -> dict[str, int]:
         """count(key) = the number of distinct update_ids whose events named it (SPEC.md)."""
@@ -119,7 +123,57 @@ def workload(events: int, seed: int = SEED) -> Workload:
         messages.append(body)
     rng.shuffle(messages)
     work.bodies = messages
+    add_publish(work, events // 10, rng)
     return work
+
+
+# The profiles publish events come from: each has its own account on each network.
+PUBLISH_PROFILES = 20
+
+
+def add_publish(work: Workload, events: int, rng: random.Random) -> None:
+    """``events`` publish bodies, a fifth of them repeats of one sent before; each text names
+    none to two of the pool's URLs (spelled variously), which count once it is posted."""
+    originals: list[str] = []
+    for i in range(events - events // 5):
+        update_id, service = f"pub{i}", rng.choice(["twitter", "facebook", "linkedin"])
+        keys = rng.sample(work.keys, rng.choice([0, 1, 1, 2]))
+        profile = f"pp{i % PUBLISH_PROFILES}"
+        body = {"update_id": update_id, "profile_id": profile, "service": service,
+                "text": " ".join([f"chaos post {update_id}",
+                                  *(spell(k, rng).strip() for k in keys)])}
+        if service != "twitter":
+            body["target"] = publish_target(service, profile)
+        originals.append(json.dumps(body))
+        work.published[update_id] = service
+        work.pairs.update((update_id, key) for key in keys)
+    work.publish = originals + [rng.choice(originals) for _ in range(events // 5)]
+    rng.shuffle(work.publish)
+
+
+def publish_target(service: str, profile: str) -> str:
+    """Where ``profile`` posts: its Facebook page, its LinkedIn author URN."""
+    number = int(profile.removeprefix("pp"))
+    return f"90000000{number:04d}" if service == "facebook" else f"urn:li:person:chaos{number}"
+
+
+def publish_accounts() -> list[dict[str, Any]]:
+    """The networks' stand-in accounts of every publishing profile, and its tokens by service."""
+    accounts = []
+    for n in range(PUBLISH_PROFILES):
+        profile = f"pp{n}"
+        accounts += [
+            {"service": "twitter", "token": f"x-{profile}", "user_id": f"77000{n:04d}",
+             "username": f"chaos{n}"},
+            {"service": "facebook", "token": f"fb-{profile}",
+             "pages": [publish_target("facebook", profile)]},
+            {"service": "linkedin", "token": f"li-{profile}",
+             "authors": [publish_target("linkedin", profile)]}]
+    return accounts
+
+
+def publish_token(service: str, profile: str) -> str:
+    return {"twitter": "x-", "facebook": "fb-", "linkedin": "li-"}[service] + profile
 
 
 def post_body(event: dict[str, Any], rng: random.Random, invalid: bool = False) -> str:

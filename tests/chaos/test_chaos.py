@@ -10,6 +10,7 @@ WORKERS_CHAOS_EVENTS=20000.
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 import chaos
 from chaos_workload import workload
 from workers.queues.post_sent import distinct_keys
+from workers.queues.publish import post_urls
 from workers.runtime.errors import PermanentError
 from workers.runtime.events import decode
 from workers.runtime.message import Message
@@ -39,6 +41,14 @@ def test_the_chaos_workload_is_what_it_says():
     for body in valid:
         event = decoded(body)
         pairs.update((event.update_id, key) for key in distinct_keys(event.all_urls)[0])
+    # its publish events' links too, through the post-sent each chains once posted,
+    for body in work.publish:
+        event = decode("publish", Message(id="m", receipt_handle="r", body=body,
+                                          receive_count=1))
+        urls = post_urls(event.text, event.link)
+        pairs.update((event.update_id, key) for key in distinct_keys(urls)[0])
+    assert {json.loads(b)["update_id"] for b in work.publish} == set(work.published)
+    assert len(work.publish) > len(work.published)  # some enqueued twice
     assert pairs == work.pairs and len(valid) == work.valid
     # and each poison message is refused for good, with a reason
     for body in work.poison:
