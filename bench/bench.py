@@ -43,6 +43,7 @@ import consumers
 import hoturl
 import peervenv
 import procstat
+import publishbench
 import readbench
 import redismem
 import redisprod
@@ -67,12 +68,15 @@ DURABILITY_BATCHES = {False: 300, True: 20}
 # What real SQS adds to a call that loopback moto does not.
 DELAY_MS = 10.0
 PARTS = (*consumers.KINDS, "delayed", "standin", "reads", "redis", "hot", "durability",
-         "backfill", "cluster", "read")
+         "backfill", "cluster", "read", "publish")
 # Who runs on the stand-in in --quick: the bare loop's ceiling and ours, for their ratio.
 QUICK_STANDIN_KINDS = ("bare", "ours")
 # The read API's part: counted URLs it reads among, and seconds of each wrk run.
 READ_URLS = {False: 1_000_000, True: 20_000}
 READ_SECONDS = {False: 10.0, True: 2.0}
+# publish: posts each publisher drains, at each added network latency (ms).
+PUBLISH_POSTS = {False: 2_000, True: 100}
+PUBLISH_LATENCIES = {False: (0.0, 50.0), True: (50.0,)}
 # Counting processes and updates for the cluster-vs-single figure.
 CLUSTER_PROCESSES, CLUSTER_UPDATES = 4, {False: 40_000, True: 4_000}
 
@@ -245,6 +249,14 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         except readbench.ReadBenchError as exc:
             raise scenario.BenchError(f"read: {exc}") from exc
         log("\n".join(readbench.lines(result["read_api"])))
+    if "publish" in parts:
+        posts = PUBLISH_POSTS[args.quick]
+        result["publish"] = []
+        for latency in PUBLISH_LATENCIES[args.quick]:
+            log(f"publish: {posts:,} posts through ours and the hand-written publisher, the "
+                f"networks answering in +{latency:g} ms...")
+            result["publish"].append(publishbench.measure(posts, latency, workdir))
+            log("\n".join(publishbench.lines(result["publish"][-1])))
     if len(parts) == len(PARTS):
         result["figures"] = report.figures(result["throughput"]["ours"],
                                            result["throughput"]["naive"], result["redis"],
@@ -262,7 +274,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         all(r["all_counted"] for r in runs)
         and result.get("read_api", {}).get("errors", 0) == 0
         and all(run["same_pairs"] for name, run in result.get("backfill", {}).items()
-                if isinstance(run, dict)))
+                if isinstance(run, dict))
+        and all(run["each_once"] for part in result.get("publish", [])
+                for run in part["runs"].values()))
     result["seconds"] = time.monotonic() - started
     result["started_pids"] = list(procstat.STARTED)
     result["still_running"] = [pid for pid in procstat.STARTED if procstat.alive(pid)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import publishbench
 import readbench
 import redisprod
 
@@ -330,6 +331,8 @@ def details(result: dict[str, Any]) -> list[str]:
                f"of {len(ours_runs)} runs ({min(ours_runs):,.0f} to {max(ours_runs):,.0f});")
     out.append(f"          {b['batch_objects']['records']:,} records in objects of a daemon "
                "batch's size: a GET per 20 records bounds both.")
+    for part in result.get("publish", []):
+        out += publishbench.lines(part)
     c = result["cluster"]
     out.append(f"cluster: {c['single']['processes']} processes counting through LinkCounter."
                f"record, then {c['single']['daemons']['daemons']} post-sent daemons draining "

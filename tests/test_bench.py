@@ -207,3 +207,16 @@ def test_each_way_of_running_redis_in_production_is_measured_per_message(quick_r
     for name, row in setups.items():
         assert sane(row["ms_per_message"]), name
     assert "Redis in production, ms per message" in table
+
+
+def test_publish_is_measured_beside_the_hand_written_publisher_and_posts_each_once(quick_run):
+    result, _ = quick_run
+    [part] = result["publish"]
+    for kind in ("ours", "naive"):
+        run = part["runs"][kind]
+        assert run["each_once"] is True, (kind, run)
+        for figure in ("posts_per_second", "cpu_ms_per_post", "redis_round_trips_per_post",
+                       "redis_commands_per_post"):
+            assert sane(run[figure]), (kind, figure, run)
+    assert part["runs"]["ours"]["create_calls_per_post"] == 1.0  # no fault: one call a post
+    assert sane(part["ratios"]["posts_per_second"]) and sane(part["ratios"]["cpu_ms_per_post"])

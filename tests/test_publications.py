@@ -61,13 +61,13 @@ def test_the_first_record_wins_and_the_update_is_then_done(redis_client):
     assert pubs.get("u5") == first
 
 
-def test_chaining_is_marked_once_done(redis_client):
+def test_a_batch_learns_in_one_go_which_of_its_updates_still_need_chaining(redis_client):
     pubs = Publications(redis_client)
-    pubs.record("u6", "facebook", "1_2")
-    assert not pubs.chained("u6")
-    pubs.mark_chained("u6")
-    assert pubs.chained("u6")
-    assert pubs.get("u7") is None
+    first, second = pubs.record("u6", "facebook", "1_2"), pubs.record("u7", "twitter", "9")
+    assert pubs.unchained(["u6", "u7", "u8"]) == {"u6": first, "u7": second}  # u8: not posted
+    pubs.mark_chained(["u6"])
+    assert pubs.unchained(["u6", "u7"]) == {"u7": second}
+    assert pubs.get("u8") is None
 
 
 def test_a_spent_window_stops_every_daemon_until_its_reset(redis_client):

@@ -9,14 +9,14 @@ README.rst, "Publishing exactly once", lists each crash point and what the next 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from pydantic import model_validator
 
 from workers.peers.aws import AWS_ERRORS
 from workers.peers.redisconn import REDIS_ERRORS
 from workers.producer import SendError
-from workers.queues import queue
+from workers.queues import before_ack, queue
 from workers.runtime.deps import Deps
 from workers.runtime.errors import PermanentError, TransientError
 from workers.runtime.events import Event, Id
@@ -62,12 +62,52 @@ class Publish(Event):
 # Waits on the networks (seconds per post at worst): one process of 20 handlers to start.
 @queue("publish", schema=Publish, procs=1, port_block=4)
 def publish(event: Publish, deps: Deps) -> dict[str, Any]:
+    """Posts the update unless it is published; what follows a post is chain_batch's."""
     try:
         published = deps.publications.get(event.update_id) or _post(event, deps)
-        _chain(event, published, deps)
     except REDIS_ERRORS as exc:
         raise TransientError(f"redis unavailable: {type(exc).__name__}: {exc}") from None
     return {"service": published.service, "service_update_id": published.service_update_id}
+
+
+@before_ack("publish")
+def chain_batch(deps: Deps, events: Sequence[Event]) -> None:
+    """For the batch's published updates not chained yet: post-sent and a delayed analytics,
+    each in one batch call, then the chained marks, then Pusher. If any of it fails, the
+    batch's messages come back, find their posts published, and chain (enqueuing twice is
+    harmless: post-sent counts once, analytics overwrites)."""
+    updates = {e.update_id: e for e in events if isinstance(e, Publish)}
+    try:
+        todo = deps.publications.unchained(list(updates))
+        if not todo:
+            return
+        sent = [_post_sent(updates[u], p) for u, p in todo.items()]
+        fetch = [_analytics(updates[u], p) for u, p in todo.items() if p.service_update_id]
+        deps.producer.send_many("post-sent", sent)
+        if fetch:
+            deps.producer.send_many("analytics", fetch,
+                                    delay_seconds=deps.settings.analytics_delay)
+        deps.publications.mark_chained(list(todo))
+    except REDIS_ERRORS as exc:
+        raise TransientError(f"chaining after the posts: redis unavailable: "
+                             f"{type(exc).__name__}: {exc}") from None
+    except (SendError, *AWS_ERRORS) as exc:  # published all the same: the next delivery chains
+        raise TransientError(f"chaining after the posts: {exc}") from None
+    for update_id, published in todo.items():
+        event = updates[update_id]
+        deps.notifier.update_published(event.profile_id, update_id, published.service,
+                                       published.service_update_id)
+
+
+def _post_sent(event: Publish, published: Publication) -> dict[str, Any]:
+    return {"update_id": event.update_id, "profile_id": event.profile_id,
+            "service": published.service, "created_at": published.published_at,
+            "urls": post_urls(event.text, event.link)}
+
+
+def _analytics(event: Publish, published: Publication) -> dict[str, Any]:
+    return {"update_id": event.update_id, "profile_id": event.profile_id,
+            "service": published.service, "service_update_id": published.service_update_id}
 
 
 def _post(event: Publish, deps: Deps) -> Publication:
@@ -118,29 +158,6 @@ def _attempt(poster: Poster, token: str, draft: Draft, claim: Claim) -> Created:
         # author's recent posts it stays unknown: published all the same (its links count;
         # its engagement cannot be fetched without the id).
         return Created(dup.existing_id or poster.find(token, draft) or "")
-
-
-def _chain(event: Publish, published: Publication, deps: Deps) -> None:
-    """post-sent and a delayed analytics, once; then Pusher. Enqueuing either twice (a crash
-    between a send and the mark) is harmless: post-sent counts once, analytics overwrites."""
-    if deps.publications.chained(event.update_id):
-        return
-    sent = {"update_id": event.update_id, "profile_id": event.profile_id,
-            "service": published.service, "created_at": published.published_at,
-            "urls": post_urls(event.text, event.link)}
-    try:
-        deps.producer.send("post-sent", sent)
-        if published.service_update_id:
-            deps.producer.send("analytics", {
-                "update_id": event.update_id, "profile_id": event.profile_id,
-                "service": published.service,
-                "service_update_id": published.service_update_id},
-                delay_seconds=deps.settings.analytics_delay)
-    except (SendError, *AWS_ERRORS) as exc:  # published all the same: the next delivery chains
-        raise TransientError(f"chaining after the post: {exc}") from None
-    deps.publications.mark_chained(event.update_id)
-    deps.notifier.update_published(event.profile_id, event.update_id, published.service,
-                                   published.service_update_id)
 
 
 def post_urls(text: str, link: str | None) -> list[str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Sequence
 
 from workers.peers.redisconn import Client
 
@@ -100,6 +101,22 @@ class Publications:
     def get(self, update_id: str) -> Publication | None:
         return _publication(self.client.hgetall(published_key(update_id)))
 
+    def unchained(self, update_ids: Sequence[str]) -> dict[str, Publication]:
+        """Of ``update_ids``, those published but not yet chained, with their publication:
+        one round trip (a pipeline) for a whole batch."""
+        pipe = self.client.pipeline(transaction=False)
+        for update_id in update_ids:
+            pipe.hgetall(published_key(update_id))
+            pipe.hget(attempt_key(update_id), "chained")
+        answers = pipe.execute()
+        found = {}
+        for update_id, fields, chained in zip(update_ids, answers[::2], answers[1::2],
+                                              strict=True):
+            published = _publication(fields)
+            if published is not None and not chained:
+                found[update_id] = published
+        return found
+
     def claim(self, update_id: str) -> Claim:
         owner = uuid.uuid4().hex
         kind, value = self._claim(keys=[attempt_key(update_id)],
@@ -118,18 +135,20 @@ class Publications:
 
     def record(self, update_id: str, service: str, service_update_id: str) -> Publication:
         """Records the post, unless one was recorded first (then returns that one), and marks
-        the attempt done."""
+        the attempt done (its lease let go: a delivery that looks now finds it published)."""
         flat = self._record(keys=[published_key(update_id)], args=[service, service_update_id])
         published = _publication(dict(zip(flat[::2], flat[1::2], strict=True)))
         assert published is not None  # RECORD always leaves a record
         self._mark(keys=[attempt_key(update_id)], args=["state", "done", ATTEMPT_TTL_SECONDS])
         return published
 
-    def chained(self, update_id: str) -> bool:
-        return bool(self.client.hget(attempt_key(update_id), "chained"))
-
-    def mark_chained(self, update_id: str) -> None:
-        self._mark(keys=[attempt_key(update_id)], args=["chained", 1, ATTEMPT_TTL_SECONDS])
+    def mark_chained(self, update_ids: Sequence[str]) -> None:
+        """What follows these updates' posts is enqueued: one round trip for all of them."""
+        pipe = self.client.pipeline(transaction=False)
+        for update_id in update_ids:  # plain commands: a cluster's pipelines take no scripts
+            pipe.hset(attempt_key(update_id), "chained", 1)
+            pipe.expire(attempt_key(update_id), ATTEMPT_TTL_SECONDS)
+        pipe.execute()
 
 
 def attempt_key(update_id: str) -> str:
