@@ -78,6 +78,15 @@ def test_a_lane_that_dies_makes_the_daemon_exit_non_zero(rigged, sqs, queues, pr
         assert log_events(proc.log_path)[-1]["event"] == "daemon.stopped"
 
 
+def test_a_heartbeat_that_dies_makes_the_daemon_exit_non_zero(rigged, sqs, queues, prefix):
+    # Given a daemon whose heartbeat thread ends at its first beat, while a handler runs long
+    proc = rigged("heartbeat_dies", "post-sent")
+    send_post(sqs, queues, prefix)
+    # Then it does not run on without one: it exits non-zero, saying why
+    assert proc.wait(timeout=90) == EX_SOFTWARE
+    assert any(e["event"] == "heartbeat.died" for e in log_events(proc.log_path))
+
+
 def test_a_lane_that_dies_during_a_warm_stop_still_makes_the_exit_non_zero(rigged, sqs, queues,
                                                                           prefix):
     # Given a daemon whose handler raises SystemExit a few seconds in

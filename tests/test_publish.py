@@ -311,3 +311,17 @@ def test_a_daemon_killed_between_the_networks_post_and_its_answer_leaves_one_pos
     assert queue_depth(sqs, queues[prefix + "publish-dlq"]) == 0
     [sent] = [json.loads(m["Body"]) for m in drain(sqs, queues[prefix + "post-sent"])]
     assert sent["urls"] == ["https://buffer.com/k1"]
+
+
+@pytest.mark.parametrize("service,target,says", [
+    ("facebook", "555000000000999", "facebook api 400"),  # a page this token cannot post to
+    ("linkedin", "urn:li:organization:1", "linkedin api 403"),  # an author it cannot post as
+])
+def test_a_target_the_token_cannot_post_to_is_dead_lettered_with_the_networks_reason(
+        stack, service, target, says):
+    stack.send(service, target=target)
+    assert stack.step().dead_lettered == 1
+    [dead] = drain(stack.sqs, stack.dlq)
+    assert says in dead["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"]
+    assert stack.networks.created(service) == 0
+    assert not stack.published()

@@ -36,11 +36,29 @@ def hangs(event: Any, deps: Any) -> None:
     time.sleep(3600)
 
 
+def heartbeat_dies(event: Any, deps: Any) -> None:
+    """A long handler, while the heartbeat thread dies (see ``_break_heartbeat``)."""
+    time.sleep(30)
+
+
+def _break_heartbeat() -> None:
+    """The heartbeat's first beat raises what no ``except Exception`` catches."""
+    from workers.runtime.heartbeat import Heartbeat
+
+    def beat(self: Any, now: float | None = None) -> int:
+        raise SystemExit("the heartbeat thread ends")
+
+    Heartbeat.beat = beat  # type: ignore[method-assign]
+
+
 RIGS = {"exits": exits, "exits_later": exits_later, "breaks_logging": breaks_logging,
-        "hangs": hangs}
+        "hangs": hangs, "heartbeat_dies": heartbeat_dies}
+SETUPS = {"heartbeat_dies": _break_heartbeat}
 
 if __name__ == "__main__":
-    rig = RIGS[sys.argv.pop(1)]
+    name = sys.argv.pop(1)
+    rig = RIGS[name]
+    SETUPS.get(name, lambda: None)()
     queue = sys.argv[2]
     queues.get(queue)  # the real one registers first, so ours stays
     queues.handler(queue)(rig)

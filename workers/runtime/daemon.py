@@ -52,6 +52,7 @@ class Daemon:
         # The gauge follows the lane that polled least recently: one stuck lane shows.
         metrics.LAST_POLL.labels(self.queue).set_function(self.lanes.oldest_poll)
         self._serve_metrics()
+        consumer.heartbeat.on_death = self._heartbeat_died
         consumer.heartbeat.start()
         self.log.info("daemon.started", concurrency=consumer.concurrency, lanes=len(sizes))
         lanes = [threading.Thread(target=self._lane, args=(i, size), name=f"lane-{i}")
@@ -105,6 +106,13 @@ class Daemon:
             self.lanes.ended(index)
             self._say("lane.died", lane=index, exc_info=error, level="error")
             self.shutdown.request("lane.died")  # wakes the main thread in shutdown.watch()
+
+    def _heartbeat_died(self, error: BaseException | None) -> None:
+        """Without its heartbeat a long handler's messages would be handed out again: the
+        daemon stops, as for a lane that died, and supervisord starts a whole one."""
+        self._lane_died = True
+        self._say("heartbeat.died", exc_info=error, level="error")
+        self.shutdown.request("heartbeat.died")
 
     def _consume(self, index: int, size: int) -> None:
         sqs_pause = 0.0

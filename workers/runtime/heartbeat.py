@@ -20,6 +20,9 @@ class Heartbeat:
         self._extend = extend
         self.timeout = timeout
         self._on_error = on_error
+        # Told when the thread ends other than by stop() (the daemon then exits non-zero:
+        # without its heartbeat, long handlers' messages would be handed out again).
+        self.on_death: Callable[[BaseException | None], None] | None = None
         self._lock = threading.Lock()
         # receipt handle -> (message, received at, visible again at)
         self._held: dict[str, tuple[Message, float, float]] = {}
@@ -67,5 +70,11 @@ class Heartbeat:
 
     def _run(self) -> None:
         interval = max(0.2, self.timeout / 6)
-        while not self._stop.wait(interval):
-            self.beat()
+        error: BaseException | None = None
+        try:
+            while not self._stop.wait(interval):
+                self.beat()
+        except BaseException as exc:  # a failed log write in on_error, SystemExit...
+            error = exc
+        if not self._stop.is_set() and self.on_death is not None:
+            self.on_death(error)
