@@ -1,12 +1,15 @@
 """publish: one daemon against the networks' stand-ins, beside the hand-written publisher.
 
 Both drain the same number of publish events (20 profiles, the three networks in turn) from
-moto's SQS, posting to the stand-ins of X, Facebook and LinkedIn (workers/devstack/networks.py)
-with ``latency_ms`` added to every network answer, as a real API's round trip would. Ours runs
-`workers run publish` with its defaults (claim, record, chain post-sent and a delayed
-analytics, Pusher off); the baseline (bench/baselines/naive_publisher.py) only posts and
-deletes. What exactly once costs shows in the ratios: posts per second, CPU per post, Redis
-round trips per post (Redis's own count of the commands it ran), and network calls per post.
+the fast SQS stand-in (ministack, bench/standin.py; moto's server when it is not installed,
+whose every call slows with the depth of the queues ours chains into), posting to the
+stand-ins of X, Facebook and LinkedIn (workers/devstack/networks.py) with ``latency_ms`` added
+to every network answer, as a real API's round trip would. Ours runs `workers run publish`
+with its defaults (claim, record, chain post-sent and a delayed analytics, Pusher off); the
+baseline (bench/baselines/naive_publisher.py) only posts and deletes. What exactly once costs
+shows in the ratios: posts per second and CPU per post (both from the first post on: start-up
+is not the work), Redis round trips per post (counted in the process, bench/tripcount.py) and
+commands (Redis's own count, those its scripts run included), and create calls per post.
 Every run is verified: each update on its network exactly once.
 """
 
@@ -24,6 +27,7 @@ from typing import Any
 import boto3
 import procstat
 import redis
+import standin
 
 from workers import devstack
 from workers.devstack.networks import Control
@@ -68,14 +72,19 @@ def events(count: int, tag: str) -> list[str]:
 
 
 def measure(posts: int, latency_ms: float, workdir: Path) -> dict[str, Any]:
-    os.environ.update(devstack.FAKE_CREDENTIALS)  # moto's; only moto is asked
+    os.environ.update(devstack.FAKE_CREDENTIALS)  # the stand-ins take any; only they are asked
     account_file = workdir / "bench-accounts.json"
     account_file.write_text(json.dumps({"accounts": accounts()}))
-    moto = devstack.moto_server(log_path=workdir / "publish-moto.log").start()
+    if standin.installed():
+        sqs_server = devstack.ministack_server(standin.VENV,
+                                               log_path=workdir / "publish-sqs.log")
+    else:
+        sqs_server = devstack.moto_server(log_path=workdir / "publish-sqs.log")
+    sqs_server.start()
     server = devstack.redis_server(log_path=workdir / "publish-redis.log").start()
     networks = devstack.networks_server(account_file, log_path=workdir / "networks.log",
                                         extra=["--latency-ms", str(round(latency_ms))]).start()
-    for service in (moto, server, networks):
+    for service in (sqs_server, server, networks):
         assert service.proc is not None
         procstat.remember(service.proc.pid)
     try:
@@ -84,22 +93,22 @@ def measure(posts: int, latency_ms: float, workdir: Path) -> dict[str, Any]:
             client.hset(f"creds:bp{n}", mapping={"twitter": f"x-{n}", "facebook": f"fb-{n}",
                                                  "linkedin": f"li-{n}"})
         url = f"http://127.0.0.1:{networks.port}"
-        runs = {kind: _run(kind, posts, moto, server, url, client, workdir)
+        runs = {kind: _run(kind, posts, sqs_server, server, url, client, workdir)
                 for kind in ("naive", "ours")}
     finally:
         networks.stop()
         server.discard()
-        moto.stop()
+        sqs_server.stop()
     ours, naive = runs["ours"], runs["naive"]
-    return {"posts": posts, "latency_ms": latency_ms, "runs": runs,
+    return {"posts": posts, "latency_ms": latency_ms, "sqs": sqs_server.name, "runs": runs,
             "ratios": {"posts_per_second": ours["posts_per_second"] / naive["posts_per_second"],
                        "cpu_ms_per_post": ours["cpu_ms_per_post"] / naive["cpu_ms_per_post"]}}
 
 
-def _run(kind: str, posts: int, moto: devstack.Service, server: devstack.Service, url: str,
-         client: redis.Redis, workdir: Path) -> dict[str, Any]:
+def _run(kind: str, posts: int, sqs_server: devstack.Service, server: devstack.Service,
+         url: str, client: redis.Redis, workdir: Path) -> dict[str, Any]:
     prefix = f"pb{uuid.uuid4().hex[:8]}-"
-    settings = Settings(endpoint_url=f"http://127.0.0.1:{moto.port}", queue_prefix=prefix)
+    settings = Settings(endpoint_url=f"http://127.0.0.1:{sqs_server.port}", queue_prefix=prefix)
     sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=settings.endpoint_url)
     provision.create_queues(settings, sqs)
     queue = sqs.get_queue_url(QueueName=prefix + "publish")["QueueUrl"]
@@ -109,7 +118,7 @@ def _run(kind: str, posts: int, moto: devstack.Service, server: devstack.Service
             {"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start:start + 10])])
     control = Control(url)
     before, asked = _created(control), _create_requests(control)
-    env = devstack.stack_env(moto.port, server.port, WORKERS_QUEUE_PREFIX=prefix,
+    env = devstack.stack_env(sqs_server.port, server.port, WORKERS_QUEUE_PREFIX=prefix,
                              WORKERS_ANALYTICS_DELAY="900",
                              **{f"WORKERS_{s.upper()}_API_URL": url for s in SERVICES})
     trips = workdir / f"publish-{kind}.trips"
@@ -187,7 +196,7 @@ def lines(result: dict[str, Any]) -> list[str]:
                      "yes" if run["each_once"] else "NO"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ([f"publish: {result['posts']} posts, networks answering in "
-             f"+{result['latency_ms']:g} ms, one process each"]
+             f"+{result['latency_ms']:g} ms, SQS on {result['sqs']}, one process each"]
             + ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))
                for r in rows]
             + [f"  ours / hand-written: {result['ratios']['posts_per_second']:.2f}x the posts "
