@@ -257,14 +257,20 @@ def test_a_bad_token_goes_to_the_dlq_with_the_networks_reason(stack, service, re
     assert not stack.published()
 
 
-def test_text_the_author_posted_themselves_is_refused_not_taken_for_ours(stack):
-    stack.send("twitter", "mine")
+# Each network's duplicate answer, in its words: X's 403, Graph's error 506, LinkedIn's 422.
+DUPLICATE_WORDS = {"twitter": "duplicate content", "facebook": "506",
+                   "linkedin": "is a duplicate of urn:li:share:"}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_text_the_author_posted_themselves_is_refused_not_taken_for_ours(stack, service):
+    stack.send(service, "mine")
     stack.until_settled()
-    stack.send("twitter", "u2", text="Our launch post for mine https://buffer.com/launch.")
+    stack.send(service, "u2", text="Our launch post for mine https://buffer.com/launch.")
     assert stack.step().dead_lettered == 1
     [dead] = drain(stack.sqs, stack.dlq)
-    assert "duplicate content" in dead["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"]
-    assert len(stack.networks.posts("twitter")) == 1
+    assert DUPLICATE_WORDS[service] in dead["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"]
+    assert len(stack.networks.posts(service)) == 1
     assert not stack.published("u2")
 
 
