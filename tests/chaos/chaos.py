@@ -208,6 +208,9 @@ class Stack:
             WORKERS_BIN=str(Path(sys.executable).parent / "workers"),
             WORKERS_CONCURRENCY=str(CONCURRENCY), WORKERS_STOPWAITSECS="30",
             WORKERS_REDIS_WAIT_REPLICAS="1", WORKERS_ANALYTICS_DELAY="0",
+            # Longer than a create call can take (10 s to read), and short enough that a
+            # killed publish daemon's updates are taken over within the run.
+            WORKERS_PUBLISH_LEASE="15",
             **{f"WORKERS_{s.upper()}_API_URL": self.networks_url
                for s in ("twitter", "facebook", "linkedin")})
         assert self.endpoint is not None
