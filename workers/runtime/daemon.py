@@ -1,7 +1,9 @@
 """The daemon around one queue's consumer: lanes, signals, the heartbeat's thread, ``/health``.
 
 ``Consumer.process_batch`` is one step; the daemon keeps several of those steps ("lanes") going
-until shutdown, so a receive is in flight while another lane's handlers run. It pauses a lane
+until shutdown, so a receive is in flight while another lane's handlers run, and a lane hands
+its batch's acknowledgements to a thread of its own and receives again, so its next receive
+never waits for SQS to take its deletes (``handle_batch``, then ``acknowledge``). It pauses a lane
 while SQS or every handler's peer is away, and exits non-zero if a lane ends any other way
 than by a requested stop, so supervisord starts a whole daemon again.
 """
@@ -11,13 +13,14 @@ from __future__ import annotations
 import os
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from workers.peers.aws import AWS_ERRORS
 from workers.runtime import health, metrics
 from workers.runtime.consumer import BatchResult, Consumer
 from workers.runtime.liveness import Lanes
-from workers.settings import SQS_BATCH_MAX
+from workers.settings import MIN_RECEIVES_IN_FLIGHT, SQS_BATCH_MAX
 
 # While SQS or every handler's peer is away, wait between receives: 1 s, doubling, up to this.
 MAX_PAUSE_SECONDS = 30
@@ -39,6 +42,9 @@ class Daemon:
         self._lock = threading.Lock()
         self._pause = 0.0
         self._lane_died = False
+        # Each lane's acknowledgements (deletes, dead letters, visibility) run here while the
+        # lane receives again: a batch's SQS calls never wait for each other. run() sizes it.
+        self.acks = ThreadPoolExecutor(1, thread_name_prefix="ack")
 
     def run(self) -> int:
         """Runs until SIGTERM/SIGINT (or its parent is gone), then finishes what it holds and
@@ -47,8 +53,9 @@ class Daemon:
         consumer = self.consumer
         self.shutdown.install()
         self.shutdown.watch_parent()
-        sizes = lane_sizes(consumer.concurrency)
+        sizes = lane_sizes(consumer.concurrency, receives_in_flight(consumer.concurrency))
         self.lanes = Lanes(len(sizes), self.settings.wait_seconds)
+        self.acks = ThreadPoolExecutor(len(sizes), thread_name_prefix="ack")  # one per lane
         # The gauge follows the lane that polled least recently: one stuck lane shows.
         metrics.LAST_POLL.labels(self.queue).set_function(self.lanes.oldest_poll)
         self._serve_metrics()
@@ -64,6 +71,7 @@ class Daemon:
         for lane in lanes:
             while lane.is_alive():
                 lane.join(timeout=0.5)
+        self.acks.shutdown(wait=True)  # the lanes waited for theirs: none is left
         consumer.heartbeat.stop()
         # Nothing is queued after a warm stop, unless a lane died meanwhile and left its
         # batch's unstarted handlers behind: those must not run with nobody to acknowledge.
@@ -107,26 +115,44 @@ class Daemon:
             self.shutdown.request("lane.died")  # wakes the main thread in shutdown.watch()
 
     def _consume(self, index: int, size: int) -> None:
+        """Receive and handle a batch, hand its acknowledgements over, receive again. One
+        batch's acknowledgements are in flight at a time: the lane waits for them before it
+        hands over the next, and before it ends."""
         sqs_pause = 0.0
-        while not self.shutdown.requested:
-            self.lanes.polling(index)
-            try:
-                # A warm stop waits out this poll (giving back what it brings), so
-                # WORKERS_WAIT_SECONDS trades empty receives for a quicker stop.
-                result = self.consumer.process_batch(self.settings.wait_seconds, size)
-                sqs_pause = 0.0
-            except AWS_ERRORS as exc:
-                sqs_pause = min(max(1.0, sqs_pause * 2), MAX_PAUSE_SECONDS)
-                self.log.warning("sqs.unavailable", error=str(exc), retry_in=sqs_pause)
-                self.lanes.pausing(index, sqs_pause)
-                self.shutdown.wait(sqs_pause)
-                continue
-            except Exception:
-                self.log.exception("lane.error")
-                self.lanes.pausing(index, 1)
-                self.shutdown.wait(1)
-                continue
-            self.pause_if_peers_down(result, index)
+        acking: Future[BatchResult] | None = None
+        try:
+            while not self.shutdown.requested:
+                self.lanes.polling(index)
+                try:
+                    # A warm stop waits out this poll (giving back what it brings), so
+                    # WORKERS_WAIT_SECONDS trades empty receives for a quicker stop.
+                    handled = self.consumer.handle_batch(self.settings.wait_seconds, size)
+                    sqs_pause = 0.0
+                except AWS_ERRORS as exc:
+                    sqs_pause = min(max(1.0, sqs_pause * 2), MAX_PAUSE_SECONDS)
+                    self.log.warning("sqs.unavailable", error=str(exc), retry_in=sqs_pause)
+                    self.lanes.pausing(index, sqs_pause)
+                    self.shutdown.wait(sqs_pause)
+                    continue
+                except Exception:
+                    self.log.exception("lane.error")
+                    self.lanes.pausing(index, 1)
+                    self.shutdown.wait(1)
+                    continue
+                self._settle(acking)
+                acking = self.acks.submit(self.consumer.acknowledge, handled) if handled else None
+                self.pause_if_peers_down(handled.tally() if handled else BatchResult(), index)
+        finally:
+            self._settle(acking)
+
+    def _settle(self, acking: "Future[BatchResult] | None") -> None:
+        """Waits for a batch's acknowledgements; a bug in them is logged, as a lane's error."""
+        if acking is None:
+            return
+        try:
+            acking.result()
+        except Exception:
+            self.log.exception("lane.error")
 
     def _say(self, event: str, level: str = "info", **fields: Any) -> None:
         """Logs, or failing that (stdout gone) writes the event's name to stderr: the daemon
@@ -157,10 +183,18 @@ class Daemon:
             self.shutdown.wait(pause)
 
 
-def lane_sizes(concurrency: int) -> list[int]:
-    """Concurrency in lanes of at most 10 (one receive each): 25 -> [10, 10, 5]."""
+def lane_sizes(concurrency: int, at_least: int = 1) -> list[int]:
+    """Concurrency in lanes of at most 10 (one receive each): 25 -> [10, 10, 5]; then lanes of
+    a full receive more, up to ``at_least`` lanes: 20, 4 -> [10, 10, 10, 10]."""
     full, rest = divmod(max(1, concurrency), SQS_BATCH_MAX)
-    return [SQS_BATCH_MAX] * full + ([rest] if rest else [])
+    sizes = [SQS_BATCH_MAX] * full + ([rest] if rest else [])
+    return sizes + [SQS_BATCH_MAX] * (at_least - len(sizes))
+
+
+def receives_in_flight(concurrency: int) -> int:
+    """The lanes a daemon keeps at least: MIN_RECEIVES_IN_FLIGHT once ``concurrency`` holds a
+    full receive; a daemon asked for fewer handlers than that is held to what it asked."""
+    return MIN_RECEIVES_IN_FLIGHT if concurrency >= SQS_BATCH_MAX else 1
 
 
 __all__ = ["Daemon", "EXIT_LANE_DIED", "lane_sizes"]
