@@ -39,3 +39,19 @@ def test_the_default_daemon_keeps_four_receives_in_flight_and_a_small_one_its_ow
     assert lane_sizes(2, receives_in_flight(2)) == [2]  # asked for 2 handlers: holds 2
     assert lane_sizes(25, receives_in_flight(25)) == [10, 10, 5, 10]
     assert lane_sizes(60, receives_in_flight(60)) == [10] * 6
+
+
+def test_extra_lanes_receive_only_while_receives_come_back_full(settings):
+    from workers.runtime.consumer import Handled
+    from workers.runtime.daemon import Daemon
+    from workers.runtime.message import Message
+
+    daemon = Daemon(Consumer("post-sent", settings))
+    batch = [Message(f"m{i}", f"r{i}", "{}", 1) for i in range(10)]
+    assert not daemon._backlog.is_set()  # until a receive says there is a backlog
+    daemon._saw(Handled(batch, [], tracked=False), 10)
+    assert daemon._backlog.is_set()
+    daemon._saw(Handled(batch[:3], [], tracked=False), 10)  # a shallow queue
+    assert not daemon._backlog.is_set()
+    daemon._saw(None, 10)  # an empty poll
+    assert not daemon._backlog.is_set()

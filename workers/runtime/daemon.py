@@ -18,7 +18,7 @@ from typing import Any
 
 from workers.peers.aws import AWS_ERRORS
 from workers.runtime import health, metrics
-from workers.runtime.consumer import BatchResult, Consumer
+from workers.runtime.consumer import BatchResult, Consumer, Handled
 from workers.runtime.liveness import Lanes
 from workers.settings import MIN_RECEIVES_IN_FLIGHT, SQS_BATCH_MAX
 
@@ -27,6 +27,8 @@ MAX_PAUSE_SECONDS = 30
 # A daemon whose lane died stops its other lanes warmly for at most this long (supervisord's
 # stopwaitsecs for a stop it asks for), then exits whatever still runs.
 LANE_DEATH_STOP_SECONDS = 60
+# How often an extra lane, idle while receives come back short, says it is alive and looks again.
+BACKLOG_POLL_SECONDS = 1.0
 # sysexits.h's EX_SOFTWARE: an internal error. Any non-zero status makes supervisord restart it.
 EXIT_LANE_DIED = 70
 
@@ -45,6 +47,11 @@ class Daemon:
         # Each lane's acknowledgements (deletes, dead letters, visibility) run here while the
         # lane receives again: a batch's SQS calls never wait for each other. run() sizes it.
         self.acks = ThreadPoolExecutor(1, thread_name_prefix="ack")
+        # Lanes past those --concurrency asks for (MIN_RECEIVES_IN_FLIGHT) receive only while
+        # receives come back full: on a shallow queue they would split what is there into
+        # partial batches, more requests a message for no speed.
+        self._own_lanes = 1
+        self._backlog = threading.Event()
 
     def run(self) -> int:
         """Runs until SIGTERM/SIGINT (or its parent is gone), then finishes what it holds and
@@ -56,6 +63,7 @@ class Daemon:
         sizes = lane_sizes(consumer.concurrency, receives_in_flight(consumer.concurrency))
         self.lanes = Lanes(len(sizes), self.settings.wait_seconds)
         self.acks = ThreadPoolExecutor(len(sizes), thread_name_prefix="ack")  # one per lane
+        self._own_lanes = len(lane_sizes(consumer.concurrency))
         # The gauge follows the lane that polled least recently: one stuck lane shows.
         metrics.LAST_POLL.labels(self.queue).set_function(self.lanes.oldest_poll)
         self._serve_metrics()
@@ -123,6 +131,8 @@ class Daemon:
         try:
             while not self.shutdown.requested:
                 self.lanes.polling(index)
+                if index >= self._own_lanes and not self._backlog.wait(BACKLOG_POLL_SECONDS):
+                    continue
                 try:
                     # A warm stop waits out this poll (giving back what it brings), so
                     # WORKERS_WAIT_SECONDS trades empty receives for a quicker stop.
@@ -139,11 +149,19 @@ class Daemon:
                     self.lanes.pausing(index, 1)
                     self.shutdown.wait(1)
                     continue
+                self._saw(handled, size)
                 self._settle(acking)
                 acking = self.acks.submit(self.consumer.acknowledge, handled) if handled else None
                 self.pause_if_peers_down(handled.tally() if handled else BatchResult(), index)
         finally:
             self._settle(acking)
+
+    def _saw(self, handled: Handled | None, size: int) -> None:
+        """A full receive says a backlog is there for the extra lanes; a short one, not."""
+        if handled is not None and len(handled.messages) >= size:
+            self._backlog.set()
+        else:
+            self._backlog.clear()
 
     def _settle(self, acking: "Future[BatchResult] | None") -> None:
         """Waits for a batch's acknowledgements; a bug in them is logged, as a lane's error."""
