@@ -49,6 +49,7 @@ import redismem
 import redisprod
 import report
 import scenario
+import soak
 import standin
 import workload
 
@@ -57,9 +58,9 @@ from workers.settings import DEFAULT_CONCURRENCY
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FULL = {"messages": 3000, "delay_messages": 1000, "urls": 1_000_000, "pairs": 2_000_000,
-        "backfill_records": 1_000_000}
+        "backfill_records": 1_000_000, "soak_messages": 200_000}
 QUICK = {"messages": 300, "delay_messages": 100, "urls": 20_000, "pairs": 20_000,
-         "backfill_records": 20_000}
+         "backfill_records": 20_000, "soak_messages": 5_000}
 # Prior shares of one link before its counting cost is measured, and counts measured at each.
 HOT_SIZES = {False: hoturl.SIZES, True: (1_000, 20_000)}
 HOT_SAMPLES = {False: 2_000, True: 500}
@@ -68,9 +69,15 @@ DURABILITY_BATCHES = {False: 300, True: 20}
 # What real SQS adds to a call that loopback moto does not.
 DELAY_MS = 10.0
 PARTS = (*consumers.KINDS, "delayed", "standin", "reads", "redis", "hot", "durability",
-         "backfill", "cluster", "read", "publish")
+         "backfill", "cluster", "read", "soak", "publish")
 # Who runs on the stand-in in --quick: the bare loop's ceiling and ours, for their ratio.
 QUICK_STANDIN_KINDS = ("bare", "ours")
+# Behind each of these delays on the stand-in (with 'delayed'): what real SQS adds to a call
+# from the same region, and from further away. moto, slower than both, would hide it.
+STANDIN_DELAYS_MS = (10.0, 20.0)
+# Who runs there: the figures issue 17's goal compares (ours against sqs-workers and the batch
+# loop at default settings), and the ceiling.
+STANDIN_DELAYED_KINDS = ("bare", "ours", "batch", "sqsworkers")
 # The read API's part: counted URLs it reads among, and seconds of each wrk run.
 READ_URLS = {False: 1_000_000, True: 20_000}
 READ_SECONDS = {False: 10.0, True: 2.0}
@@ -92,6 +99,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pairs", type=int, help="(update_id, url) idempotency keys to measure")
     parser.add_argument("--backfill-records", type=int,
                         help="archive records the backfill figure rebuilds from")
+    parser.add_argument("--soak-messages", type=int,
+                        help="events one daemon drains in the soak part, RSS sampled")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY,
                         help="our daemon's --concurrency (default: %(default)s)")
     parser.add_argument("--backlog", type=int, default=scenario.DEFAULT_BACKLOG,
@@ -103,6 +112,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "'reads' is the read "
                              "latency while ours drains, 'read' the HTTP read API under wrk); "
                              "the table needs them all")
+    parser.add_argument("--standin-delay-ms", type=float, action="append",
+                        help="with 'delayed' and 'standin': the delays the chosen consumers "
+                             "run behind on the stand-in too (repeatable; default: "
+                             f"{', '.join(f'{d:g}' for d in STANDIN_DELAYS_MS)})")
     parser.add_argument("--json-out", type=Path, help="where to write the JSON results")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the consumers' and servers' logs (their directory is printed)")
@@ -140,7 +153,8 @@ def throughput(args: argparse.Namespace, kinds: list[str], parts: list[str],
             run = drain(stack, args, "ours", args.messages, read_latency=True)
             results["reads"] = {**run.pop("read_latency"), "while": run}
         if "standin" in parts:
-            results["standin"] = on_standin(args, ordered, redis_srv, workdir)
+            results["standin"] = on_standin(args, ordered, redis_srv, workdir,
+                                            delayed="delayed" in parts)
     finally:
         redis_srv.discard()
         moto.stop()
@@ -148,10 +162,11 @@ def throughput(args: argparse.Namespace, kinds: list[str], parts: list[str],
 
 
 def on_standin(args: argparse.Namespace, kinds: list[str], redis_srv: devstack.Service,
-               workdir: Path) -> dict[str, Any]:
+               workdir: Path, delayed: bool = False) -> dict[str, Any]:
     """The chosen consumers again (in --quick, the bare loop and ours), on ministack: what
-    they do when the SQS in front of them is not the bottleneck. Skipped, with the reason
-    printed and recorded, when the stand-in is not installed."""
+    they do when the SQS in front of them is not the bottleneck; with ``delayed``, those of
+    STANDIN_DELAYED_KINDS again behind each delay. Skipped, with the reason printed and
+    recorded, when the stand-in is not installed."""
     if not standin.installed():  # run() prints the reason
         return {"skipped": standin.missing_reason()}
     if args.quick:
@@ -163,10 +178,53 @@ def on_standin(args: argparse.Namespace, kinds: list[str], redis_srv: devstack.S
         stack = scenario.Stack(server, redis_srv, workdir)
         for kind in kinds:
             runs[kind] = drain(stack, args, kind, args.messages, where=" on ministack")
+        behind = standin_delayed(stack, args, kinds) if delayed else {}
     finally:
         server.stop()
-    return {"server": standin.REQUIREMENT, "runs": {k: runs[k] for k in consumers.KINDS
-                                                   if k in runs}}
+    out = {"server": standin.REQUIREMENT, "runs": {k: runs[k] for k in consumers.KINDS
+                                                  if k in runs}}
+    if behind:
+        out["delayed"] = behind
+    return out
+
+
+def standin_delayed(stack: scenario.Stack, args: argparse.Namespace,
+                    kinds: list[str]) -> dict[str, Any]:
+    """Each delay's runs on the stand-in, and ours' ratio to each other consumer's msgs/s."""
+    out: dict[str, Any] = {}
+    for delay in args.standin_delay_ms or STANDIN_DELAYS_MS:
+        runs = {kind: drain(stack, args, kind, args.delay_messages, delay_ms=delay,
+                            where=" on ministack")
+                for kind in kinds if kind in STANDIN_DELAYED_KINDS}
+        ours = runs.get("ours", {}).get("msgs_per_s")
+        ratios = {f"ours_over_{k}": round(ours / r["msgs_per_s"], 2)
+                  for k, r in runs.items() if ours and k != "ours" and r["msgs_per_s"]}
+        out[f"{delay:g}ms"] = {"runs": runs, "ratios": ratios}
+        log(f"on ministack behind +{delay:g} ms: " + ", ".join(
+            f"{k} {r['msgs_per_s']:.0f} msgs/s ({r['cpu_s_per_1000_msgs']:.2f} CPU s/1k)"
+            for k, r in runs.items()) + "; " + ", ".join(
+            f"{k} {v:.2f}x" for k, v in ratios.items()))
+    return out
+
+
+def run_soak(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    """One daemon of ours through ``--soak-messages`` on ministack (bench/soak.py)."""
+    if not standin.installed():
+        return {"skipped": standin.missing_reason()}
+    server = devstack.ministack_server(standin.VENV, log_path=workdir / "ministack-soak.log")
+    redis_srv = devstack.redis_server(log_path=workdir / "redis-soak.log")
+    try:
+        for service in (server, redis_srv):
+            procstat.remember(service.start().proc.pid)
+        stack = scenario.Stack(server, redis_srv, workdir)
+        events = workload.build(args.soak_messages, run_id=f"soak-{time.time_ns()}")
+        run = soak.Soak(stack, consumers.of("ours", args.concurrency), events,
+                        args.backlog).run()
+    finally:
+        redis_srv.discard()
+        server.stop()
+    return {"messages": args.soak_messages, "samples": run.pop("rss_samples"),
+            "growth": run.pop("growth"), "run": run}
 
 
 def drain(stack: scenario.Stack, args: argparse.Namespace, kind: str, messages: int,
@@ -257,6 +315,12 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 f"networks answering in +{latency:g} ms...")
             result["publish"].append(publishbench.measure(posts, latency, workdir))
             log("\n".join(publishbench.lines(result["publish"][-1])))
+    if "soak" in parts:
+        log(f"soak: {args.soak_messages:,} post-sent events through one daemon of ours on "
+            "ministack, RSS sampled...")
+        result["soak"] = run_soak(args, workdir)
+        log(soak.line(result["soak"]) if "growth" in result["soak"]
+            else f"soak: skipped: {result['soak']['skipped']}")
     if len(parts) == len(PARTS):
         result["figures"] = report.figures(result["throughput"]["ours"],
                                            result["throughput"]["naive"], result["redis"],
@@ -267,7 +331,10 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "standin": report.comparison(result["standin"].get("runs", {}))}
         result["goals"] = report.goals(result)
     runs = [*result["throughput"].values(), *result["throughput_delayed"].values(),
-            *result.get("standin", {}).get("runs", {}).values()]
+            *([result["soak"]["run"]] if "run" in result.get("soak", {}) else []),
+            *result.get("standin", {}).get("runs", {}).values(),
+            *(run for delay in result.get("standin", {}).get("delayed", {}).values()
+              for run in delay["runs"].values())]
     if "read_latency" in result:
         runs.append(result["read_latency"]["while"])
     result["all_counted"] = (

@@ -45,6 +45,18 @@ def peak_rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
+def rss_bytes(pid: int) -> int:
+    """VmRSS: resident memory now; 0 for a process gone meanwhile."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except FileNotFoundError:
+        pass
+    return 0
+
+
 def tree(pid: int) -> list[int]:
     """The process and all its descendants alive now (Celery's pool children, Dramatiq's
     worker processes), found through each process's parent in /proc."""

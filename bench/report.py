@@ -10,6 +10,7 @@ from typing import Any
 import publishbench
 import readbench
 import redisprod
+import soak
 
 MB = 1024 * 1024
 # The memory goal is stated at this many URLs: with a fixed number of buckets, a smaller
@@ -281,6 +282,12 @@ def peer_lines(result: dict[str, Any]) -> list[str]:
                                       "ministack's")]
     if standin:
         out.append(ceiling_line(standin))
+    for delay, behind in standin.get("delayed", {}).items():
+        out.append(f"on ministack behind +{delay}: " + ", ".join(
+            f"{k} {r['msgs_per_s']:.0f} msgs/s" for k, r in behind["runs"].items()) + "; " +
+            ", ".join(f"{k.replace('_', ' ')} {v:.2f}x" for k, v in behind["ratios"].items()))
+    if "growth" in result.get("soak", {}):
+        out.append(soak.line(result["soak"]))
     out += ["", "goals:", *goal_lines(result)]
     reads = result.get("read_latency")
     if reads:

@@ -26,10 +26,15 @@ AWS_ERRORS = (BotoCoreError, ClientError)
 CONNECT_TIMEOUT_SECONDS = 5
 
 
-def client(settings: Settings, service: str = "sqs", pool: int = 10, attempts: int = 3) -> Any:
+def client(settings: Settings, service: str = "sqs", pool: int = 10, attempts: int = 3,
+           validate: bool = True) -> Any:
     """A boto3 client whose read timeout outlasts a long poll. ``attempts`` counts the first
-    request too (botocore's ``max_attempts`` would count only the retries): 1 is no retry."""
+    request too (botocore's ``max_attempts`` would count only the retries): 1 is no retry.
+    ``validate=False`` skips botocore's check of every call's parameters against the service
+    model: for a daemon's hot path, whose few calls are always built the same way (and the
+    service still refuses a bad one)."""
     config = Config(
+        parameter_validation=validate,
         retries={"mode": "standard", "total_max_attempts": attempts},
         max_pool_connections=pool,
         connect_timeout=CONNECT_TIMEOUT_SECONDS,

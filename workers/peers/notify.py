@@ -6,6 +6,8 @@ post went out (``update-sent``) or that its engagement was fetched (``analytics-
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 import pusher
@@ -23,6 +25,9 @@ PUSHER_TIMEOUT_SECONDS = 2
 # Pusher refuses events over 10 kB: the links of a post that names many are cut to this many
 # characters in all (``url_count`` still says how many there were).
 MAX_NOTIFIED_URL_CHARS = 8000
+# A batch's notifications at once (SQS receives at most 10): a batch waits for its slowest
+# one, not for their sum.
+NOTIFY_THREADS = 10
 UPDATE_SENT = "update-sent"
 ANALYTICS_UPDATED = "analytics-updated"
 UPDATE_PUBLISHED = "update-published"
@@ -48,6 +53,8 @@ class Notifier:
     def __init__(self, client: pusher.Pusher | None = None, secret: str | None = None):
         self.client = client
         self._secret = secret  # only to blank it out of error messages
+        self._threads: ThreadPoolExecutor | None = None  # update_sent_all's, made on first use
+        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings,
@@ -88,6 +95,22 @@ class Notifier:
         return self.trigger(profile_channel(profile_id), UPDATE_SENT, {
             "update_id": update_id, "urls": _first_fitting(urls, MAX_NOTIFIED_URL_CHARS),
             "url_count": len(urls)})
+
+    def update_sent_all(self, sent: Sequence[tuple[str, str, Sequence[str]]]) -> None:
+        """``update_sent`` of each (profile_id, update_id, urls) of a batch, at once: one
+        Pusher call per post, but a batch never waits for them one after another."""
+        if self.client is None or not sent:
+            return
+        if len(sent) == 1:
+            self.update_sent(*sent[0])
+            return
+        list(self._pool().map(lambda s: self.update_sent(*s), sent))
+
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._threads is None:
+                self._threads = ThreadPoolExecutor(NOTIFY_THREADS, thread_name_prefix="pusher")
+            return self._threads
 
     def update_published(self, profile_id: str, update_id: str, service: str,
                          service_update_id: str) -> bool:

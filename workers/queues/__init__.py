@@ -11,6 +11,14 @@ Handlers are plain functions of a validated event. A handler raises TransientErr
 PermanentError (workers.runtime.errors); it may return a dict of fields to add to the message's log
 line.
 
+A queue may also register a *batch handler* (``@batch_handler(name)``), called once per batch with
+the batch's validated events, in order; it returns one result per event: a dict of log fields
+(or None) for a success, or the PermanentError / TransientError of that event alone. Raising
+fails the whole batch (TransientError: every event is retried). The consumer uses it instead of
+the plain handler, so that per-batch work (one Redis round trip for every event) is paid once;
+the plain handler stays what the queue's events mean one at a time. A body that does not decode
+never reaches either: it is dead-lettered alone.
+
 A queue's module may also register steps that run once per batch, after its messages were
 handled and before the successes are deleted (``before_ack``, as Dramatiq's middleware): what
 must hold for the whole batch before SQS may forget it, such as its records being archived or
@@ -29,10 +37,13 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:  # at run time neither is needed here, and deps is heavy (boto3, redis)
     from workers.runtime.deps import Deps
+    from workers.runtime.errors import HandlerError
     from workers.runtime.events import Event
 
 Handler = Callable[[Any, "Deps"], "dict[str, Any] | None"]
 BeforeAck = Callable[["Deps", "Sequence[Event]"], None]
+# One result per event: its log fields (or None), or the HandlerError of that event alone.
+BatchHandler = Callable[[Sequence[Any], "Deps"], "Sequence[dict[str, Any] | None | HandlerError]"]
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,7 @@ class Queue:
 _DECLARED: dict[str, Queue] = {}
 _REGISTRY: dict[str, Handler] = {}
 _BEFORE_ACK: dict[str, list[BeforeAck]] = {}
+_BATCH: dict[str, BatchHandler] = {}
 _lock = threading.RLock()  # lanes' first reads may race; a re-entry is the same thread's
 _loading = False
 _loaded = False
@@ -65,9 +77,20 @@ def queue(name: str, *, schema: type[Event], procs: int,
 
 
 def handler(name: str) -> Callable[[Handler], Handler]:
-    """Registers (or, in a test's rig, replaces) the handler of queue ``name``."""
+    """Registers (or, in a test's rig, replaces) the handler of queue ``name``. A handler
+    registered after the queue's batch handler replaces that one too: it is what runs."""
     def register(func: Handler) -> Handler:
         _REGISTRY[name] = func
+        _BATCH.pop(name, None)
+        return func
+
+    return register
+
+
+def batch_handler(name: str) -> Callable[[BatchHandler], BatchHandler]:
+    """Registers the batch handler of queue ``name``, after its plain handler."""
+    def register(func: BatchHandler) -> BatchHandler:
+        _BATCH[name] = func
         return func
 
     return register
@@ -112,6 +135,12 @@ def get(name: str) -> Handler:
         raise LookupError(f"no handler for queue {name!r}") from None
 
 
+def get_batch(name: str) -> BatchHandler | None:
+    """The batch handler of ``name``, or None when it has only a plain one."""
+    _load_all()
+    return _BATCH.get(name)
+
+
 def _load_all() -> None:
     """Imports every module of this package once: importing one declares its queue. Lazily,
     since handlers import what they use (boto3, redis, pydantic, jinja2), and `workers --help`
@@ -134,5 +163,5 @@ def _load_all() -> None:
             _loading = False
 
 
-__all__ = ["BeforeAck", "Handler", "Queue", "before_ack", "before_ack_steps", "declaration",
-           "declared", "get", "handler", "queue"]
+__all__ = ["BatchHandler", "BeforeAck", "Handler", "Queue", "batch_handler", "before_ack",
+           "before_ack_steps", "declaration", "declared", "get", "get_batch", "handler", "queue"]

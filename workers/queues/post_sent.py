@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import structlog
 
 from workers.links.counter import ReplicasBehind
 from workers.links.urls import InvalidURL, normalize_url
 from workers.peers.redisconn import REDIS_ERRORS
-from workers.queues import before_ack, queue
+from workers.queues import batch_handler, before_ack, queue
 from workers.runtime import metrics
 from workers.runtime.deps import Deps
 from workers.runtime.errors import TransientError
@@ -21,19 +22,45 @@ log = structlog.get_logger()
 # The busy queue: two processes to start with, counting on Redis.
 @queue("post-sent", schema=PostSent, procs=2, port_block=0)
 def post_sent(event: PostSent, deps: Deps) -> dict[str, Any]:
+    keys, invalid = valid_keys(event)
+    with redis_transient():  # with WORKERS_REDIS_WAIT_REPLICAS, also on that many replicas
+        counted = deps.links.record(event.update_id, keys)
+    deps.notifier.update_sent(event.profile_id, event.update_id, keys)  # best effort
+    return {"urls": len(keys), "counted": sum(counted), "invalid_urls": invalid}
+
+
+@batch_handler("post-sent")
+def post_sent_batch(events: Sequence[PostSent], deps: Deps) -> list[dict[str, Any]]:
+    """``post_sent`` of a whole batch: every event's links counted in one Redis round trip
+    (and one WAIT, when asked), each pair still exactly once; Redis failing fails the batch."""
+    keyed = [(event, *valid_keys(event)) for event in events]
+    with redis_transient():
+        counted = deps.links.record_all([(event.update_id, keys) for event, keys, _ in keyed])
+    deps.notifier.update_sent_all(  # best effort, never raises
+        [(event.profile_id, event.update_id, keys) for event, keys, _ in keyed])
+    return [{"urls": len(keys), "counted": sum(counts), "invalid_urls": invalid}
+            for (_, keys, invalid), counts in zip(keyed, counted, strict=True)]
+
+
+@contextmanager
+def redis_transient() -> Iterator[None]:
+    """Redis away, or its replicas behind: transient, the counts are retried whole."""
+    try:
+        yield
+    except ReplicasBehind as exc:
+        raise TransientError(f"redis replicas: {exc}") from None
+    except REDIS_ERRORS as exc:
+        raise TransientError(f"redis unavailable: {type(exc).__name__}: {exc}") from None
+
+
+def valid_keys(event: PostSent) -> tuple[list[str], int]:
+    """The event's keys, and how many of its URLs were invalid (each logged and counted)."""
     keys, invalid = distinct_keys(event.all_urls)
     if invalid:
         metrics.INVALID_URLS.labels("post-sent").inc(len(invalid))
     for url, reason in invalid:
         log.warning("url.invalid", update_id=event.update_id, reason=reason, url=url[:200])
-    try:  # with WORKERS_REDIS_WAIT_REPLICAS, also on that many replicas once it returns
-        counted = deps.links.record(event.update_id, keys)
-    except ReplicasBehind as exc:
-        raise TransientError(f"redis replicas: {exc}") from None
-    except REDIS_ERRORS as exc:
-        raise TransientError(f"redis unavailable: {type(exc).__name__}: {exc}") from None
-    deps.notifier.update_sent(event.profile_id, event.update_id, keys)  # best effort, never raises
-    return {"urls": len(keys), "counted": sum(counted), "invalid_urls": len(invalid)}
+    return keys, len(invalid)
 
 
 @before_ack("post-sent")

@@ -78,6 +78,22 @@ class BatchResult:
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
+@dataclass(frozen=True)
+class Handled:
+    """A batch received and handled, not yet acknowledged."""
+    messages: list[Message]
+    outcomes: list[Outcome]
+    tracked: bool  # by the heartbeat, until acknowledged
+
+    def tally(self) -> BatchResult:
+        """What the handlers made of it, before SQS has heard (dead letters not yet copied)."""
+        kinds = [o.kind for o in self.outcomes]
+        return BatchResult(received=len(kinds), succeeded=kinds.count(SUCCEEDED),
+                           retried=kinds.count(RETRIED), returned=kinds.count(RETURNED),
+                           dead_lettered=kinds.count(DEAD_LETTERED),
+                           deferred=sum(o.deferred for o in self.outcomes if o.kind == RETRIED))
+
+
 class Consumer:
     def __init__(
         self,
@@ -95,9 +111,11 @@ class Consumer:
         self.settings = settings
         self.concurrency = max(1, concurrency)
         self.sqs = sqs_queue or SQSQueue(
-            client(settings, pool=self.concurrency + 4),
+            client(settings, pool=self.concurrency + 4, validate=False),
             settings.queue_name(queue), settings.dlq_name(queue))
         self.handler = handler or queues.get(queue)
+        # A queue's batch handler, unless a handler was given: that one is what runs.
+        self.batch_handler = queues.get_batch(queue) if handler is None else None
         self.before_ack = queues.before_ack_steps(queue) if before_ack is None else before_ack
         self.deps = deps or Deps(settings)
         self.shutdown = shutdown or Shutdown()
@@ -110,38 +128,59 @@ class Consumer:
         self.totals = BatchResult()
         self._lock = threading.Lock()
         self.typical_seconds: float | None = None  # a handler's typical duration, once known
+        # Observed once a message: looked up once, not per observation.
+        self._receive_counts = metrics.RECEIVE_COUNT.labels(queue)
+        self._durations = metrics.DURATION.labels(queue)
 
     # -- one step -------------------------------------------------------------------------
 
     def process_batch(self, wait_seconds: int = LONG_POLL_SECONDS,
                       max_messages: int = SQS_BATCH_MAX) -> BatchResult:
         """One receive, its handling and its acknowledgements. SQS errors of the receive raise."""
+        handled = self.handle_batch(wait_seconds, max_messages)
+        return self.acknowledge(handled) if handled is not None else BatchResult()
+
+    def handle_batch(self, wait_seconds: int = LONG_POLL_SECONDS,
+                     max_messages: int = SQS_BATCH_MAX) -> "Handled | None":
+        """``process_batch`` up to its acknowledgements, which ``acknowledge`` then makes (the
+        daemon's lanes, on another thread, while they receive again): the batch's messages
+        stay invisible until then. None when nothing came."""
         if self.shutdown.requested:
-            return BatchResult()
+            return None
         messages = self.sqs.receive(min(max_messages, self.concurrency), wait_seconds)
         self.last_poll = time.time()
         metrics.LAST_POLL.labels(self.queue).set(self.last_poll)
         if not messages:
-            return BatchResult()
+            return None
         metrics.RECEIVED.labels(self.queue).inc(len(messages))
         for m in messages:
-            metrics.RECEIVE_COUNT.labels(self.queue).observe(m.receive_count)
+            self._receive_counts.observe(m.receive_count)
         if self.shutdown.requested:  # received during a long poll that outlived the daemon
-            result = self._acknowledge([Outcome(m, RETURNED) for m in messages])
-        else:
-            # Kept invisible until acknowledged, not only while handled: a dead letter's copy
-            # and its delete can outlast a short timeout on a loaded SQS, and a redelivery in
-            # between would be dead-lettered twice.
-            self.heartbeat.track(messages)
-            try:
-                result = self._acknowledge(self._before_ack(self._handle_all(messages)))
-            finally:
-                self.heartbeat.untrack(messages)
+            return Handled(messages, [Outcome(m, RETURNED) for m in messages], tracked=False)
+        # Kept invisible until acknowledged, not only while handled: a dead letter's copy
+        # and its delete can outlast a short timeout on a loaded SQS, and a redelivery in
+        # between would be dead-lettered twice.
+        self.heartbeat.track(messages)
+        try:
+            return Handled(messages, self._before_ack(self._handle_all(messages)), tracked=True)
+        except BaseException:
+            self.heartbeat.untrack(messages)
+            raise
+
+    def acknowledge(self, handled: "Handled") -> BatchResult:
+        """Deletes, dead letters and visibility changes of a handled batch; its result."""
+        try:
+            result = self._acknowledge(handled.outcomes)
+        finally:
+            if handled.tracked:
+                self.heartbeat.untrack(handled.messages)
         with self._lock:
             self.totals.add(result)
         return result
 
     def _handle_all(self, messages: list[Message]) -> list[Outcome]:
+        if self.batch_handler is not None:
+            return self._handle_batch(messages)
         outcomes: list[Outcome] = []
         while messages and self._quick():
             outcomes.append(self._handle(messages[0]))
@@ -177,27 +216,76 @@ class Consumer:
 
     def _handle_bound(self, message: Message) -> Outcome:
         started = time.perf_counter()
-        log = self.log
         extra: dict[str, Any] = {}
         try:
             event = decode(self.queue, message)
             extra = self.handler(event, self.deps) or {}
             outcome = Outcome(message, SUCCEEDED, event=event)
-        except PermanentError as exc:
-            outcome = Outcome(message, DEAD_LETTERED, exc.reason)
-        except TransientError as exc:
-            outcome = Outcome(message, RETRIED, exc.reason, exc.retry_after,
-                              deferred=exc.deferred)
-        except REDIS_ERRORS as exc:  # what a handler did not catch: Redis away is transient
-            outcome = Outcome(message, RETRIED, f"redis unavailable: {type(exc).__name__}: {exc}")
-        except Exception as exc:  # a bug, not the message's fault: retry, then the DLQ
-            log.exception("handler.crashed")
-            outcome = Outcome(message, RETRIED, f"unexpected {type(exc).__name__}: {exc}")
-        elapsed = time.perf_counter() - started
+        except Exception as exc:
+            outcome = self._failed(message, exc)
+        self._handled(outcome, time.perf_counter() - started, extra)
+        return outcome
+
+    def _handle_batch(self, messages: list[Message]) -> list[Outcome]:
+        """The batch handler, once for the batch's events, on this thread. A body that does
+        not decode fails alone; the handler raising fails every event it was given."""
+        assert self.batch_handler is not None
+        started = time.perf_counter()
+        outcomes: dict[int, Outcome] = {}
+        decoded: list[tuple[int, Event]] = []
+        for i, message in enumerate(messages):
+            try:
+                decoded.append((i, decode(self.queue, message)))
+            except Exception as exc:
+                outcomes[i] = self._failed(message, exc)
+        extras: dict[int, dict[str, Any]] = {}
+        if decoded:
+            answers: Sequence[object]
+            try:
+                answers = self.batch_handler([event for _, event in decoded], self.deps)
+                if len(answers) != len(decoded):
+                    raise RuntimeError(f"{len(answers)} results for {len(decoded)} events")
+            except Exception as exc:
+                answers = [exc] * len(decoded)
+            for (i, event), answer in zip(decoded, answers, strict=True):
+                if isinstance(answer, Exception):
+                    outcomes[i] = self._failed(messages[i], answer, bound=False)
+                else:
+                    outcomes[i] = Outcome(messages[i], SUCCEEDED, event=event)
+                    extras[i] = dict(answer) if isinstance(answer, dict) else {}
+        share = (time.perf_counter() - started) / len(messages)  # each message's part of it
+        for i, message in enumerate(messages):  # the fields _handle binds, given directly
+            self._handled(outcomes[i], share, {"message_id": message.id,
+                                               "receive_count": message.receive_count,
+                                               **extras.get(i, {})})
+        return [outcomes[i] for i in range(len(messages))]
+
+    def _failed(self, message: Message, exc: Exception, bound: bool = True) -> Outcome:
+        """What a handler's exception means for its message."""
+        if isinstance(exc, PermanentError):
+            return Outcome(message, DEAD_LETTERED, exc.reason)
+        if isinstance(exc, TransientError):
+            return Outcome(message, RETRIED, exc.reason, exc.retry_after, deferred=exc.deferred)
+        if isinstance(exc, REDIS_ERRORS):  # what a handler did not catch: Redis away
+            return Outcome(message, RETRIED,
+                           f"redis unavailable: {type(exc).__name__}: {exc}")
+        # A bug, not the message's fault: retry, then the DLQ.
+        if bound:
+            self.log.exception("handler.crashed", exc_info=exc)
+        else:
+            with structlog.contextvars.bound_contextvars(
+                    queue=self.queue, message_id=message.id,
+                    receive_count=message.receive_count):
+                self.log.exception("handler.crashed", exc_info=exc)
+        return Outcome(message, RETRIED, f"unexpected {type(exc).__name__}: {exc}")
+
+    def _handled(self, outcome: Outcome, elapsed: float, extra: dict[str, Any]) -> None:
+        """The message's duration, metrics and log line, once its outcome is known."""
+        log = self.log
         typical = self.typical_seconds  # threads race here harmlessly: it is an estimate
         self.typical_seconds = elapsed if typical is None else (
             max(elapsed, (1 - TYPICAL_WEIGHT) * typical + TYPICAL_WEIGHT * elapsed))
-        metrics.DURATION.labels(self.queue).observe(elapsed)
+        self._durations.observe(elapsed)
         if outcome.kind != SUCCEEDED:
             kind = "permanent" if outcome.kind == DEAD_LETTERED else "transient"
             metrics.FAILED.labels(self.queue, kind).inc()
@@ -206,7 +294,6 @@ class Consumer:
             extra = {**extra, "reason": outcome.reason}
         level("message.handled", outcome=outcome.kind,
               duration_ms=round(elapsed * 1000, 2), **extra)
-        return outcome
 
     def _before_ack(self, outcomes: list[Outcome]) -> list[Outcome]:
         """Runs the queue's before-ack steps once for the batch, in order, with its succeeded
@@ -299,4 +386,4 @@ class Consumer:
         self.log.warning("heartbeat.failed", error=str(exc))
 
 
-__all__ = ["BatchResult", "Consumer", "Outcome"]
+__all__ = ["BatchResult", "Consumer", "Handled", "Outcome"]
