@@ -10,9 +10,10 @@ import json
 import pytest
 
 from fakes import FakePusher
-from helpers import drain, queue_depth, wait_until
+from helpers import drain, process_all, queue_depth, wait_until
 from workers import devstack, social
 from workers.devstack.networks import Account, Networks
+from workers.links.counter import LinkCounter
 from workers.peers.notify import Notifier
 from workers.peers.sqs import ERROR_ATTRIBUTE
 from workers.producer import Producer
@@ -178,6 +179,9 @@ def test_an_error_after_the_network_created_the_post_is_resolved_not_reposted(st
     [post] = stack.networks.posts(service)
     assert stack.published()["service_update_id"] == post["id"]
     assert queue_depth(stack.sqs, stack.dlq) == 0
+    # and the post's link counts once, through the post-sent it chained
+    assert process_all(Consumer("post-sent", stack.settings)).succeeded >= 1
+    assert LinkCounter(stack.redis).counts(["buffer.com/launch"]) == [1]
 
 
 @pytest.mark.parametrize("service", SERVICES)
