@@ -59,7 +59,7 @@ from workers.settings import DEFAULT_CONCURRENCY
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FULL = {"messages": 3000, "delay_messages": 1000, "urls": 1_000_000, "pairs": 2_000_000,
         "backfill_records": 1_000_000, "soak_messages": 200_000}
-QUICK = {"messages": 300, "delay_messages": 100, "urls": 20_000, "pairs": 20_000,
+QUICK = {"messages": 200, "delay_messages": 60, "urls": 20_000, "pairs": 20_000,
          "backfill_records": 20_000, "soak_messages": 5_000}
 # Prior shares of one link before its counting cost is measured, and counts measured at each.
 HOT_SIZES = {False: hoturl.SIZES, True: (1_000, 20_000)}
@@ -82,7 +82,7 @@ STANDIN_DELAYED_KINDS = ("bare", "ours", "batch", "sqsworkers")
 READ_URLS = {False: 1_000_000, True: 20_000}
 READ_SECONDS = {False: 10.0, True: 2.0}
 # publish: posts each publisher drains, at each added network latency (ms).
-PUBLISH_POSTS = {False: 2_000, True: 100}
+PUBLISH_POSTS = {False: 2_000, True: 60}
 PUBLISH_LATENCIES = {False: (0.0, 50.0), True: (50.0,)}
 # Counting processes and updates for the cluster-vs-single figure.
 CLUSTER_PROCESSES, CLUSTER_UPDATES = 4, {False: 40_000, True: 4_000}
@@ -91,7 +91,7 @@ CLUSTER_PROCESSES, CLUSTER_UPDATES = 4, {False: 40_000, True: 4_000}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
-                        help="small sizes (300 messages, 20,000 URLs): well under a minute")
+                        help="small sizes (200 messages, 20,000 URLs): a few minutes")
     parser.add_argument("--messages", type=int, help="post-sent events each consumer drains")
     parser.add_argument("--delay-messages", type=int,
                         help=f"events each consumer drains behind the {DELAY_MS:g} ms proxy")

@@ -120,6 +120,8 @@ def _run(kind: str, posts: int, sqs_server: devstack.Service, server: devstack.S
     before, asked = _created(control), _create_requests(control)
     env = devstack.stack_env(sqs_server.port, server.port, WORKERS_QUEUE_PREFIX=prefix,
                              WORKERS_ANALYTICS_DELAY="900",
+                             # Its warm stop waits out a long poll: a short one, after the run.
+                             WORKERS_WAIT_SECONDS="1",
                              **{f"WORKERS_{s.upper()}_API_URL": url for s in SERVICES})
     trips = workdir / f"publish-{kind}.trips"
     if kind == "ours":

@@ -58,7 +58,7 @@ def test_every_message_is_counted_and_deleted_by_both_consumers(quick_run):
     assert result["all_counted"] is True
     for kind in ("ours", "naive"):
         run = result["throughput"][kind]
-        assert run["messages"] == result["params"]["messages"] == 300
+        assert run["messages"] == result["params"]["messages"] == 200
         assert run["all_counted"] is True
         assert run["counted"]["wrong"] == 0
         assert run["counted"]["left_in_queue"] == run["counted"]["dead_letters"] == 0
@@ -106,7 +106,7 @@ def test_the_cluster_figure_counts_every_pair_on_both(quick_run):
 @pytest.mark.parametrize("flow", ["throughput", "throughput_delayed"])
 def test_every_consumer_counts_every_message_direct_and_behind_the_delay(quick_run, flow):
     result, _ = quick_run
-    messages = {"throughput": 300, "throughput_delayed": 100}[flow]
+    messages = {"throughput": 200, "throughput_delayed": 60}[flow]
     assert set(result[flow]) == set(CONSUMERS)
     for kind, run in result[flow].items():
         assert run["messages"] == messages, kind
@@ -145,7 +145,7 @@ def test_on_the_sqs_standin_ours_is_measured_beside_its_bare_ceiling(quick_run):
     assert set(runs) == {"bare", "ours"}
     for kind, run in runs.items():
         assert run["sqs_server"] == "ministack", kind
-        assert run["messages"] == 300 and run["deleted"] >= 300, kind
+        assert run["messages"] == 200 and run["deleted"] >= 200, kind
         assert run["all_counted"] is True and run["counted"]["wrong"] == 0, kind
         assert run["counted"]["left_in_queue"] == run["counted"]["dead_letters"] == 0, kind
     assert runs["ours"]["counted"]["pairs"] == result["throughput"]["ours"]["counted"]["pairs"]
@@ -167,7 +167,7 @@ def test_each_peer_ran_from_its_own_virtualenv_and_says_how_it_was_set(quick_run
         assert result["throughput"][kind]["config"], kind
     # Each library's own encoding reached its worker: Celery and Dramatiq delete one by one,
     # sqs-workers in batches, as their code does.
-    assert result["throughput"]["celery"]["sqs_requests_by_action"]["DeleteMessage"] >= 300
+    assert result["throughput"]["celery"]["sqs_requests_by_action"]["DeleteMessage"] >= 200
     assert result["throughput"]["sqsworkers"]["sqs_requests_by_action"]["DeleteMessageBatch"]
 
 
@@ -220,3 +220,14 @@ def test_publish_is_measured_beside_the_hand_written_publisher_and_posts_each_on
             assert sane(run[figure]), (kind, figure, run)
     assert part["runs"]["ours"]["create_calls_per_post"] == 1.0  # no fault: one call a post
     assert sane(part["ratios"]["posts_per_second"]) and sane(part["ratios"]["cpu_ms_per_post"])
+
+
+def test_the_soak_counts_every_message_and_reports_the_growth_after_warm_up(quick_run):
+    result, _ = quick_run
+    soak = result["soak"]
+    if "skipped" in soak:  # no stand-in: `make test` installs it first
+        pytest.skip(soak["skipped"])
+    assert soak["run"]["all_counted"] is True and soak["run"]["deleted"] >= soak["messages"]
+    growth = soak["growth"]
+    assert growth["rss_at_end_mib"] > 0 and growth["warm_up_messages"] > 0
+    assert len(soak["samples"]) >= 2
