@@ -109,8 +109,9 @@ def test_sigterm_during_a_batch_loses_nothing(daemon, env, sqs, source, redis_cl
     assert counts_of(redis_client, *[f"site{i}.com" for i in range(7)]) == expected
 
 
-def test_an_idle_daemon_stops_within_a_long_poll(daemon):
-    proc = daemon()
+def test_an_idle_daemon_stops_within_a_long_poll(daemon, env):
+    # A 4 s long poll (WORKERS_WAIT_SECONDS): the stop waits out the receive in flight, no more.
+    proc = daemon(environment={**env, "WORKERS_WAIT_SECONDS": "4"})
     wait_until(lambda: any(e["event"] == "daemon.started" for e in log_events(proc.log_path)),
                timeout=30)
     proc.send_signal(signal.SIGINT)
