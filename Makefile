@@ -34,8 +34,13 @@ standin: install  ## install ministack, the bench's fast SQS stand-in, in bench/
 run: install redis  ## the whole fleet on a local stack (moto, redis-server, supervisord); Ctrl-C stops it
 	$(PY) bin/run-local
 
+# Two pytest workers (pytest-xdist), each with its own moto, redis-server and Cluster: most
+# tests wait on real processes, not on the CPU. A file's tests stay on one worker (its module
+# fixtures, such as the bench's quick run, happen once).
+TEST_WORKERS ?= 2
+
 test: install redis browser loadgen standin  ## every test: unit and integration against real local servers
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 fuzz: install redis  ## 5,000 random bad bodies through a live daemon; prints the figures
 	WORKERS_FUZZ_BODIES=5000 $(PY) -m pytest tests/test_bad_input.py -k live_daemon --timeout 1800
