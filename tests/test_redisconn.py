@@ -4,6 +4,8 @@ forms and errors, the refusal of an evicting Redis, a full Redis, and WAIT for r
 from __future__ import annotations
 
 import json
+import os
+import signal
 from dataclasses import replace
 
 import pytest
@@ -254,3 +256,28 @@ def _recorded(counter: LinkCounter, update_id: str, key: str) -> list[bool] | No
         return counter.record(update_id, [key])
     except redisconn.REDIS_ERRORS:  # the connection to the demoted primary is dropped first
         return None
+
+
+def test_a_redelivery_found_counted_still_waits_for_the_replica_to_have_the_count(redis_servers):
+    # Given a primary whose replica is connected but frozen (SIGSTOP: it acknowledges nothing)
+    primary = redis_servers()
+    replica = redis_servers(replica_of=primary.port)
+    wait_until(lambda: redis.Redis(port=replica.port).info("replication")
+               ["master_link_status"] == "up", timeout=30)
+    assert replica.proc is not None
+    os.kill(replica.proc.pid, signal.SIGSTOP)
+    try:
+        # When a daemon counts a pair, and no replica vouches for it (the message is retried)
+        first = LinkCounter(redis.Redis(port=primary.port), replicas=1, wait_ms=300)
+        with pytest.raises(ReplicasBehind):
+            first.record("u1", ["a.com"])
+        # Then its redelivery, on another connection, finds it counted, and still waits for a
+        # replica to have it: deleting the message now could lose the count in a failover
+        second = LinkCounter(redis.Redis(port=primary.port), replicas=1, wait_ms=300)
+        with pytest.raises(ReplicasBehind):
+            second.record("u1", ["a.com"])
+    finally:
+        os.kill(replica.proc.pid, signal.SIGCONT)
+    again = LinkCounter(redis.Redis(port=primary.port), replicas=1)
+    assert again.record("u1", ["a.com"]) == [False]  # the replica has it now: counted once
+    assert LinkCounter(redis.Redis(port=replica.port)).counts(["a.com"]) == [1]
