@@ -21,10 +21,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from workers.peers.redisconn import Client
+from workers.settings import DEFAULT_PUBLISH_LEASE
 
-# How long one holder may take for an attempt (lookups, the create call, the record) before
-# another may take over (WORKERS_PUBLISH_LEASE): well above the HTTP timeouts.
-LEASE_SECONDS = 60
 # How long an attempt's state outlives its last change: a replay from the DLQ within this
 # still knows the update was tried (published:{update_id} never expires).
 ATTEMPT_TTL_SECONDS = 30 * 86400
@@ -90,7 +88,7 @@ class Claim:
 
 
 class Publications:
-    def __init__(self, client: Client, lease_seconds: float = LEASE_SECONDS):
+    def __init__(self, client: Client, lease_seconds: float = DEFAULT_PUBLISH_LEASE):
         self.client = client
         self.lease_ms = int(lease_seconds * 1000)
         self._claim = client.register_script(CLAIM)

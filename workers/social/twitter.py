@@ -87,9 +87,9 @@ class Twitter(Poster):
     def retry_after(self, response: requests.Response) -> float | None:
         # X says when its 15-minute window resets (Unix seconds), seldom Retry-After.
         given = parse_retry_after(response.headers.get("Retry-After"))
-        reset = response.headers.get("x-rate-limit-reset", "")
-        if given is None and reset.isdigit():
-            return max(1.0, int(reset) - time.time())
+        reset = self.reset_at(response)
+        if given is None and reset is not None:
+            return max(1.0, reset - time.time())
         return given
 
 
