@@ -113,10 +113,12 @@ def _analytics(event: Publish, published: Publication) -> dict[str, Any]:
 def _post(event: Publish, deps: Deps) -> Publication:
     deps.rate_limits.check(event.service, event.profile_id)
     claim = deps.publications.claim(event.update_id)
-    if claim.done:  # another delivery published it since we looked
+    if claim.done:  # another delivery published it since we looked (done follows the record)
         published = deps.publications.get(event.update_id)
-        if published is not None:
-            return published
+        if published is None:  # its record deleted by hand: never post without a claim
+            raise PermanentError(f"update {event.update_id} is marked published, but "
+                                 f"published:{event.update_id} is gone")
+        return published
     if claim.wait:
         raise TransientError("another daemon is publishing this update",
                              retry_after=claim.wait, deferred=True)
