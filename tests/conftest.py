@@ -3,6 +3,7 @@ once per session and stopped by PID; a fresh queue prefix per test, so tests nev
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import uuid
@@ -103,6 +104,16 @@ def queues(settings: Settings, sqs) -> dict[str, str]:
     """Creates every queue of this test's prefix; maps SQS queue name to URL."""
     urls = provision.create_queues(settings, sqs)
     return {url.rsplit("/", 1)[1]: url for url in urls}
+
+
+@pytest.fixture
+def requeue(settings: Settings, sqs, queues):
+    """Brings the queues to other settings (``visibility_timeout``, ``max_receives``), as
+    `workers queues create` run with the daemons' environment would: a daemon started with
+    its own WORKERS_MAX_RECEIVES dead-letters by the queue's redrive policy, not by its own."""
+    def requeue(**changes) -> None:
+        provision.create_queues(dataclasses.replace(settings, **changes), sqs)
+    return requeue
 
 
 @pytest.fixture

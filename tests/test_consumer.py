@@ -361,3 +361,23 @@ def test_a_dead_letter_stays_invisible_until_deleted_however_slow_its_copy(setti
     # Then it never sees the message, and the DLQ holds it once
     assert not any(seen) and result.dead_lettered == 1
     assert len(drain(sqs, dlq)) == 1 and queue_depth(sqs, source) == 0
+
+
+def test_a_message_stays_hidden_while_handled_whatever_the_queues_own_timeout(
+        settings, send, sqs, source):
+    # Given a queue whose own visibility timeout is 0 (left so, or changed by hand): a
+    # message it hands out is visible again at once, unless the receive says otherwise
+    sqs.set_queue_attributes(QueueUrl=source, Attributes={"VisibilityTimeout": "0"})
+    send(post("u1", "https://a.com"))
+    seen_again = []
+
+    def looks_for_it_again(event, deps):
+        seen_again.extend(sqs.receive_message(QueueUrl=source, WaitTimeSeconds=0)
+                          .get("Messages", []))
+
+    # When the daemon's consumer (WORKERS_VISIBILITY_TIMEOUT 2) handles it
+    consumer = Consumer("post-sent", settings, handler=looks_for_it_again)
+    assert consumer.process_batch(wait_seconds=1).succeeded == 1
+    # Then nobody else received it meanwhile: the heartbeat's reckoning is what SQS keeps
+    assert seen_again == []
+    assert queue_depth(sqs, source) == 0

@@ -51,13 +51,14 @@ class Workload:
 
 
 @pytest.fixture
-def fleet(daemons, env):
+def fleet(daemons, env, requeue):
     """Starts ``n`` post-sent daemons on REDIS_URL ``url`` that wait for one replica
-    (WORKERS_REDIS_WAIT_REPLICAS=1), with the default WORKERS_MAX_RECEIVES, so that a valid
-    event leaking into the DLQ shows. A visibility timeout of 4 s (30 in production) keeps
-    the test short and still lets a message wait out a minute of failover (4 + 8 + 16 + 32 s
-    of backoff) on a loaded machine."""
+    (WORKERS_REDIS_WAIT_REPLICAS=1), on queues with the default WORKERS_MAX_RECEIVES, so that
+    a valid event leaking into the DLQ shows. A visibility timeout of 4 s (30 in production)
+    keeps the test short and still lets a message wait out a minute of failover (4 + 8 + 16 +
+    32 s of backoff) on a loaded machine."""
     def start(url: str, n: int = 2) -> list[subprocess.Popen]:
+        requeue(max_receives=5, visibility_timeout=4)  # the redrive policy is the queue's
         environment = {**env, "REDIS_URL": url, "WORKERS_REDIS_WAIT_REPLICAS": "1",
                        "WORKERS_MAX_RECEIVES": "5", "WORKERS_VISIBILITY_TIMEOUT": "4",
                        "WORKERS_WAIT_SECONDS": "2"}

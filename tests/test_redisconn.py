@@ -180,9 +180,10 @@ def fill(client: redis.Redis) -> int:
 
 
 def test_a_full_redis_makes_events_wait_and_count_once_when_memory_returns(
-        redis_servers, daemons, env, sqs, source, dlq):
+        redis_servers, daemons, env, sqs, source, dlq, requeue):
     full = redis_servers("--maxmemory", "8mb", "--maxmemory-policy", "noeviction")
     client = redis.Redis(port=full.port)
+    requeue(max_receives=10)  # the redrive policy is the queue's, not the daemon's setting
     proc = daemons("post-sent", environment={**env, "REDIS_URL": url_of(full),
                                              "WORKERS_MAX_RECEIVES": "10"})
     wait_until(lambda: any(e["event"] == "daemon.started" for e in log_events(proc.log_path)),

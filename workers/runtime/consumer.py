@@ -123,7 +123,11 @@ class Consumer:
         """One receive, its handling and its acknowledgements. SQS errors of the receive raise."""
         if self.shutdown.requested:
             return BatchResult()
-        messages = self.sqs.receive(min(max_messages, self.concurrency), wait_seconds)
+        # Hidden for WORKERS_VISIBILITY_TIMEOUT, whatever the queue's own attribute says: the
+        # heartbeat extends each message on that reckoning, and a queue left at a shorter
+        # timeout would hand a message out again while its handler runs.
+        messages = self.sqs.receive(min(max_messages, self.concurrency), wait_seconds,
+                                    visibility=self.settings.visibility_timeout)
         self.last_poll = time.time()
         metrics.LAST_POLL.labels(self.queue).set(self.last_poll)
         if not messages:
