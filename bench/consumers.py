@@ -12,6 +12,8 @@ from typing import Any
 import peervenv
 from scenario import QUEUE, Consumer
 
+from workers.runtime.daemon import lane_sizes, receives_in_flight
+
 BENCH_DIR = Path(__file__).resolve().parent
 BASELINES = BENCH_DIR / "baselines"
 # In the order the table shows them: ours, the hand-written loops, the peers, moto's ceiling.
@@ -31,10 +33,12 @@ def of(kind: str, concurrency: int) -> Consumer:
 
 
 def _ours(concurrency: int) -> Consumer:
+    lanes = lane_sizes(concurrency, receives_in_flight(concurrency))  # as the daemon plans them
+    # Each lane holds a batch it handles and, until SQS answers, the one it acknowledges.
     return Consumer("ours", [sys.executable, "-m", "workers", "run", QUEUE,
-                             "--concurrency", str(concurrency)], concurrency,
+                             "--concurrency", str(concurrency)], 2 * sum(lanes),
                     {"processes": 1, "concurrency": concurrency,
-                     "receives_in_flight": -(-concurrency // 10), "delete": "batch"})
+                     "receives_in_flight": len(lanes), "delete": "batch"})
 
 
 def _naive(_concurrency: int) -> Consumer:

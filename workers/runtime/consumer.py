@@ -78,6 +78,22 @@ class BatchResult:
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
+@dataclass(frozen=True)
+class Handled:
+    """A batch received and handled, not yet acknowledged."""
+    messages: list[Message]
+    outcomes: list[Outcome]
+    tracked: bool  # by the heartbeat, until acknowledged
+
+    def tally(self) -> BatchResult:
+        """What the handlers made of it, before SQS has heard (dead letters not yet copied)."""
+        kinds = [o.kind for o in self.outcomes]
+        return BatchResult(received=len(kinds), succeeded=kinds.count(SUCCEEDED),
+                           retried=kinds.count(RETRIED), returned=kinds.count(RETURNED),
+                           dead_lettered=kinds.count(DEAD_LETTERED),
+                           deferred=sum(o.deferred for o in self.outcomes if o.kind == RETRIED))
+
+
 class Consumer:
     def __init__(
         self,
@@ -121,8 +137,16 @@ class Consumer:
     def process_batch(self, wait_seconds: int = LONG_POLL_SECONDS,
                       max_messages: int = SQS_BATCH_MAX) -> BatchResult:
         """One receive, its handling and its acknowledgements. SQS errors of the receive raise."""
+        handled = self.handle_batch(wait_seconds, max_messages)
+        return self.acknowledge(handled) if handled is not None else BatchResult()
+
+    def handle_batch(self, wait_seconds: int = LONG_POLL_SECONDS,
+                     max_messages: int = SQS_BATCH_MAX) -> "Handled | None":
+        """``process_batch`` up to its acknowledgements, which ``acknowledge`` then makes (the
+        daemon's lanes, on another thread, while they receive again): the batch's messages
+        stay invisible until then. None when nothing came."""
         if self.shutdown.requested:
-            return BatchResult()
+            return None
         # Hidden for WORKERS_VISIBILITY_TIMEOUT, whatever the queue's own attribute says: the
         # heartbeat extends each message on that reckoning, and a queue left at a shorter
         # timeout would hand a message out again while its handler runs.
@@ -131,21 +155,29 @@ class Consumer:
         self.last_poll = time.time()
         metrics.LAST_POLL.labels(self.queue).set(self.last_poll)
         if not messages:
-            return BatchResult()
+            return None
         metrics.RECEIVED.labels(self.queue).inc(len(messages))
         for m in messages:
             self._receive_counts.observe(m.receive_count)
         if self.shutdown.requested:  # received during a long poll that outlived the daemon
-            result = self._acknowledge([Outcome(m, RETURNED) for m in messages])
-        else:
-            # Kept invisible until acknowledged, not only while handled: a dead letter's copy
-            # and its delete can outlast a short timeout on a loaded SQS, and a redelivery in
-            # between would be dead-lettered twice.
-            self.heartbeat.track(messages)
-            try:
-                result = self._acknowledge(self._before_ack(self._handle_all(messages)))
-            finally:
-                self.heartbeat.untrack(messages)
+            return Handled(messages, [Outcome(m, RETURNED) for m in messages], tracked=False)
+        # Kept invisible until acknowledged, not only while handled: a dead letter's copy
+        # and its delete can outlast a short timeout on a loaded SQS, and a redelivery in
+        # between would be dead-lettered twice.
+        self.heartbeat.track(messages)
+        try:
+            return Handled(messages, self._before_ack(self._handle_all(messages)), tracked=True)
+        except BaseException:
+            self.heartbeat.untrack(messages)
+            raise
+
+    def acknowledge(self, handled: "Handled") -> BatchResult:
+        """Deletes, dead letters and visibility changes of a handled batch; its result."""
+        try:
+            result = self._acknowledge(handled.outcomes)
+        finally:
+            if handled.tracked:
+                self.heartbeat.untrack(handled.messages)
         with self._lock:
             self.totals.add(result)
         return result
@@ -358,4 +390,4 @@ class Consumer:
         self.log.warning("heartbeat.failed", error=str(exc))
 
 
-__all__ = ["BatchResult", "Consumer", "Outcome"]
+__all__ = ["BatchResult", "Consumer", "Handled", "Outcome"]

@@ -1,7 +1,9 @@
 """The daemon around one queue's consumer: lanes, signals, the heartbeat's thread, ``/health``.
 
 ``Consumer.process_batch`` is one step; the daemon keeps several of those steps ("lanes") going
-until shutdown, so a receive is in flight while another lane's handlers run. It pauses a lane
+until shutdown, so a receive is in flight while another lane's handlers run, and a lane hands
+its batch's acknowledgements to a thread of its own and receives again, so its next receive
+never waits for SQS to take its deletes (``handle_batch``, then ``acknowledge``). It pauses a lane
 while SQS or every handler's peer is away, and exits non-zero if a lane ends any other way
 than by a requested stop, so supervisord starts a whole daemon again.
 """
@@ -11,19 +13,22 @@ from __future__ import annotations
 import os
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from workers.peers.aws import AWS_ERRORS
 from workers.runtime import health, metrics
-from workers.runtime.consumer import BatchResult, Consumer
+from workers.runtime.consumer import BatchResult, Consumer, Handled
 from workers.runtime.liveness import Lanes
-from workers.settings import SQS_BATCH_MAX
+from workers.settings import MIN_RECEIVES_IN_FLIGHT, SQS_BATCH_MAX
 
 # While SQS or every handler's peer is away, wait between receives: 1 s, doubling, up to this.
 MAX_PAUSE_SECONDS = 30
 # A daemon whose lane died stops its other lanes warmly for at most this long (supervisord's
 # stopwaitsecs for a stop it asks for), then exits whatever still runs.
 LANE_DEATH_STOP_SECONDS = 60
+# How often an extra lane, idle while receives come back short, says it is alive and looks again.
+BACKLOG_POLL_SECONDS = 1.0
 # sysexits.h's EX_SOFTWARE: an internal error. Any non-zero status makes supervisord restart it.
 EXIT_LANE_DIED = 70
 
@@ -39,6 +44,14 @@ class Daemon:
         self._lock = threading.Lock()
         self._pause = 0.0
         self._lane_died = False
+        # Each lane's acknowledgements (deletes, dead letters, visibility) run here while the
+        # lane receives again: a batch's SQS calls never wait for each other. run() sizes it.
+        self.acks = ThreadPoolExecutor(1, thread_name_prefix="ack")
+        # Lanes past those --concurrency asks for (MIN_RECEIVES_IN_FLIGHT) receive only while
+        # receives come back full: on a shallow queue they would split what is there into
+        # partial batches, more requests a message for no speed.
+        self._own_lanes = 1
+        self._backlog = threading.Event()
 
     def run(self) -> int:
         """Runs until SIGTERM/SIGINT (or its parent is gone), then finishes what it holds and
@@ -47,8 +60,10 @@ class Daemon:
         consumer = self.consumer
         self.shutdown.install()
         self.shutdown.watch_parent()
-        sizes = lane_sizes(consumer.concurrency)
+        sizes = lane_sizes(consumer.concurrency, receives_in_flight(consumer.concurrency))
         self.lanes = Lanes(len(sizes), self.settings.wait_seconds)
+        self.acks = ThreadPoolExecutor(len(sizes), thread_name_prefix="ack")  # one per lane
+        self._own_lanes = len(lane_sizes(consumer.concurrency))
         # The gauge follows the lane that polled least recently: one stuck lane shows.
         metrics.LAST_POLL.labels(self.queue).set_function(self.lanes.oldest_poll)
         self._serve_metrics()
@@ -65,6 +80,7 @@ class Daemon:
         for lane in lanes:
             while lane.is_alive():
                 lane.join(timeout=0.5)
+        self.acks.shutdown(wait=True)  # the lanes waited for theirs: none is left
         consumer.heartbeat.stop()
         # Nothing is queued after a warm stop, unless a lane died meanwhile and left its
         # batch's unstarted handlers behind: those must not run with nobody to acknowledge.
@@ -115,26 +131,54 @@ class Daemon:
         self.shutdown.request("heartbeat.died")
 
     def _consume(self, index: int, size: int) -> None:
+        """Receive and handle a batch, hand its acknowledgements over, receive again. One
+        batch's acknowledgements are in flight at a time: the lane waits for them before it
+        hands over the next, and before it ends."""
         sqs_pause = 0.0
-        while not self.shutdown.requested:
-            self.lanes.polling(index)
-            try:
-                # A warm stop waits out this poll (giving back what it brings), so
-                # WORKERS_WAIT_SECONDS trades empty receives for a quicker stop.
-                result = self.consumer.process_batch(self.settings.wait_seconds, size)
-                sqs_pause = 0.0
-            except AWS_ERRORS as exc:
-                sqs_pause = min(max(1.0, sqs_pause * 2), MAX_PAUSE_SECONDS)
-                self.log.warning("sqs.unavailable", error=str(exc), retry_in=sqs_pause)
-                self.lanes.pausing(index, sqs_pause)
-                self.shutdown.wait(sqs_pause)
-                continue
-            except Exception:
-                self.log.exception("lane.error")
-                self.lanes.pausing(index, 1)
-                self.shutdown.wait(1)
-                continue
-            self.pause_if_peers_down(result, index)
+        acking: Future[BatchResult] | None = None
+        try:
+            while not self.shutdown.requested:
+                self.lanes.polling(index)
+                if index >= self._own_lanes and not self._backlog.wait(BACKLOG_POLL_SECONDS):
+                    continue
+                try:
+                    # A warm stop waits out this poll (giving back what it brings), so
+                    # WORKERS_WAIT_SECONDS trades empty receives for a quicker stop.
+                    handled = self.consumer.handle_batch(self.settings.wait_seconds, size)
+                    sqs_pause = 0.0
+                except AWS_ERRORS as exc:
+                    sqs_pause = min(max(1.0, sqs_pause * 2), MAX_PAUSE_SECONDS)
+                    self.log.warning("sqs.unavailable", error=str(exc), retry_in=sqs_pause)
+                    self.lanes.pausing(index, sqs_pause)
+                    self.shutdown.wait(sqs_pause)
+                    continue
+                except Exception:
+                    self.log.exception("lane.error")
+                    self.lanes.pausing(index, 1)
+                    self.shutdown.wait(1)
+                    continue
+                self._saw(handled, size)
+                self._settle(acking)
+                acking = self.acks.submit(self.consumer.acknowledge, handled) if handled else None
+                self.pause_if_peers_down(handled.tally() if handled else BatchResult(), index)
+        finally:
+            self._settle(acking)
+
+    def _saw(self, handled: Handled | None, size: int) -> None:
+        """A full receive says a backlog is there for the extra lanes; a short one, not."""
+        if handled is not None and len(handled.messages) >= size:
+            self._backlog.set()
+        else:
+            self._backlog.clear()
+
+    def _settle(self, acking: "Future[BatchResult] | None") -> None:
+        """Waits for a batch's acknowledgements; a bug in them is logged, as a lane's error."""
+        if acking is None:
+            return
+        try:
+            acking.result()
+        except Exception:
+            self.log.exception("lane.error")
 
     def _say(self, event: str, level: str = "info", **fields: Any) -> None:
         """Logs, or failing that (stdout gone) writes the event's name to stderr: the daemon
@@ -165,10 +209,18 @@ class Daemon:
             self.shutdown.wait(pause)
 
 
-def lane_sizes(concurrency: int) -> list[int]:
-    """Concurrency in lanes of at most 10 (one receive each): 25 -> [10, 10, 5]."""
+def lane_sizes(concurrency: int, at_least: int = 1) -> list[int]:
+    """Concurrency in lanes of at most 10 (one receive each): 25 -> [10, 10, 5]; then lanes of
+    a full receive more, up to ``at_least`` lanes: 20, 4 -> [10, 10, 10, 10]."""
     full, rest = divmod(max(1, concurrency), SQS_BATCH_MAX)
-    return [SQS_BATCH_MAX] * full + ([rest] if rest else [])
+    sizes = [SQS_BATCH_MAX] * full + ([rest] if rest else [])
+    return sizes + [SQS_BATCH_MAX] * (at_least - len(sizes))
+
+
+def receives_in_flight(concurrency: int) -> int:
+    """The lanes a daemon keeps at least: MIN_RECEIVES_IN_FLIGHT once ``concurrency`` holds a
+    full receive; a daemon asked for fewer handlers than that is held to what it asked."""
+    return MIN_RECEIVES_IN_FLIGHT if concurrency >= SQS_BATCH_MAX else 1
 
 
 __all__ = ["Daemon", "EXIT_LANE_DIED", "lane_sizes"]
