@@ -276,22 +276,34 @@ def test_lanes_split_concurrency_into_receives_of_ten():
 
 
 class RecordedWaits:
-    """A Shutdown stand-in that never stops and remembers how long it was asked to wait."""
+    """A Shutdown stand-in that never stops and remembers how long it was asked to wait; its
+    ``clock`` moves only by those waits."""
 
     requested = False
 
     def __init__(self):
         self.waits = []
+        self.now = 1000.0
 
     def wait(self, seconds):
         self.waits.append(seconds)
+        self.now += seconds
+
+    def clock(self):
+        return self.now
+
+
+def paused_daemon(settings, shutdown: RecordedWaits) -> Daemon:
+    daemon = Daemon(Consumer("post-sent", settings, shutdown=shutdown))
+    daemon.clock = shutdown.clock
+    return daemon
 
 
 def test_a_lane_pauses_while_everything_fails_transiently_and_not_after(settings):
     from workers.runtime.consumer import BatchResult
 
     shutdown = RecordedWaits()
-    daemon = Daemon(Consumer("post-sent", settings, shutdown=shutdown))
+    daemon = paused_daemon(settings, shutdown)
     for _ in range(3):  # a peer is down: every message of every batch failed transiently
         daemon.pause_if_peers_down(BatchResult(received=10, retried=10))
     assert shutdown.waits == [1.0, 2.0, 4.0]
@@ -300,6 +312,27 @@ def test_a_lane_pauses_while_everything_fails_transiently_and_not_after(settings
     assert shutdown.waits[-1] == 1.0  # the doubling starts over, not at 8 s
     daemon.pause_if_peers_down(BatchResult(received=10, succeeded=1, retried=9))
     assert len(shutdown.waits) == 4  # a success: no pause
+
+
+def test_lanes_failing_together_share_one_pause_that_doubles_once_a_round(settings):
+    from workers.runtime.consumer import BatchResult
+
+    shutdown = RecordedWaits()
+    daemon = Daemon(Consumer("post-sent", settings, shutdown=shutdown))
+    now = [1000.0]
+    daemon.clock = lambda: now[0]  # moved by hand: the lanes wait side by side
+    failed = BatchResult(received=10, retried=10)
+    # Four lanes' batches fail 0.1 s apart (Redis went away under all of them)
+    for lane in range(4):
+        now[0] = 1000.0 + 0.1 * lane
+        daemon.pause_if_peers_down(failed)
+    # Each waits out the same pause, to the same moment: not 1, 2, 4 and 8 s
+    assert [round(w, 6) for w in shutdown.waits] == [1.0, 0.9, 0.8, 0.7]
+    # The next round's failures double it once
+    now[0] = 1001.2
+    daemon.pause_if_peers_down(failed)
+    daemon.pause_if_peers_down(failed)
+    assert [round(w, 6) for w in shutdown.waits[4:]] == [2.0, 2.0]
 
 
 def test_a_before_ack_step_runs_once_per_batch_and_its_failure_keeps_the_batch(

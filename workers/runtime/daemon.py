@@ -43,6 +43,8 @@ class Daemon:
         self.lanes = Lanes(0, self.settings.wait_seconds)  # run() makes one per lane
         self._lock = threading.Lock()
         self._pause = 0.0
+        self._paused_until = 0.0  # by self.clock
+        self.clock = time.monotonic
         self._lane_died = False
         # Each lane's acknowledgements (deletes, dead letters, visibility) run here while the
         # lane receives again: a batch's SQS calls never wait for each other. run() sizes it.
@@ -195,15 +197,20 @@ class Daemon:
         """Every message failed transiently: a peer (Redis, an API) is probably down. Receiving
         more now would only burn their receive counts; wait, doubling, until a batch has a
         success or no transient failure (an empty poll says nothing is failing). Messages that
-        only wait their turn (deferred) say nothing about the peers."""
+        only wait their turn (deferred) say nothing about the peers. The lanes share one pause:
+        the failures of batches that were in flight together wait out the same one, so the
+        pause doubles once a round, however many lanes there are."""
         with self._lock:
+            now = self.clock()
             if result.retried > result.deferred and not result.succeeded:
-                self._pause = min(max(1.0, self._pause * 2), MAX_PAUSE_SECONDS)
+                if now >= self._paused_until:  # the first failure since the last pause ended
+                    self._pause = min(max(1.0, self._pause * 2), MAX_PAUSE_SECONDS)
+                    self._paused_until = now + self._pause
+                pause = self._paused_until - now
             else:
-                self._pause = 0.0
-            pause = self._pause
+                self._pause = self._paused_until = pause = 0.0
         if pause:
-            self.log.warning("consumer.paused", seconds=pause)
+            self.log.warning("consumer.paused", seconds=round(pause, 3))
             if lane is not None:
                 self.lanes.pausing(lane, pause)
             self.shutdown.wait(pause)
