@@ -49,9 +49,9 @@ def test_extra_lanes_receive_only_while_receives_come_back_full(settings):
     daemon = Daemon(Consumer("post-sent", settings))
     batch = [Message(f"m{i}", f"r{i}", "{}", 1) for i in range(10)]
     assert not daemon._backlog.is_set()  # until a receive says there is a backlog
-    daemon._saw(Handled(batch, [], tracked=False), 10)
+    daemon._saw(Handled(batch, []), 10)
     assert daemon._backlog.is_set()
-    daemon._saw(Handled(batch[:3], [], tracked=False), 10)  # a shallow queue
+    daemon._saw(Handled(batch[:3], []), 10)  # a shallow queue
     assert not daemon._backlog.is_set()
     daemon._saw(None, 10)  # an empty poll
     assert not daemon._backlog.is_set()

@@ -200,6 +200,28 @@ def test_shutdown_gives_back_what_has_not_started(settings, send, sqs, source):
     assert len(drain(sqs, source)) == result.returned
 
 
+def test_what_a_poll_brings_after_a_stop_request_is_handled_not_given_back(
+        settings, send, sqs, source, redis_client):
+    # Given a consumer whose long poll is in flight when its daemon is asked to stop
+    consumer = Consumer("post-sent", settings)
+    polling = threading.Event()
+    receive = consumer.sqs.receive
+    consumer.sqs.receive = lambda *a, **k: (polling.set(), receive(*a, **k))[1]
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.update(
+        result=consumer.process_batch(wait_seconds=5)))
+    worker.start()
+    assert polling.wait(10)
+    consumer.shutdown.request()
+    # When the poll brings a message
+    send(post("u1", "https://a.com"))
+    worker.join(20)
+    # Then it is handled and deleted: given back, it would have spent one of its receives
+    assert (outcome["result"].succeeded, outcome["result"].returned) == (1, 0)
+    assert counts(settings, redis_client, "a.com") == [1]
+    assert queue_depth(sqs, source) == 0
+
+
 def batch_of(settings, send, handler, n: int = 5) -> tuple[Consumer, list]:
     """Sends n events and handles them in one batch (more receives if SQS hands out fewer);
     returns the consumer and the names of the threads the handler ran on."""

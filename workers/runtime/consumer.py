@@ -82,8 +82,7 @@ class BatchResult:
 class Handled:
     """A batch received and handled, not yet acknowledged."""
     messages: list[Message]
-    outcomes: list[Outcome]
-    tracked: bool  # by the heartbeat, until acknowledged
+    outcomes: list[Outcome]  # its messages are tracked by the heartbeat until acknowledged
 
     def tally(self) -> BatchResult:
         """What the handlers made of it, before SQS has heard (dead letters not yet copied)."""
@@ -159,14 +158,16 @@ class Consumer:
         metrics.RECEIVED.labels(self.queue).inc(len(messages))
         for m in messages:
             self._receive_counts.observe(m.receive_count)
-        if self.shutdown.requested:  # received during a long poll that outlived the daemon
-            return Handled(messages, [Outcome(m, RETURNED) for m in messages], tracked=False)
+        # Received during a long poll that outlived a stop request, they are handled all the
+        # same: given back, each would have spent a receive of WORKERS_MAX_RECEIVES, and
+        # daemons stopping together (a scale-down) would hand them to each other until SQS
+        # dead-lettered them. Handlers not started by then are still given back (below).
         # Kept invisible until acknowledged, not only while handled: a dead letter's copy
         # and its delete can outlast a short timeout on a loaded SQS, and a redelivery in
         # between would be dead-lettered twice.
         self.heartbeat.track(messages)
         try:
-            return Handled(messages, self._before_ack(self._handle_all(messages)), tracked=True)
+            return Handled(messages, self._before_ack(self._handle_all(messages)))
         except BaseException:
             self.heartbeat.untrack(messages)
             raise
@@ -176,8 +177,7 @@ class Consumer:
         try:
             result = self._acknowledge(handled.outcomes)
         finally:
-            if handled.tracked:
-                self.heartbeat.untrack(handled.messages)
+            self.heartbeat.untrack(handled.messages)
         with self._lock:
             self.totals.add(result)
         return result
