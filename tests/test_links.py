@@ -119,13 +119,14 @@ def test_a_window_ending_between_two_calls_is_asked_again(redis_client):
     assert len(redis_client.keys("li:*")) == 1
 
 
-def test_counting_is_one_round_trip(redis_client):
+def test_counting_a_batch_is_one_call_on_one_redis(redis_client):
     counter = LinkCounter(redis_client)
     counter.record("u0", ["a.com"])  # loads the script
     redis_client.config_resetstat()
-    counter.record("u1", ["a.com", "b.com"])
+    assert counter.record_all([("u1", ["a.com", "b.com"]), ("u2", ["a.com"]),
+                               ("u1", ["a.com"])]) == [[True, True], [True], [False]]
     stats = redis_client.info("commandstats")
-    assert stats["cmdstat_evalsha"]["calls"] == 2
+    assert stats["cmdstat_evalsha"]["calls"] == 1
     assert not any("script" in name for name in stats)
 
 

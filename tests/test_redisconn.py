@@ -169,12 +169,15 @@ def test_check_noeviction_reads_every_primary_of_a_cluster(redis_cluster):
 # -- memory full --------------------------------------------------------------------------
 
 def fill(client: redis.Redis) -> int:
-    """Writes junk until Redis refuses with OOM; the number of keys written."""
+    """Writes junk until Redis refuses with OOM, then lowers maxmemory a megabyte below what
+    it uses: full for good, not within a freed client buffer of room for a small write; the
+    number of keys written."""
     n = 0
     while True:
         try:
             client.set(f"junk:{n}", b"x" * 100_000)
         except redis.exceptions.OutOfMemoryError:
+            client.config_set("maxmemory", client.info("memory")["used_memory"] - 2**20)
             return n
         n += 1
 
