@@ -31,8 +31,8 @@ DEFAULT_MAX_RECEIVES = 5
 # The dead-letter queue keeps messages longest (14 days), since SQS keeps a message's
 # original enqueue time when it moves it there.
 DLQ_RETENTION_SECONDS = 14 * 24 * 60 * 60
-# One lane (one receive of 10 at a time) per 10 handlers; two lanes keep a receive in flight
-# while the other lane's handlers run.
+# One lane (one receive of 10 at a time) per 10 handlers (and at least MIN_RECEIVES_IN_FLIGHT
+# lanes): a receive stays in flight while the other lanes' handlers run.
 DEFAULT_CONCURRENCY = 20
 # Receives a daemon keeps going at least (lanes), once its concurrency holds a full receive:
 # each lane waits on SQS twice a batch (the receive, then the delete), 10 to 20 ms each on
