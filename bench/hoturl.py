@@ -4,8 +4,9 @@ horizon: the cost a viral link puts on every daemon and reader.
 For each size, on a FLUSHALLed redis-server of its own: ``shares`` distinct posts count the
 link through ``LinkCounter.record_all``, then INFO ``commandstats`` is reset and ``samples``
 more posts count it, and as many redeliveries of earlier ones are refused. Redis's own
-microseconds per EVALSHA (``usec_per_call``) is the figure: what Redis spends, without the
-client's or the loopback's share.
+microseconds in EVALSHA (``commandstats``), divided by the counts asked, is the figure: what
+Redis spends a count, without the client's or the loopback's share (one call counts a whole
+``record_all``'s pairs, so a call's time is not a count's).
 """
 
 from __future__ import annotations
@@ -34,9 +35,8 @@ def _share(counter: LinkCounter, first: int, count: int, tag: str = "p") -> int:
     return counted
 
 
-def _usec_per_count(client: redis.Redis) -> float:
-    stats = client.info("commandstats")["cmdstat_evalsha"]
-    return stats["usec"] / stats["calls"]
+def _usec_per_count(client: redis.Redis, counts: int) -> float:
+    return client.info("commandstats")["cmdstat_evalsha"]["usec"] / counts
 
 
 def one_size(client: redis.Redis, shares: int, samples: int) -> dict[str, Any]:
@@ -46,10 +46,10 @@ def one_size(client: redis.Redis, shares: int, samples: int) -> dict[str, Any]:
         raise RuntimeError(f"{shares} distinct posts did not all count")
     client.config_resetstat()
     new = _share(counter, shares, samples)
-    new_usec = _usec_per_count(client)
+    new_usec = _usec_per_count(client, samples)
     client.config_resetstat()
     again = _share(counter, 0, samples)  # redeliveries of the first posts: refused
-    again_usec = _usec_per_count(client)
+    again_usec = _usec_per_count(client, samples)
     [marks] = client.keys("li:*")
     if new != samples or again or counter.counts([URL]) != [shares + samples]:
         raise RuntimeError(f"at {shares:,} shares: {new} new of {samples}, {again} recounted")
