@@ -268,7 +268,7 @@ class LinkCounter:
         by_slot: dict[int, list[int]] = {}
         for i, (_, key) in enumerate(pairs):
             bucket, _field = self.bucket(key)
-            by_slot.setdefault(key_slot(f"{{{bucket:x}}}".encode()), []).append(i)
+            by_slot.setdefault(_slot(bucket), []).append(i)
         return list(by_slot.values())
 
     def _count_call(self, pairs: list[tuple[str, str]], group: list[int], window: int) -> tuple:
@@ -346,7 +346,7 @@ class LinkCounter:
                     for i in range(0, len(buckets), BUCKETS_PER_CALL)]
         by_slot: dict[int, list[int]] = {}
         for b in buckets:
-            by_slot.setdefault(key_slot(f"{{{b:x}}}".encode()), []).append(b)
+            by_slot.setdefault(_slot(b), []).append(b)
         return by_slot.values()
 
     def _evalsha_all(self, script: str, calls: list[tuple], replicas: int = 0) -> list:
@@ -419,6 +419,11 @@ def _then_emptied(parts: Iterable[Mapping[int, tuple[bytes, bytes]]],
         existing -= part.keys()
         yield part
     yield dict.fromkeys(existing, (b"", b""))
+
+
+def _slot(bucket: int) -> int:
+    """The Redis Cluster slot of a bucket's keys: their hash tag ``{B}`` decides it."""
+    return key_slot(f"{{{bucket:x}}}".encode())
 
 
 @functools.lru_cache(maxsize=8)

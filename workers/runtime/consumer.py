@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Sequence
 
 import structlog
@@ -86,11 +86,16 @@ class Handled:
 
     def tally(self) -> BatchResult:
         """What the handlers made of it, before SQS has heard (dead letters not yet copied)."""
-        kinds = [o.kind for o in self.outcomes]
-        return BatchResult(received=len(kinds), succeeded=kinds.count(SUCCEEDED),
-                           retried=kinds.count(RETRIED), returned=kinds.count(RETURNED),
-                           dead_lettered=kinds.count(DEAD_LETTERED),
-                           deferred=sum(o.deferred for o in self.outcomes if o.kind == RETRIED))
+        return tally(self.outcomes)
+
+
+def tally(outcomes: Sequence[Outcome]) -> BatchResult:
+    """The outcomes counted by kind, every permanent failure as dead-lettered."""
+    kinds = [o.kind for o in outcomes]
+    return BatchResult(received=len(kinds), succeeded=kinds.count(SUCCEEDED),
+                       retried=kinds.count(RETRIED), returned=kinds.count(RETURNED),
+                       dead_lettered=kinds.count(DEAD_LETTERED),
+                       deferred=sum(o.deferred for o in outcomes if o.kind == RETRIED))
 
 
 class Consumer:
@@ -338,11 +343,8 @@ class Consumer:
         metrics.SUCCEEDED.labels(self.queue).inc(len(by_kind[SUCCEEDED]))
         metrics.DEAD_LETTERED.labels(self.queue).inc(len(copied))
         metrics.RETURNED.labels(self.queue).inc(len(by_kind[RETURNED]))
-        return BatchResult(received=len(outcomes), succeeded=len(by_kind[SUCCEEDED]),
-                           retried=len(by_kind[RETRIED]), dead_lettered=len(copied),
-                           not_dead_lettered=len(by_kind[DEAD_LETTERED]) - len(copied),
-                           returned=len(by_kind[RETURNED]),
-                           deferred=sum(o.deferred for o in by_kind[RETRIED]))
+        return replace(tally(outcomes), dead_lettered=len(copied),
+                       not_dead_lettered=len(by_kind[DEAD_LETTERED]) - len(copied))
 
     def _dead_letter(self, dead: list[Outcome]) -> list[Message]:
         """Copies permanent failures to the DLQ; only those copied may then be deleted. One

@@ -144,7 +144,7 @@ class Daemon:
                 if index >= self._own_lanes and not self._backlog.wait(BACKLOG_POLL_SECONDS):
                     continue
                 try:
-                    # A warm stop waits out this poll (giving back what it brings), so
+                    # A warm stop waits out this poll (handling what it brings), so
                     # WORKERS_WAIT_SECONDS trades empty receives for a quicker stop.
                     handled = self.consumer.handle_batch(self.settings.wait_seconds, size)
                     sqs_pause = 0.0
