@@ -5,18 +5,33 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install redis browser loadgen standin run test fuzz chaos bench lint clean
+.PHONY: help install lock upgrade redis browser loadgen standin run test fuzz chaos bench lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed  ## create .venv and install the project with its test tools
 
-$(VENV)/.installed: setup.cfg setup.py
+# Exact versions (with their hashes) from requirements.lock, the set the suite last passed with;
+# then the project itself, editable, without re-resolving anything.
+$(VENV)/.installed: requirements.lock setup.cfg setup.py
 	@python3 -m venv $(VENV) 2>/dev/null || { apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv $(VENV); }
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[test]'
+	$(VENV)/bin/pip install -q --require-hashes -r requirements.lock
+	$(VENV)/bin/pip install -q --no-deps -e .
 	@touch $@
+
+PIP_COMPILE = $(VENV)/bin/pip-compile -q --extra test --generate-hashes --strip-extras --allow-unsafe \
+	--no-emit-index-url --no-emit-find-links -o requirements.lock setup.cfg
+
+lock: install  ## re-resolve requirements.lock after a change to setup.cfg (keeps the pins that still fit)
+	$(VENV)/bin/pip install -q pip-tools
+	$(PIP_COMPILE)
+
+upgrade: install  ## the newest versions setup.cfg's ranges allow, into requirements.lock, then the whole suite
+	$(VENV)/bin/pip install -q pip-tools
+	$(PIP_COMPILE) --upgrade
+	$(MAKE) test
 
 redis:  ## install redis-server (and faketime, for the clock-skew tests) through apt-get when missing
 	@command -v redis-server >/dev/null && command -v faketime >/dev/null || \

@@ -96,7 +96,9 @@ def test_an_unreachable_cluster_is_a_transient_failure_in_a_daemon(daemons, env,
     sqs.send_message(QueueUrl=source, MessageBody=event("u1", "https://a.com"))
     retried = wait_until(lambda: [e for e in handled(proc) if e["outcome"] == "retried"],
                          timeout=60)
-    assert "redis unavailable: RedisClusterException" in retried[0]["reason"]
+    # The reason names the cause a developer looks for; which exception class redis-py raises
+    # for a cluster with no reachable node changed between its releases, so it is not asserted.
+    assert retried[0]["reason"].startswith("redis unavailable:"), retried[0]["reason"]
     events = {e["event"] for e in log_events(proc.log_path)}
     assert "redis.unchecked" in events and "handler.crashed" not in events
     assert proc.poll() is None
