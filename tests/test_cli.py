@@ -85,3 +85,27 @@ def test_scale_wants_a_queue_and_a_count_together(env):
     done = workers_cmd("scale", "post-sent", env=env)
     assert done.returncode == 1
     assert done.stderr.strip() == "error: give both QUEUE and N, or neither"
+
+
+def test_version_is_the_installed_distributions(env):
+    import configparser
+
+    from helpers import REPO
+
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg")
+    done = workers_cmd("--version", env={**env, "WORKERS_MAX_RECEIVES": "many"})
+    # Answered before the environment is read: a broken setting does not hide the version
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"workers {setup['metadata']['version']}\n"
+
+
+def test_an_invalid_event_is_refused_in_our_words_not_pydantics(env, sqs, queues, prefix):
+    done = workers_cmd("send", "email", '{"to": "ada@example.com", "subject": "Hi"}', env=env)
+    assert done.returncode == 1
+    assert done.stderr == "error: invalid email event: needs text or html (or a template)\n"
+    assert drain(sqs, queues[prefix + "email"]) == []
+    done = workers_cmd("send", "post-sent", '{"update_id": "1", "profile_id": "2", '
+                       '"created_at": "soon"}', env=env)
+    assert done.stderr == ("error: invalid post-sent event: created_at: must be Unix seconds, "
+                           "as a number or a numeric string\n")

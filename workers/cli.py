@@ -48,6 +48,8 @@ class Failure(click.ClickException):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# The installed distribution's version (its metadata, from setup.cfg): what a bug report names.
+@click.version_option(package_name="workers", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """Run and operate the SQS worker fleet. Configured by environment (see README.rst)."""
@@ -112,9 +114,9 @@ def send(settings: Settings, queue: str, event: str | None) -> None:
     from workers.producer import Producer
 
     if event is not None:
-        events = [_parse(event, "event")]
+        events = [_event(queue, event, "")]
     else:
-        events = [_parse(line, f"line {n}") for n, line in enumerate(sys.stdin, 1)
+        events = [_event(queue, line, f"line {n}") for n, line in enumerate(sys.stdin, 1)
                   if line.strip()]
     sent = Producer(settings).send_many(queue, events)
     click.echo(f"sent {sent} event(s) to {settings.queue_name(queue)}", err=True)
@@ -347,11 +349,20 @@ def scale(settings: Settings, queue: str | None, count: int | None, timeout: flo
         click.echo(change.summary())
 
 
-def _parse(text: str, where: str) -> Any:
+def _event(queue: str, text: str, where: str) -> Any:
+    """The JSON of one event, valid for ``queue``; else a Failure saying what is wrong, and
+    where (a line of stdin) when there is more than one."""
+    from workers.runtime.events import InvalidEvent, validate
+
     try:
-        return json.loads(text)
+        data = json.loads(text)
     except ValueError as exc:
-        raise Failure(f"{where} is not JSON: {exc}") from None
+        raise Failure(f"{where or 'event'} is not JSON: {exc}") from None
+    try:
+        validate(queue, data)
+    except InvalidEvent as exc:
+        raise Failure(f"{where}: {exc.reason}" if where else exc.reason) from None
+    return data
 
 
 def main() -> None:

@@ -146,6 +146,17 @@ def digest(body: str) -> str:
 
 def _describe(exc: ValidationError, limit: int = 3) -> str:
     errors = exc.errors(include_url=False, include_input=False)
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in errors[:limit]]
+    parts = [_one_error(e) for e in errors[:limit]]
     more = f" (+{len(errors) - limit} more)" if len(errors) > limit else ""
     return "; ".join(parts) + more
+
+
+def _one_error(error: Any) -> str:
+    """``field: what is wrong``, or only what is wrong for the event as a whole. Our own
+    validators' words stand as written: pydantic's "Value error, " before them says nothing
+    to the person who sent the event."""
+    reason = error["msg"]
+    if error["type"] == "value_error" and "error" in error.get("ctx", {}):
+        reason = str(error["ctx"]["error"])
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {reason}" if where else reason
