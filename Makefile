@@ -15,7 +15,7 @@ install: $(VENV)/.installed  ## create .venv and install the project with its te
 # Exact versions (with their hashes) from requirements.lock, the set the suite last passed with;
 # then the project itself, editable, without re-resolving anything.
 $(VENV)/.installed: requirements.lock setup.cfg setup.py
-	@python3 -m venv $(VENV) 2>/dev/null || { apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv $(VENV); }
+	@python3 -m venv $(VENV) 2>/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv && python3 -m venv $(VENV); }
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q --require-hashes -r requirements.lock
 	$(VENV)/bin/pip install -q --no-deps -e .
@@ -35,13 +35,19 @@ upgrade: install  ## the newest versions setup.cfg's ranges allow, into requirem
 
 redis:  ## install redis-server (and faketime, for the clock-skew tests) through apt-get when missing
 	@command -v redis-server >/dev/null && command -v faketime >/dev/null || \
-		{ apt-get update -qq && apt-get install -y -qq redis-server faketime; }
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends redis-server faketime; }
 
+# Every apt-get install here takes --no-install-recommends: chromium's recommends alone (CUPS's
+# printer setup, avahi, upower, a notification daemon, its setuid sandbox) are ~160 of the
+# ~400 packages it pulls onto a bare Debian. The headless test needs none of them: it runs
+# --no-sandbox --disable-gpu and reads the page's DOM, not its pixels; a font comes all the
+# same (libfontconfig1 depends on fonts-dejavu-core).
 browser:  ## install Debian's chromium (the share button's test drives it; no browser download) when missing
-	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; }
+	@command -v chromium >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }
 
 loadgen:  ## install wrk (the read API's load generator in `make bench` and its test) when missing
-	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk; }
 
 standin: install  ## install ministack, the bench's fast SQS stand-in, in bench/.sqs-standin (pinned)
 	$(PY) bench/standin.py
