@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-install: $(VENV)/.installed  ## create .venv and install the project with its test tools
+install: $(VENV)/.installed  ## create .venv: the exact versions of requirements.lock (with hashes), then the project
 
 # Exact versions (with their hashes) from requirements.lock, the set the suite last passed with;
 # then the project itself, editable, without re-resolving anything.
