@@ -259,8 +259,10 @@ def test_it_refuses_to_start_on_a_redis_that_may_evict(api_env, tmp_path):
 def test_the_button_page_is_served_at_the_root(api):
     page = requests.get(api.url + "/", timeout=10)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    # ... the button that reads its count from this API by JSONP (what it does with the
+    # count is tested in Chromium: test_share_button.py)
+    assert "/1/links/shares.json?url=" in page.text
     assert "callback=shareButton.show" in page.text
-    assert Path(__file__).parent  # the page's behaviour is tested in Chromium: test_share_button
 
 
 def test_links_api_processes_scale_under_supervisord_and_share_one_port(env, queues, redis_client):
