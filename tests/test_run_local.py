@@ -246,3 +246,26 @@ def test_a_taken_api_port_is_refused_in_one_line_before_anything_starts():
         assert out.startswith(f"error: 127.0.0.1:{port} is already taken by pid {os.getpid()} ")
         assert out.count("\n") == 1, out
         assert tagged(tag) == {}
+
+
+def test_a_supervisord_left_in_the_run_dir_is_refused_in_one_line():
+    # Given the run directory's supervisord socket still answering (an earlier run's)
+    run_dir = Path(tempfile.mkdtemp(prefix="wrl"))
+    tag = new_tag()
+    with socket.socket(socket.AF_UNIX) as stale:
+        stale.bind(str(run_dir / "supervisor.sock"))
+        stale.listen()
+        (run_dir / "supervisord.pid").write_text(f"{os.getpid()}\n")
+        # When run-local is started there
+        proc = run_local(run_dir, tag, "--api-port", "0", "--duration", "20")
+        try:
+            proc.wait(timeout=120)
+        finally:
+            stop(proc)
+    # Then it refuses in one line naming that supervisord, and starts nothing
+    out = (run_dir / "out.log").read_text()
+    assert proc.returncode == 1, out
+    assert out.startswith(f"error: a supervisord of an earlier run (pid {os.getpid()}) still "
+                          f"runs in {run_dir}: "), out
+    assert out.count("\n") == 1, out
+    assert tagged(tag) == {}
