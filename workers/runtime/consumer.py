@@ -127,7 +127,8 @@ class Consumer:
         self.log = logs.get(queue=queue)
         self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="handler")
         self.heartbeat = Heartbeat(self._extend, settings.visibility_timeout,
-                                   on_error=self._heartbeat_failed)
+                                   on_error=self._heartbeat_failed,
+                                   on_refused=self._heartbeat_refused)
         self.last_poll = 0.0
         self.totals = BatchResult()
         self._lock = threading.Lock()
@@ -384,12 +385,18 @@ class Consumer:
         except AWS_ERRORS as exc:  # it comes back after its current timeout instead
             self.log.warning("visibility.failed", error=str(exc), messages=len(pairs))
 
-    def _extend(self, pairs: Sequence[tuple[Message, int]]) -> None:
-        self.sqs.change_visibility(pairs)
-        metrics.VISIBILITY_EXTENSIONS.labels(self.queue).inc(len(pairs))
+    def _extend(self, pairs: Sequence[tuple[Message, int]]) -> list[Message]:
+        """The heartbeat's extensions; returns the messages SQS refused."""
+        refused = self.sqs.change_visibility(pairs)
+        metrics.VISIBILITY_EXTENSIONS.labels(self.queue).inc(len(pairs) - len(refused))
+        return refused
 
     def _heartbeat_failed(self, exc: Exception) -> None:
         self.log.warning("heartbeat.failed", error=str(exc))
+
+    def _heartbeat_refused(self, messages: Sequence[Message]) -> None:
+        for m in messages:  # tried again at the next beat, while it stays due
+            self.log.warning("heartbeat.refused", message_id=m.id)
 
 
 __all__ = ["BatchResult", "Consumer", "Handled", "Outcome"]
