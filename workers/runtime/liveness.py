@@ -6,8 +6,9 @@ long poll after it began the current one (the receive takes at most one long pol
 for its handlers), or, when it chose to pause (SQS or every peer down), after the pause plus
 that. A lane past its deadline is stuck; a lane that ended is dead. A lane whose steps fail
 (a bug raising at every step) keeps beginning receives, but they do not count: its deadline
-stays where its last good step put it, so it turns stale as a stuck lane does, and then ends. One timestamp shared by the
-lanes would hide a stuck lane behind a live one, so each lane has its own.
+stays where its last good step put it, so it turns stale as a stuck lane does, and then ends.
+One timestamp shared by the lanes would hide a stuck lane behind a live one, so each lane has
+its own.
 """
 
 from __future__ import annotations
