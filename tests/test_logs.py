@@ -12,6 +12,8 @@ import threading
 import pytest
 import structlog
 
+from helpers import log_events, wait_until
+from links_api import start_api
 from workers.runtime import logs
 from workers.runtime.consumer import Consumer
 from workers.runtime.errors import PermanentError
@@ -113,3 +115,16 @@ def test_a_batch_handler_s_messages_name_their_updates(stdout, settings, sqs, qu
     # Then each message's line names its own update
     handled = [line for line in stdout.lines() if line["event"] == "message.handled"]
     assert sorted(line["update_id"] for line in handled) == ["u-1", "u-2"]
+
+
+def test_the_read_api_s_listening_line_has_level_and_time(env, tmp_path):
+    # Given a real `workers links serve`
+    api = start_api(env, tmp_path / "api.log")
+    try:
+        # Then the line saying where it listens carries its level and time like every other
+        [listening] = wait_until(lambda: [e for e in log_events(api.log_path)
+                                          if e["event"] == "links_api.listening"], timeout=30)
+        assert (listening["level"], listening["url"]) == ("info", api.url + "/")
+        assert listening["ts"].endswith("Z")
+    finally:
+        api.stop()
