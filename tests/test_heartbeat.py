@@ -1,3 +1,6 @@
+import json
+
+from workers.runtime.consumer import Consumer
 from workers.runtime.heartbeat import Heartbeat
 from workers.runtime.message import Message
 
@@ -84,3 +87,26 @@ def test_an_entry_sqs_refused_is_tried_again_alone():
     assert (first, second) == (1, 1)
     assert calls == [["m1", "m2"], ["m2"]]
     assert beat.extensions == 2
+
+
+def test_the_consumer_s_heartbeat_reads_sqs_s_answer_per_entry(settings, sqs, source):
+    # Given a consumer holding a message it received from SQS, and one whose receipt handle
+    # SQS no longer takes (its timeout expired, say)
+    sqs.send_message(QueueUrl=source, MessageBody=json.dumps(
+        {"update_id": "u1", "profile_id": "p1", "url": "https://a.com"}))
+    consumer = Consumer("post-sent", settings)
+    [received] = consumer.sqs.receive(1, 1)
+    stale = Message(id="gone", receipt_handle="expired-handle", body="{}", receive_count=1)
+    calls = []
+    change = consumer.sqs.change_visibility
+    consumer.sqs.change_visibility = lambda pairs: (calls.append([m.id for m, _ in pairs]),
+                                                    change(pairs))[1]
+    beat = consumer.heartbeat
+    beat.track([received, stale])
+    t0 = beat._held[received.receipt_handle][1]
+    # When the heartbeat extends both, in one batch call
+    extended = beat.beat(now=t0 + settings.visibility_timeout)
+    # Then only the one SQS took counts, and the next beat tries the refused one alone
+    assert (extended, beat.extensions) == (1, 1)
+    beat.beat(now=t0 + settings.visibility_timeout + 0.1)
+    assert calls == [[received.id, "gone"], ["gone"]]
