@@ -116,3 +116,26 @@ def test_health_is_503_once_any_lane_is_past_twice_the_long_poll():
         assert json.loads(get(f"http://127.0.0.1:{port}/health")[1])["stale_lanes"] == [0]
     finally:
         server.shutdown()
+
+
+def test_a_lane_whose_every_step_fails_is_stale_after_twice_the_long_poll():
+    # Given a lane polling every 20 s, on a clock the test moves
+    now = [1000.0]
+    lanes = Lanes(1, wait_seconds=20, clock=lambda: now[0])
+    lanes.polling(0)
+    # When each of its steps fails, a second apart, though it keeps beginning receives
+    failing_for = []
+    for _ in range(42):
+        now[0] += 1
+        lanes.polling(0)
+        failing_for.append(lanes.failed(0))
+        lanes.pausing(0, 1)
+    # Then it is stale once twice the long poll has passed since its first failing step began,
+    # and the lane is told how long it has been failing
+    assert lanes.health()[0] is False
+    assert failing_for[:41] == [None] * 41 and failing_for[-1] == 41
+    # ... and one good step makes it live again
+    now[0] += 1
+    lanes.polling(0)
+    lanes.succeeded(0)
+    assert lanes.health()[0] is True

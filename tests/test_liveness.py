@@ -103,6 +103,16 @@ def test_a_lane_that_dies_during_a_warm_stop_still_makes_the_exit_non_zero(rigge
     assert any(e["event"] == "lane.died" for e in log_events(proc.log_path))
 
 
+def test_a_lane_whose_every_step_fails_makes_the_daemon_exit_non_zero(rigged, env):
+    # Given a daemon polling every second whose every step raises (a bug, not SQS away)
+    proc = rigged("step_fails", "post-sent", environment={**env, "WORKERS_WAIT_SECONDS": "1"})
+    # Then, once its lanes have failed past their liveness deadline (twice the long poll;
+    # /health is 503 from then: test_health), it exits non-zero, so supervisord restarts it
+    assert proc.wait(timeout=60) == EX_SOFTWARE
+    assert any(e["event"] == "lane.died" and "LaneFailing" in e.get("exception", "")
+               for e in log_events(proc.log_path))
+
+
 # -- /health ---------------------------------------------------------------------------------
 
 def test_a_fresh_daemon_is_healthy_at_once(daemons, metrics_env):

@@ -162,7 +162,9 @@ def links_serve(settings: Settings) -> None:
     refuses to start unless Redis's maxmemory-policy is noeviction. See README.rst, "The read
     API of link counts"."""
     from workers.readapi.serve import StartupError, serve
+    from workers.runtime import logs
 
+    logs.configure()  # JSON lines with level and ts, the standard library's loggers' too
     try:
         serve(settings)
     except StartupError as exc:

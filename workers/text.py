@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 ELLIPSIS = "…"
 # Whatever a dead letter holds is someone else's text: printed raw, an escape sequence in it
@@ -12,6 +14,34 @@ ELLIPSIS = "…"
 # (controls, format characters, separators other than the space, unassigned) is shown escaped:
 # \n, \x1b, \u202e.
 _SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+# A secret's characters that no escaping changes (repr, JSON, a URL's, a header's): an error
+# may show the secret escaped ("Bearer abc\\n", "abc%0A"), and its runs of these survive.
+_UNESCAPED_RUN = re.compile(r"[A-Za-z0-9._~-]+")
+# Runs at least this long are masked wherever they appear: long enough not to blank out
+# unrelated words, short enough that what is left of a secret is no use.
+MIN_SECRET_RUN = 6
+SECRET_MASK = "***"
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` with each secret masked, in any escaping: as it is, as repr, JSON or a URL
+    spell it, and each long run of its characters that escaping leaves alone."""
+    for secret in secrets:
+        if secret:
+            for form in _secret_forms(secret):
+                text = text.replace(form, SECRET_MASK)
+    return text
+
+
+def _secret_forms(secret: str) -> list[str]:
+    pieces = {secret, secret.strip(), *(run for run in _UNESCAPED_RUN.findall(secret)
+                                        if len(run) >= MIN_SECRET_RUN)}
+    forms = {escaped for piece in pieces if piece for escaped in (
+        piece, repr(piece)[1:-1], piece.replace("'", "\\'"), json.dumps(piece)[1:-1],
+        piece.encode("unicode_escape").decode(), quote(piece, safe=""), quote_plus(piece))}
+    return sorted(forms, key=len, reverse=True)  # the whole before its parts
 
 
 def truncate(text: str, limit: int) -> str:

@@ -51,9 +51,25 @@ def _break_heartbeat() -> None:
     Heartbeat.beat = beat  # type: ignore[method-assign]
 
 
+def never_called(event: Any, deps: Any) -> None:
+    """No message reaches a handler: the step before it fails (``_break_step``)."""
+    raise AssertionError("not reached")
+
+
+def _break_step() -> None:
+    """Every step of every lane raises (a bug in the receive's handling, say), before SQS."""
+    from workers.runtime.consumer import Consumer
+
+    def handle_batch(self: Any, wait_seconds: int = 0, max_messages: int = 10) -> None:
+        time.sleep(0.05)  # a step's worth of work, not a spin
+        raise RuntimeError("this step always fails")
+
+    Consumer.handle_batch = handle_batch  # type: ignore[method-assign,assignment]
+
+
 RIGS = {"exits": exits, "exits_later": exits_later, "breaks_logging": breaks_logging,
-        "hangs": hangs, "heartbeat_dies": heartbeat_dies}
-SETUPS = {"heartbeat_dies": _break_heartbeat}
+        "hangs": hangs, "heartbeat_dies": heartbeat_dies, "step_fails": never_called}
+SETUPS = {"heartbeat_dies": _break_heartbeat, "step_fails": _break_step}
 
 if __name__ == "__main__":
     name = sys.argv.pop(1)

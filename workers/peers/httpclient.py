@@ -8,7 +8,7 @@ import re
 import requests
 from requests.adapters import HTTPAdapter
 
-from workers.text import truncate
+from workers.text import redact, truncate
 
 # Handler threads share one session per peer; a pool smaller than the busiest daemon's
 # concurrency (20 by default) would open and discard a connection per call past it.
@@ -31,9 +31,7 @@ def session(pool_size: int = POOL_SIZE) -> requests.Session:
 
 
 def describe(exc: BaseException, *secrets: str | None) -> str:
-    """``Type: message``, short, with query strings and the given secrets blanked out."""
-    text = _QUERY.sub("?…", f"{type(exc).__name__}: {exc}")
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return truncate(text, MAX_ERROR_TEXT)
+    """``Type: message``, short, with query strings and the given secrets blanked out (in
+    any escaping: requests shows a header it refused as its repr)."""
+    text = redact(f"{type(exc).__name__}: {exc}", *secrets)
+    return truncate(_QUERY.sub("?…", text), MAX_ERROR_TEXT)

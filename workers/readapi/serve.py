@@ -10,7 +10,6 @@ the app: no ASGI server's per-request scope, task and header checks, no framewor
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import socket
 from typing import Any
@@ -21,7 +20,7 @@ from workers.links.counter import LinkCounter
 from workers.peers.redisconn import EvictionPolicyError, check_noeviction, connect
 from workers.readapi import reader as readers
 from workers.readapi.app import LinksAPI
-from workers.readapi.protocol import Clock, Connection, sweep
+from workers.readapi.protocol import Clock, Connection, log, sweep
 from workers.settings import Settings
 
 # Connections waiting to be accepted: a burst of new connections from a CDN's edges must not
@@ -71,8 +70,7 @@ def serve(settings: Settings) -> None:
     api = build_app(settings)
     sock = listening_socket(settings.links_api_host, settings.links_api_port)
     host, port = sock.getsockname()[:2]
-    print(json.dumps({"event": "links_api.listening", "url": f"http://{host}:{port}/"}),
-          flush=True)
+    log.info("links_api.listening", extra={"url": f"http://{host}:{port}/"})
     uvloop.run(_serve(api, sock))
 
 

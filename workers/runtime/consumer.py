@@ -58,6 +58,7 @@ class Outcome:
     retry_after: float | None = None
     event: Event | None = None  # the decoded event of a success, for the before-ack steps
     deferred: bool = False  # a retry that waits its turn: no peer failed
+    update_id: str | None = None  # the update its event is about, named by its log lines
 
 
 @dataclass
@@ -87,6 +88,17 @@ class Handled:
     def tally(self) -> BatchResult:
         """What the handlers made of it, before SQS has heard (dead letters not yet copied)."""
         return tally(self.outcomes)
+
+
+def update_of(event: Event) -> str | None:
+    """The update an event is about (post-sent, analytics, publish), which its lines name."""
+    update_id = getattr(event, "update_id", None)
+    return update_id if isinstance(update_id, str) else None
+
+
+def _named(update_id: str | None) -> dict[str, str]:
+    """The log fields naming an update, if there is one."""
+    return {"update_id": update_id} if update_id else {}
 
 
 def tally(outcomes: Sequence[Outcome]) -> BatchResult:
@@ -127,7 +139,8 @@ class Consumer:
         self.log = logs.get(queue=queue)
         self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="handler")
         self.heartbeat = Heartbeat(self._extend, settings.visibility_timeout,
-                                   on_error=self._heartbeat_failed)
+                                   on_error=self._heartbeat_failed,
+                                   on_refused=self._heartbeat_refused)
         self.last_poll = 0.0
         self.totals = BatchResult()
         self._lock = threading.Lock()
@@ -225,14 +238,23 @@ class Consumer:
 
     def _handle_bound(self, message: Message) -> Outcome:
         started = time.perf_counter()
-        extra: dict[str, Any] = {}
         try:
             event = decode(self.queue, message)
-            extra = self.handler(event, self.deps) or {}
-            outcome = Outcome(message, SUCCEEDED, event=event)
         except Exception as exc:
             outcome = self._failed(message, exc)
-        self._handled(outcome, time.perf_counter() - started, extra)
+            self._handled(outcome, time.perf_counter() - started, {})
+            return outcome
+        update_id = update_of(event)
+        # Bound once here, so every line of the handler and the runtime names its update.
+        with structlog.contextvars.bound_contextvars(**_named(update_id)):
+            extra: dict[str, Any] = {}
+            try:
+                extra = self.handler(event, self.deps) or {}
+                outcome = Outcome(message, SUCCEEDED, event=event)
+            except Exception as exc:
+                outcome = self._failed(message, exc)
+            outcome = replace(outcome, update_id=update_id)
+            self._handled(outcome, time.perf_counter() - started, extra)
         return outcome
 
     def _handle_batch(self, messages: list[Message]) -> list[Outcome]:
@@ -257,11 +279,17 @@ class Consumer:
             except Exception as exc:
                 answers = [exc] * len(decoded)
             for (i, event), answer in zip(decoded, answers, strict=True):
+                update_id = update_of(event)
                 if isinstance(answer, Exception):
-                    outcomes[i] = self._failed(messages[i], answer, bound=False)
+                    outcomes[i] = replace(self._failed(messages[i], answer, bound=False,
+                                                       context=_named(update_id)),
+                                          update_id=update_id)
+                    extras[i] = _named(update_id)
                 else:
-                    outcomes[i] = Outcome(messages[i], SUCCEEDED, event=event)
-                    extras[i] = dict(answer) if isinstance(answer, dict) else {}
+                    outcomes[i] = Outcome(messages[i], SUCCEEDED, event=event,
+                                          update_id=update_id)
+                    extras[i] = {**_named(update_id),
+                                 **(answer if isinstance(answer, dict) else {})}
         share = (time.perf_counter() - started) / len(messages)  # each message's part of it
         for i, message in enumerate(messages):  # the fields _handle binds, given directly
             self._handled(outcomes[i], share, {"message_id": message.id,
@@ -269,7 +297,8 @@ class Consumer:
                                                **extras.get(i, {})})
         return [outcomes[i] for i in range(len(messages))]
 
-    def _failed(self, message: Message, exc: Exception, bound: bool = True) -> Outcome:
+    def _failed(self, message: Message, exc: Exception, bound: bool = True,
+                context: dict[str, str] | None = None) -> Outcome:
         """What a handler's exception means for its message."""
         if isinstance(exc, PermanentError):
             return Outcome(message, DEAD_LETTERED, exc.reason)
@@ -284,7 +313,7 @@ class Consumer:
         else:
             with structlog.contextvars.bound_contextvars(
                     queue=self.queue, message_id=message.id,
-                    receive_count=message.receive_count):
+                    receive_count=message.receive_count, **(context or {})):
                 self.log.exception("handler.crashed", exc_info=exc)
         return Outcome(message, RETRIED, f"unexpected {type(exc).__name__}: {exc}")
 
@@ -333,8 +362,9 @@ class Consumer:
                                              RETURNED: []}
         for outcome in outcomes:
             by_kind[outcome.kind].append(outcome)
-        copied = self._dead_letter(by_kind[DEAD_LETTERED])
-        self._delete([o.message for o in by_kind[SUCCEEDED]] + copied)
+        updates = {o.message.id: _named(o.update_id) for o in outcomes}
+        copied = self._dead_letter(by_kind[DEAD_LETTERED], updates)
+        self._delete([o.message for o in by_kind[SUCCEEDED]] + copied, updates)
         given_back = by_kind[RETRIED] + by_kind[RETURNED]
         self.heartbeat.untrack([o.message for o in given_back])  # else it undoes the backoff
         self._change_visibility(
@@ -346,7 +376,8 @@ class Consumer:
         return replace(tally(outcomes), dead_lettered=len(copied),
                        not_dead_lettered=len(by_kind[DEAD_LETTERED]) - len(copied))
 
-    def _dead_letter(self, dead: list[Outcome]) -> list[Message]:
+    def _dead_letter(self, dead: list[Outcome],
+                     updates: dict[str, dict[str, str]]) -> list[Message]:
         """Copies permanent failures to the DLQ; only those copied may then be deleted. One
         SQS refused stays in flight and comes back after its visibility timeout, to be copied
         again (or redriven by SQS after WORKERS_MAX_RECEIVES receives)."""
@@ -360,12 +391,13 @@ class Consumer:
         for o in dead:
             if o.message in copied:
                 self.log.warning("message.dead_lettered", message_id=o.message.id,
-                                 reason=o.reason)
+                                 **_named(o.update_id), reason=o.reason)
         for message, why in refused:
-            self.log.warning("dlq.refused", message_id=message.id, error=why)
+            self.log.warning("dlq.refused", message_id=message.id,
+                             **updates.get(message.id, {}), error=why)
         return copied
 
-    def _delete(self, messages: list[Message]) -> None:
+    def _delete(self, messages: list[Message], updates: dict[str, dict[str, str]]) -> None:
         if not messages:
             return
         try:
@@ -374,7 +406,7 @@ class Consumer:
             failed = messages
             self.log.warning("delete.failed", error=str(exc), messages=len(messages))
         for m in failed:  # it comes back and is handled again, harmlessly: handlers are idempotent
-            self.log.warning("message.not_deleted", message_id=m.id)
+            self.log.warning("message.not_deleted", message_id=m.id, **updates.get(m.id, {}))
 
     def _change_visibility(self, pairs: list[tuple[Message, int]]) -> None:
         if not pairs:
@@ -384,12 +416,18 @@ class Consumer:
         except AWS_ERRORS as exc:  # it comes back after its current timeout instead
             self.log.warning("visibility.failed", error=str(exc), messages=len(pairs))
 
-    def _extend(self, pairs: Sequence[tuple[Message, int]]) -> None:
-        self.sqs.change_visibility(pairs)
-        metrics.VISIBILITY_EXTENSIONS.labels(self.queue).inc(len(pairs))
+    def _extend(self, pairs: Sequence[tuple[Message, int]]) -> list[Message]:
+        """The heartbeat's extensions; returns the messages SQS refused."""
+        refused = self.sqs.change_visibility(pairs)
+        metrics.VISIBILITY_EXTENSIONS.labels(self.queue).inc(len(pairs) - len(refused))
+        return refused
 
     def _heartbeat_failed(self, exc: Exception) -> None:
         self.log.warning("heartbeat.failed", error=str(exc))
+
+    def _heartbeat_refused(self, messages: Sequence[Message]) -> None:
+        for m in messages:  # tried again at the next beat, while it stays due
+            self.log.warning("heartbeat.refused", message_id=m.id)
 
 
 __all__ = ["BatchResult", "Consumer", "Handled", "Outcome"]

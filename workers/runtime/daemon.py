@@ -33,6 +33,10 @@ BACKLOG_POLL_SECONDS = 1.0
 EXIT_LANE_DIED = 70
 
 
+class LaneFailing(Exception):
+    """Every step of a lane failed until its liveness deadline passed."""
+
+
 class Daemon:
     def __init__(self, consumer: Consumer):
         self.consumer = consumer
@@ -135,7 +139,8 @@ class Daemon:
     def _consume(self, index: int, size: int) -> None:
         """Receive and handle a batch, hand its acknowledgements over, receive again. One
         batch's acknowledgements are in flight at a time: the lane waits for them before it
-        hands over the next, and before it ends."""
+        hands over the next, and before it ends. A lane whose every step fails (a bug, not
+        SQS away) until its liveness deadline ends: it would otherwise loop forever."""
         sqs_pause = 0.0
         acking: Future[BatchResult] | None = None
         try:
@@ -156,15 +161,25 @@ class Daemon:
                     continue
                 except Exception:
                     self.log.exception("lane.error")
+                    self._failed_step(index)
                     self.lanes.pausing(index, 1)
                     self.shutdown.wait(1)
                     continue
                 self._saw(handled, size)
-                self._settle(acking)
+                if self._settle(acking):
+                    self.lanes.succeeded(index)
+                else:
+                    self._failed_step(index)
                 acking = self.acks.submit(self.consumer.acknowledge, handled) if handled else None
                 self.pause_if_peers_down(handled.tally() if handled else BatchResult(), index)
         finally:
             self._settle(acking)
+
+    def _failed_step(self, index: int) -> None:
+        """A step of lane ``index`` failed; past its liveness deadline the lane ends."""
+        failing_for = self.lanes.failed(index)
+        if failing_for is not None:
+            raise LaneFailing(f"every step failed for {failing_for:.1f} s")
 
     def _saw(self, handled: Handled | None, size: int) -> None:
         """A full receive says a backlog is there for the extra lanes; a short one, not."""
@@ -173,14 +188,17 @@ class Daemon:
         else:
             self._backlog.clear()
 
-    def _settle(self, acking: "Future[BatchResult] | None") -> None:
-        """Waits for a batch's acknowledgements; a bug in them is logged, as a lane's error."""
+    def _settle(self, acking: "Future[BatchResult] | None") -> bool:
+        """Waits for a batch's acknowledgements; a bug in them is logged, as a lane's error.
+        False if there was one."""
         if acking is None:
-            return
+            return True
         try:
             acking.result()
         except Exception:
             self.log.exception("lane.error")
+            return False
+        return True
 
     def _say(self, event: str, level: str = "info", **fields: Any) -> None:
         """Logs, or failing that (stdout gone) writes the event's name to stderr: the daemon

@@ -4,8 +4,11 @@ the last poll.
 A lane promises to begin its next step (one receive and its handling) by a deadline: twice the
 long poll after it began the current one (the receive takes at most one long poll, the rest is
 for its handlers), or, when it chose to pause (SQS or every peer down), after the pause plus
-that. A lane past its deadline is stuck; a lane that ended is dead. One timestamp shared by the
-lanes would hide a stuck lane behind a live one, so each lane has its own.
+that. A lane past its deadline is stuck; a lane that ended is dead. A lane whose steps fail
+(a bug raising at every step) keeps beginning receives, but they do not count: its deadline
+stays where its last good step put it, so it turns stale as a stuck lane does, and then ends.
+One timestamp shared by the lanes would hide a stuck lane behind a live one, so each lane has
+its own.
 """
 
 from __future__ import annotations
@@ -30,18 +33,38 @@ class Lanes:
         self._polled = [now] * count  # when each lane last began a receive
         self._due = [now + self.allowance] * count  # when it must have begun the next
         self._ended: set[int] = set()
+        self._failing: set[int] = set()  # whose last step failed
 
     def polling(self, lane: int) -> None:
         """Lane ``lane`` begins a receive."""
         now = self._clock()
         with self._lock:
             self._polled[lane] = now
-            self._due[lane] = now + self.allowance
+            if lane not in self._failing:
+                self._due[lane] = now + self.allowance
 
     def pausing(self, lane: int, seconds: float) -> None:
         """Lane ``lane`` waits ``seconds`` on purpose before its next receive."""
         with self._lock:
-            self._due[lane] = self._clock() + seconds + self.allowance
+            if lane not in self._failing:
+                self._due[lane] = self._clock() + seconds + self.allowance
+
+    def failed(self, lane: int) -> float | None:
+        """A step of lane ``lane`` failed: its deadline stops moving until a step succeeds.
+        Once past it, how long since that deadline's step began (the lane should end)."""
+        now = self._clock()
+        with self._lock:
+            self._failing.add(lane)
+            due = self._due[lane]
+        return now - (due - self.allowance) if now > due else None
+
+    def succeeded(self, lane: int) -> None:
+        """A step of lane ``lane`` went through (whatever its messages' outcomes)."""
+        now = self._clock()
+        with self._lock:
+            if lane in self._failing:
+                self._failing.discard(lane)
+                self._due[lane] = now + self.allowance
 
     def ended(self, lane: int) -> None:
         with self._lock:

@@ -16,6 +16,7 @@ import requests
 
 from workers.peers import httpclient
 from workers.runtime.errors import PermanentError, TransientError
+from workers.text import redact as text_redact
 
 # Connect: just over TCP's 3 s SYN retransmit, as requests advises. Read: a busy post's counts
 # take the Graph API a few seconds at worst; past that the peer is in trouble, and the message
@@ -101,6 +102,9 @@ class SocialAPI(ABC):
                                         timeout=self.timeout, allow_redirects=False, **kwargs)
         except requests.Timeout:
             raise TransientError(f"{self.service} api timed out") from None
+        except requests.exceptions.InvalidHeader as exc:  # refused before sending: nothing sent
+            raise PermanentError(f"{self.service} api not called: "
+                                 f"{httpclient.describe(exc, token)}") from None
         except requests.RequestException as exc:
             raise TransientError(f"{self.service} api unreachable: "
                                  f"{httpclient.describe(exc, token)}") from None
@@ -117,7 +121,7 @@ class SocialAPI(ABC):
 
 def redact(text: str, token: str) -> str:
     """``text`` with the access token masked: an API may echo what it was given."""
-    return text.replace(token, "***") if token else text
+    return text_redact(text, token)
 
 
 def normalize(counts: Mapping[str, Any]) -> Engagement:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 from workers.peers.redisconn import REDIS_ERRORS, Client
 from workers.runtime.errors import PermanentError, TransientError
+
+# What a bearer token is made of (RFC 6750's b64token, and the networks' tokens): visible
+# ASCII. A stored token with a space, a control character or a trailing newline would make
+# the request fail in the HTTP library, with the token shown in its error.
+_TOKEN = re.compile(r"[\x21-\x7e]+")
 
 
 class CredentialStore(Protocol):
@@ -30,4 +36,8 @@ class RedisCredentials:
             value = value.decode()
         if not value:
             raise PermanentError(f"no {service} access token for profile {profile_id}")
+        if not _TOKEN.fullmatch(value):  # said without the token: it goes to logs and the DLQ
+            raise PermanentError(f"the {service} access token stored for profile {profile_id} "
+                                 "is malformed: not all visible ASCII (whitespace or a control "
+                                 "character in it?)")
         return value
