@@ -146,6 +146,17 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+def network_now(response: requests.Response) -> float:
+    """The network's clock when it answered (its ``Date``), else ours: a reset the network
+    gives in its own Unix seconds is counted down from its own now."""
+    date = response.headers.get("Date")
+    try:
+        when = email.utils.parsedate_to_datetime(date) if date else None
+    except (TypeError, ValueError):
+        when = None
+    return when.timestamp() if when is not None and when.tzinfo is not None else time.time()
+
+
 def dig(body: Any, *path: str) -> Any:
     """body[path[0]][path[1]]...; None where any step is missing."""
     for key in path:
