@@ -35,6 +35,9 @@ _URL = re.compile(r"https?://[^\s<>\"]+", re.IGNORECASE)
 _TRAILING = ".,;:!?)]}'\""
 # Each network's longest text; longer is refused by the network anyway (a permanent error).
 MAX_TEXT_CHARS = 63_206  # Facebook's; X counts 280 its own way, LinkedIn 3,000
+# A copy that meets another holder's claim looks again this soon, not when its lease would
+# end (60 s): the holder is usually done in well under a second, and a wait spends no receive.
+CLAIM_RECHECK_SECONDS = 5
 # A found post is this update's if created at or after its first attempt by Redis's clock,
 # less this for the network's clock being behind Redis's (SPEC.md).
 CLOCK_MARGIN_SECONDS = 60
@@ -124,7 +127,7 @@ def _post(event: Publish, deps: Deps) -> Publication:
         return published
     if claim.wait:
         raise TransientError("another daemon is publishing this update",
-                             retry_after=claim.wait, deferred=True)
+                             retry_after=min(claim.wait, CLAIM_RECHECK_SECONDS), deferred=True)
     token = deps.credentials.token(event.profile_id, event.service)
     poster = deps.social[event.service]
     draft = Draft(event.text, event.link, event.target)

@@ -75,7 +75,8 @@ class SocialAPI(ABC):
         return response.status_code in (408, 429) or response.status_code >= 500
 
     def retry_after(self, response: requests.Response) -> float | None:
-        return parse_retry_after(response.headers.get("Retry-After"))
+        # An HTTP date in Retry-After is the network's: counted from its own Date.
+        return parse_retry_after(response.headers.get("Retry-After"), network_now(response))
 
     # -- the call ---------------------------------------------------------------------------
 
