@@ -458,7 +458,7 @@ def test_a_create_slower_than_the_lease_is_never_made_twice_by_two_daemons(
                    for d in holders for e in log_events(d.log_path))
     # When the other copy comes back again and again, long after a lease would have run out
     wait_until(lambda: networks.create_requests("twitter") > 1
-               or waits() > environment_receives(env), timeout=60)
+               or waits() > int(env["WORKERS_MAX_RECEIVES"]), timeout=60)
     networks.release()
     wait_until(lambda: queue_depth(sqs, queues[prefix + "publish"]) == 0, timeout=60)
     # Then the update was created once, recorded, and nothing was dead-lettered for waiting
@@ -466,10 +466,6 @@ def test_a_create_slower_than_the_lease_is_never_made_twice_by_two_daemons(
     [post] = networks.posts("twitter")
     assert redis_client.hget("published:slow1", "service_update_id").decode() == post["id"]
     assert queue_depth(sqs, queues[prefix + "publish-dlq"]) == 0
-
-
-def environment_receives(env: dict[str, str]) -> int:
-    return int(env["WORKERS_MAX_RECEIVES"])
 
 
 @pytest.mark.parametrize("service,target,says", [
