@@ -4,8 +4,10 @@ moto's SES and a real SMTP server (aiosmtpd on a free loopback port), and a real
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import email
+import threading
 from email import policy
 from typing import Iterator
 
@@ -18,7 +20,9 @@ from moto_api import sent_emails
 from workers import devstack
 from workers.peers import rendering
 from workers.peers.mail import SMTPMailer, build_message
+from workers.peers.sent import SentMarks
 from workers.peers.sqs import ERROR_ATTRIBUTE
+from workers.runtime.backoff import ExponentialBackoff
 from workers.runtime.consumer import Consumer
 from workers.runtime.deps import Deps
 from workers.runtime.errors import PermanentError
@@ -356,3 +360,58 @@ def test_redis_away_before_an_email_is_transient_and_sends_nothing(smtp_settings
     result = Consumer("email", smtp_settings, deps=away).process_batch(wait_seconds=1)
     assert (result.retried, result.succeeded) == (1, 0)
     assert smtp_server.received == []
+
+
+class SlowMailbox(Mailbox):
+    """Holds its answer to DATA until ``release``: a relay slower than any lease."""
+
+    def __init__(self):
+        super().__init__()
+        self.arrived = 0  # DATA commands begun: each a send that reached the relay
+        self.released = threading.Event()
+
+    async def handle_DATA(self, server, session, envelope):
+        self.arrived += 1
+        while not self.released.is_set():
+            await asyncio.sleep(0.05)
+        return await super().handle_DATA(server, session, envelope)
+
+
+@pytest.fixture
+def slow_server():
+    mailbox = SlowMailbox()
+    yield from serving(mailbox)
+    mailbox.released.set()
+
+
+def test_an_smtp_send_slower_than_its_claim_s_lease_is_not_sent_again_beside_it(
+        smtp_settings, slow_server, sqs, source, to, redis_client):
+    # Given two daemons' consumers with a one-second send lease, and a relay that holds DATA
+    settings = dataclasses.replace(smtp_settings, smtp_port=slow_server.port)
+    consumers = []
+    for _ in range(2):
+        deps = Deps(settings)
+        deps.sent_marks = SentMarks(deps.redis, lease=1)
+        consumers.append(Consumer("email", settings, deps=deps, concurrency=1))
+    first, second = consumers
+    second.backoff = ExponentialBackoff(0)  # its copy comes back at once
+    event = {"to": to, "subject": "Hi", "text": "hello"}
+    send(sqs, source, event, event)
+    # When the first is mid-send, and the second's copy comes back long past the lease
+    holder = threading.Thread(target=first.process_batch, kwargs={"wait_seconds": 1})
+    holder.start()
+    wait_until(lambda: slow_server.arrived, timeout=30)
+    lapsed_at = redis_client.time()[0] + 3
+    refused = []
+
+    def waited_past_the_lease() -> bool:
+        refused.append(second.process_batch(wait_seconds=1).retried)
+        return slow_server.arrived > 1 or (redis_client.time()[0] > lapsed_at and sum(refused) > 2)
+    wait_until(waited_past_the_lease, timeout=30, interval=0)
+    slow_server.released.set()
+    holder.join(30)
+    wait_until(lambda: (second.process_batch(wait_seconds=1), queue_depth(sqs, source))[1] == 0,
+               timeout=30, interval=0)
+    # Then the relay saw one send, and one mail was delivered
+    assert slow_server.arrived == 1
+    assert len(slow_server.received) == 1

@@ -4,6 +4,7 @@ the faults of "exactly once" tests, and the control API of a stand-in in its own
 
 from __future__ import annotations
 
+import email.utils
 import json
 import threading
 import time
@@ -296,6 +297,54 @@ def test_linkedin_s_rate_limit_is_429_with_retry_after(networks, clock):
     assert 0 < int(refused.headers["Retry-After"]) <= RATE_WINDOW_SECONDS
 
 
+# -- what a lookup must tell apart: when a post was made, and the duplicate window --------------
+
+@pytest.mark.parametrize("service", ["twitter", "facebook", "linkedin"])
+def test_identical_text_is_taken_again_once_the_duplicate_window_has_passed(networks, clock,
+                                                                             service):
+    networks.duplicate_window = 3 * 3600  # X's is some hours
+    assert CREATE[service](networks, "Happy Friday!").status_code in (200, 201)
+    clock.now += 2 * 3600
+    assert CREATE[service](networks, "Happy Friday!").status_code in (400, 403, 422)
+    clock.now += 3600 + 1
+    assert CREATE[service](networks, "Happy Friday!").status_code in (200, 201)
+    assert networks.created(service) == 2
+    assert [c["outcome"] for c in networks.creates(service)] == [
+        "created", "duplicate", "created"]
+
+
+def test_a_post_seeded_in_the_past_shows_its_creation_time_and_ages_out_of_the_window(
+        networks, clock):
+    week_ago = clock.now - 7 * 86400
+    old_tweet = networks.seed("twitter", "2244994945", "Happy Friday! https://buffer.com",
+                              created_at=week_ago)
+    old_post = networks.seed("facebook", "104", "Happy Friday!", created_at=week_ago)
+    timeline = requests.get(f"{networks.url}/2/users/2244994945/tweets",
+                            params={"max_results": "5", "tweet.fields": "entities,created_at"},
+                            headers=bearer(X_TOKEN)).json()["data"]
+    assert [(t["id"], t["created_at"]) for t in timeline] == [
+        (old_tweet, time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(week_ago)))]
+    assert timeline[0]["entities"]["urls"][0]["expanded_url"] == "https://buffer.com"
+    feed = requests.get(f"{networks.url}/v25.0/104/feed", headers=bearer(FB_TOKEN),
+                        params={"fields": "id,message,created_time"}).json()["data"]
+    assert feed == [{"id": old_post, "message": "Happy Friday!", "created_time":
+                     time.strftime("%Y-%m-%dT%H:%M:%S+0000", time.gmtime(week_ago))}]
+    # a week on, the same text is no duplicate: both networks take it
+    assert tweet(networks, "Happy Friday! https://buffer.com").status_code == 201
+    assert facebook_post(networks, message="Happy Friday!").status_code == 200
+    # seeded an hour ago, it is one
+    networks.seed("twitter", "2244994945", "Recent", created_at=clock.now - 3600)
+    assert tweet(networks, "Recent").status_code == 403
+
+
+def test_every_answer_is_dated_by_the_network_s_clock(networks, clock):
+    clock.now += 7200  # a network two hours ahead of this machine
+    answer = tweet(networks, "Hi")
+    date = email.utils.parsedate_to_datetime(answer.headers["Date"]).timestamp()
+    assert date == int(clock.now)
+    assert int(answer.headers["x-rate-limit-reset"]) - date <= RATE_WINDOW_SECONDS
+
+
 # -- faults: what "exactly once" is tested against --------------------------------------------
 
 @pytest.mark.parametrize("service, status", [("twitter", 503), ("facebook", 500),
@@ -336,6 +385,29 @@ def test_down_closes_the_connection_without_an_answer(networks):
         tweet(networks, "Hi")
     assert networks.create_requests("twitter") == 1 and networks.created("twitter") == 0
     assert tweet(networks, "Hi").status_code == 201
+
+
+@pytest.mark.parametrize("service", ["twitter", "facebook", "linkedin"])
+def test_no_id_after_create_creates_the_post_and_answers_2xx_without_its_id(networks, service):
+    networks.fault(service, "no_id_after_create")
+    response = CREATE[service](networks, "Once")
+    assert response.status_code in (200, 201)
+    assert "x-restli-id" not in response.headers
+    assert response.content == {"twitter": b'{"data": {}}', "facebook": b"{}",
+                                "linkedin": b""}[service]
+    assert networks.created(service) == 1
+
+
+def test_hold_before_create_creates_only_once_released(networks):
+    networks.fault("twitter", "hold_before_create")
+    answers: list[requests.Response] = []
+    holder = threading.Thread(target=lambda: answers.append(tweet(networks, "Slow")))
+    holder.start()
+    wait_until(lambda: networks.held == 1, timeout=5)
+    assert networks.created("twitter") == 0 and networks.create_requests("twitter") == 1
+    assert networks.release() == 1
+    holder.join(5)
+    assert [a.status_code for a in answers] == [201] and networks.created("twitter") == 1
 
 
 def test_timeout_after_create_holds_the_answer_until_the_client_gives_up(networks):
@@ -420,6 +492,16 @@ def test_the_control_api_drives_faults_and_shows_posts_out_of_process(standin_pr
     assert control.release() == 1
     holder.join(5)
     assert [a.status_code for a in answers] == [200]
+    # seeded posts from the past, the duplicate window, and every create's outcome
+    old = control.seed("twitter", "2244994945", "Weekly", created_at=time.time() - 3600)
+    assert old in [p["id"] for p in control.posts("twitter")]
+    assert requests.post(f"{url}/2/tweets", json={"text": "Weekly"},
+                         headers=bearer(X_TOKEN)).status_code == 403
+    control.set_duplicate_window(60)
+    assert requests.post(f"{url}/2/tweets", json={"text": "Weekly"},
+                         headers=bearer(X_TOKEN)).status_code == 201
+    assert [c["outcome"] for c in control.creates("twitter")] == [
+        "created", "duplicate", "created"]
 
 
 def test_the_process_stops_on_sigterm(standin_process):

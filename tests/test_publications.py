@@ -91,3 +91,30 @@ def test_a_shorter_block_never_shortens_a_longer_one(redis_client):
     with pytest.raises(TransientError) as refused:
         limits.check("linkedin", "p3")
     assert refused.value.retry_after > 290
+
+
+def test_the_first_attempt_s_start_by_redis_s_clock_is_kept_for_every_later_attempt(
+        redis_client):
+    pubs = Publications(redis_client)
+    before = float(redis_client.time()[0])
+    first = pubs.claim("u9")
+    pubs.release("u9", first, tried=True)
+    again = Publications(redis_client).claim("u9")  # another daemon, a later delivery
+    assert again.tried and again.first_attempt_at == first.first_attempt_at
+    assert before <= first.first_attempt_at <= float(redis_client.time()[0]) + 1
+
+
+def test_a_claim_held_while_its_call_runs_outlasts_its_lease(redis_client):
+    pubs = Publications(redis_client, lease_seconds=0.5)
+    holder = pubs.claim("u10")
+    claimed_at = redis_now(redis_client)
+    with pubs.holding("u10", holder):  # the call to the network, slower than the lease
+        wait_until(lambda: redis_now(redis_client) > claimed_at + 2, timeout=10)
+        assert Publications(redis_client).claim("u10").wait > 0  # another delivery waits
+    pubs.release("u10", holder, tried=True)
+    assert Publications(redis_client).claim("u10").tried  # let go once the call ended
+
+
+def redis_now(client) -> float:
+    seconds, micros = client.time()
+    return seconds + micros / 1e6

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 
 import pytest
 
 from fakes import FakePusher
-from helpers import drain, process_all, queue_depth, wait_until
+from helpers import drain, log_events, process_all, queue_depth, send, wait_until
 from workers import devstack, social
 from workers.devstack.networks import Account, Networks
 from workers.links.counter import LinkCounter
@@ -29,6 +30,13 @@ ACCOUNTS = [Account("twitter", TOKENS["twitter"], user_id="2244994945", username
             Account("linkedin", TOKENS["linkedin"], authors=(AUTHOR,))]
 TARGETS = {"twitter": None, "facebook": PAGE, "linkedin": AUTHOR}
 SERVICES = list(TOKENS)
+# What a network saw of an update resolved after an unknown outcome: X and Facebook one create
+# (the retry found the post); LinkedIn, which offers no lookup, a second refused as duplicate.
+RESOLVED = {"twitter": ["created"], "facebook": ["created"], "linkedin": ["created", "duplicate"]}
+
+
+def outcomes(networks: Networks, service: str) -> list[str]:
+    return [c["outcome"] for c in networks.creates(service)]
 
 
 @pytest.fixture
@@ -178,6 +186,7 @@ def test_an_error_after_the_network_created_the_post_is_resolved_not_reposted(st
     stack.until_settled()
     [post] = stack.networks.posts(service)
     assert stack.published()["service_update_id"] == post["id"]
+    assert outcomes(stack.networks, service) == RESOLVED[service]  # never created again
     assert queue_depth(stack.sqs, stack.dlq) == 0
     # and the post's link counts once, through the post-sent it chained
     assert process_all(Consumer("post-sent", stack.settings)).succeeded >= 1
@@ -193,6 +202,21 @@ def test_a_timeout_after_the_network_created_the_post_is_resolved_not_reposted(s
     stack.until_settled()
     [post] = stack.networks.posts(service)
     assert stack.published()["service_update_id"] == post["id"]
+    assert outcomes(stack.networks, service) == RESOLVED[service]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_2xx_without_the_posts_id_is_resolved_not_reposted(stack, service):
+    stack.networks.fault(service, "no_id_after_create")  # created; the answer names nothing
+    stack.send(service)
+    assert stack.step().retried == 1  # an unknown outcome: neither published nor dead
+    assert not stack.published()
+    stack.come_back_now()
+    stack.until_settled()
+    [post] = stack.networks.posts(service)
+    assert stack.published()["service_update_id"] == post["id"]
+    assert outcomes(stack.networks, service) == RESOLVED[service]
+    assert queue_depth(stack.sqs, stack.dlq) == 0
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -205,6 +229,49 @@ def test_an_error_before_anything_was_created_posts_on_the_next_delivery(stack, 
     stack.until_settled()
     assert len(stack.networks.posts(service)) == 1
     assert stack.published()["service"] == service
+
+
+# -- recurring ("evergreen") posts: the author's earlier post of the same text is not ours -------
+
+WEEK = 7 * 86400
+AUTHORS = {"twitter": "2244994945", "facebook": PAGE}
+
+
+@pytest.mark.parametrize("service", ["twitter", "facebook"])
+def test_a_recurring_post_whose_create_failed_before_creating_goes_out_again(stack, service):
+    # Given last week's post of the same text (past the network's duplicate window)
+    text = "Happy Friday! https://buffer.com/weekly"
+    old = stack.networks.seed(service, AUTHORS[service], text,
+                              created_at=stack.networks.clock() - WEEK)
+    # When this week's create gets a 5xx before the network created anything
+    stack.networks.fault(service, "error_before_create")
+    stack.send(service, "friday", text=text)
+    assert stack.step().retried == 1
+    stack.come_back_now()
+    stack.until_settled()
+    # Then the retry posts it, and records this week's post, not last week's
+    new = [p["id"] for p in stack.networks.posts(service) if p["id"] != old]
+    assert len(new) == 1
+    assert stack.published("friday")["service_update_id"] == new[0]
+    assert queue_depth(stack.sqs, stack.dlq) == 0
+
+
+@pytest.mark.parametrize("service", ["twitter", "facebook"])
+def test_an_earlier_post_within_the_duplicate_window_is_never_recorded_as_ours(stack, service):
+    # Given the author's own post of the same text an hour ago (the network refuses it again)
+    text = "Happy Friday! https://buffer.com/weekly"
+    stack.networks.seed(service, AUTHORS[service], text,
+                        created_at=stack.networks.clock() - 3600)
+    stack.networks.fault(service, "error_before_create")
+    stack.send(service, "friday", text=text)
+    # When every delivery meets the network's duplicate answer
+    stack.come_back_now()
+    stack.until_settled()
+    # Then it is dead-lettered after its receives, never published as the old post
+    assert not stack.published("friday")
+    [dead] = drain(stack.sqs, stack.dlq)
+    assert json.loads(dead["Body"])["update_id"] == "friday"
+    assert stack.networks.created(service) == 1  # the author's own, alone
 
 
 # -- rate limits: the whole fleet waits for the reset ------------------------------------------
@@ -237,13 +304,61 @@ def test_a_spent_window_reported_with_a_success_holds_the_next_call(stack, redis
 
 def test_a_message_waiting_for_the_reset_comes_back_at_the_reset(stack, redis_client):
     stack.networks.fault("linkedin", "rate_limited", seconds=300)
-    visibility = []
-    change = stack.consumer.sqs.change_visibility
-    stack.consumer.sqs.change_visibility = lambda pairs: (
-        visibility.extend(t for _, t in pairs), change(pairs))[1]
+    delays = []
+    requeue = stack.consumer.sqs.requeue
+    stack.consumer.sqs.requeue = lambda waits: (
+        delays.extend(d for _, d in waits), requeue(waits))[1]
     stack.send("linkedin")
     stack.step()
-    assert 295 <= visibility[-1] <= 301
+    assert 295 <= delays[-1] <= 301
+    depth = stack.sqs.get_queue_attributes(QueueUrl=stack.url["publish"], AttributeNames=[
+        "ApproximateNumberOfMessagesDelayed", "ApproximateNumberOfMessages"])["Attributes"]
+    assert depth == {"ApproximateNumberOfMessagesDelayed": "1",
+                     "ApproximateNumberOfMessages": "0"}
+
+
+def test_a_message_rate_limited_for_more_windows_than_its_receives_is_never_dead_lettered(
+        stack):
+    windows = stack.settings.max_receives + 2  # the redrive policy's receives, and more
+    stack.networks.fault("twitter", "rate_limited", count=windows, seconds=1)
+    stack.send("twitter")
+    stack.until_settled()
+    [post] = stack.networks.posts("twitter")
+    assert stack.published()["service_update_id"] == post["id"]
+    assert stack.networks.create_requests("twitter") == windows + 1
+    assert queue_depth(stack.sqs, stack.dlq) == 0
+
+
+def test_a_message_that_waited_still_goes_to_the_dlq_after_its_receives_of_failing(stack):
+    # Given a message that failed once (a 5xx), then waited out a rate limit: sent again,
+    # its copy's receives counted by SQS from 0
+    stack.networks.fault("twitter", "error_before_create")
+    stack.networks.fault("twitter", "rate_limited", seconds=1)
+    stack.send("twitter")
+    assert stack.step().retried == 1
+    stack.come_back_now()
+    wait_until(lambda: stack.step().deferred, timeout=30)
+    # When the network then fails every call
+    stack.networks.fail(503, times=1000)
+    stack.until_settled()
+    # Then it is dead-lettered once its failed receives, the first copy's too, reach
+    # WORKERS_MAX_RECEIVES: waiting spent none of them, and failing was not forgiven
+    [dead] = drain(stack.sqs, stack.dlq)
+    assert dead["MessageAttributes"]["workers.receive_count"]["StringValue"] == str(
+        stack.settings.max_receives)
+    assert not stack.published()
+
+
+def test_a_rate_limit_is_waited_out_by_the_networks_clock_not_the_workers(
+        settings, sqs, queues, prefix, redis_client):
+    # Given X's clock two hours ahead of the worker's (and Redis's)
+    with Networks(accounts=ACCOUNTS, clock=lambda: time.time() + 7200) as skewed:
+        stack = Stack(settings, skewed, sqs, queues, prefix, redis_client)
+        skewed.fault("twitter", "rate_limited", seconds=300)  # x-rate-limit-reset: X's + 300
+        stack.send("twitter")
+        assert stack.step().deferred == 1
+    # Then the fleet waits the five minutes X means, not two hours more
+    assert 295_000 <= redis_client.pttl("ratelimit:twitter:p1") <= 301_000
 
 
 # -- refusals: the DLQ, with the network's reason, and nothing posted --------------------------
@@ -321,6 +436,36 @@ def test_a_daemon_killed_between_the_networks_post_and_its_answer_leaves_one_pos
     assert queue_depth(sqs, queues[prefix + "publish-dlq"]) == 0
     [sent] = [json.loads(m["Body"]) for m in drain(sqs, queues[prefix + "post-sent"])]
     assert sent["urls"] == ["https://buffer.com/k1"]
+
+
+def test_a_create_slower_than_the_lease_is_never_made_twice_by_two_daemons(
+        daemons, env, networks, sqs, queues, prefix, redis_client):
+    for name, token in TOKENS.items():
+        redis_client.hset("creds:p1", name, token)
+    # A one-second lease, and a network that takes longer than that to create the post
+    environment = {**env, "WORKERS_PUBLISH_LEASE": "1", "WORKERS_ANALYTICS_DELAY": "0",
+                   **{f"WORKERS_{s.upper()}_API_URL": networks.url for s in SERVICES}}
+    networks.fault("twitter", "hold_before_create")
+    holders = [daemons("publish", "--concurrency", "1", environment=environment)
+               for _ in range(2)]
+    event = {"update_id": "slow1", "profile_id": "p1", "service": "twitter",
+             "text": "Slow network https://buffer.com/slow"}
+    send(sqs, queues[prefix + "publish"], event, event)  # one copy for each daemon
+    wait_until(lambda: networks.held, timeout=30)
+
+    def waits() -> int:
+        return sum("another daemon is publishing" in str(e.get("reason"))
+                   for d in holders for e in log_events(d.log_path))
+    # When the other copy comes back again and again, long after a lease would have run out
+    wait_until(lambda: networks.create_requests("twitter") > 1
+               or waits() > int(env["WORKERS_MAX_RECEIVES"]), timeout=60)
+    networks.release()
+    wait_until(lambda: queue_depth(sqs, queues[prefix + "publish"]) == 0, timeout=60)
+    # Then the update was created once, recorded, and nothing was dead-lettered for waiting
+    assert networks.create_requests("twitter") == 1
+    [post] = networks.posts("twitter")
+    assert redis_client.hget("published:slow1", "service_update_id").decode() == post["id"]
+    assert queue_depth(sqs, queues[prefix + "publish-dlq"]) == 0
 
 
 @pytest.mark.parametrize("service,target,says", [

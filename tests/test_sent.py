@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import wait_until
 from workers.peers.sent import SentMarks
 from workers.runtime.errors import PermanentError, TransientError
 
@@ -44,3 +45,19 @@ def test_redis_failing_after_the_send_does_not_fail_the_sent_message(redis_clien
         return "id"
 
     assert marks.once("sent:t:4", send_then_lose_redis) == "id"
+
+
+def test_a_send_slower_than_its_lease_still_holds_off_a_second_delivery(redis_client):
+    marks = SentMarks(redis_client, lease=1)
+    sends = []
+
+    def slow_send() -> str:  # an SMTP conversation slower than the lease, each step in time
+        started = redis_client.time()[0]
+        wait_until(lambda: redis_client.time()[0] >= started + 3, timeout=10)
+        with pytest.raises(TransientError, match="being sent now"):
+            marks.once("sent:t:5", lambda: sends.append("twice"))
+        return "once"
+
+    assert marks.once("sent:t:5", slow_send) == "once"
+    assert sends == []
+    assert marks.once("sent:t:5", lambda: "again") is None

@@ -199,7 +199,12 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         try:
-            self.send_response(status)
+            # Date as the peer gives it (a network's own clock), else now, as every server.
+            self.send_response_only(status)
+            self.send_header("Server", self.version_string())
+            given = {k.lower(): v for k, v in headers.items()}
+            if "date" not in given:
+                self.send_header("Date", self.date_time_string())
             for name, value in {"Content-Type": "application/json", **headers}.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(data)))

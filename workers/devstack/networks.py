@@ -8,10 +8,15 @@ Graph   POST|GET /v{N}.{M}/{page-id}/feed, GET /v{N}.{M}/{post-id}
 Linked  POST /rest/posts, GET /rest/socialActions/{urn}
 
 Accounts say who a bearer token is: an X user, the Facebook pages it may post to, the LinkedIn
-authors it may post as. Each network refuses the same content again within 24 h in its own words,
+authors it may post as. Each network refuses the same content again within its duplicate window
+(``duplicate_window``, 24 h by default; identical text is accepted again after it) in its own words,
 counts requests per token in 15-minute windows (``limits``; X's ``x-rate-limit-*`` headers on
 every answer; Graph's error code 4 with ``x-app-usage``; LinkedIn's 429 with ``Retry-After``),
 and can be told to fail its next create requests in ways that test "exactly once" (``fault``).
+Every answer's ``Date`` is the stand-in's ``clock``, as a network's is its own; ``seed`` adds a
+post created in the past (an author's earlier post of the same text), and ``creates`` lists
+every create request with what became of it, so a test sees a second create of the same text
+even where the duplicate window refused it.
 
 Graph never answers 429: past its limit it says error code 4 ("Application request limit
 reached") with HTTP 400 and ``x-app-usage`` at 100, and no time to come back (X gives
@@ -37,6 +42,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qsl, unquote
@@ -44,17 +50,22 @@ from urllib.parse import parse_qsl, unquote
 from workers.devstack.httpfake import Drop, FakeServer, Reply, Request
 
 SERVICES = ("twitter", "facebook", "linkedin")
-# The networks refuse the same content from the same author for about a day.
+# The networks refuse the same content from the same author for a while (X for some hours,
+# Facebook similar), then take it again: a day by default, ``duplicate_window`` to change.
 DUPLICATE_WINDOW_SECONDS = 24 * 3600
 # X counts its rate limits in 15-minute windows; the stand-in counts every network's so.
 RATE_WINDOW_SECONDS = 15 * 60
 # Requests per token (and, on X, per endpoint) in a window: generous, so that only a test that
 # sets a small limit meets one.
 DEFAULT_LIMITS = {"twitter": 900, "facebook": 4800, "linkedin": 1000}
-# What ``fault`` can make of a create request. The first three create the post.
-AFTER_CREATE = ("error_after_create", "timeout_after_create", "hold_after_create")
+# What ``fault`` can make of a create request. AFTER_CREATE's create the post, then answer
+# badly (no_id_after_create: a 2xx without the post's id); BEFORE_CREATE's create nothing;
+# hold_before_create holds the request until ``release`` (or its client leaves), then creates.
+AFTER_CREATE = ("error_after_create", "timeout_after_create", "hold_after_create",
+                "no_id_after_create")
 BEFORE_CREATE = ("error_before_create", "rate_limited", "down")
-FAULT_MODES = AFTER_CREATE + BEFORE_CREATE
+HOLD_BEFORE_CREATE = "hold_before_create"
+FAULT_MODES = AFTER_CREATE + BEFORE_CREATE + (HOLD_BEFORE_CREATE,)
 # How X shows a link: every URL becomes a t.co link of this length.
 TCO_PREFIX = "https://t.co/"
 # A URL in a post: what X and the spec's link extraction take, trailing punctuation cut off.
@@ -144,8 +155,10 @@ class Networks(FakeServer):
     limits: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_LIMITS))
     echo_token: frozenset[str] = frozenset({"linkedin"})
     clock: Callable[[], float] = time.time
+    duplicate_window: float = DUPLICATE_WINDOW_SECONDS
     _posts: dict[str, list[Post]] = field(default_factory=lambda: {s: [] for s in SERVICES})
     _create_requests: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SERVICES, 0))
+    _creates: list[dict[str, Any]] = field(default_factory=list)
     _faults: dict[str, list[Fault]] = field(default_factory=lambda: {s: [] for s in SERVICES})
     _windows: dict[tuple[str, ...], list[float]] = field(default_factory=dict)
     _sequence: int = 0
@@ -166,6 +179,38 @@ class Networks(FakeServer):
     def created(self, service: str) -> int:
         with self._lock:
             return len(self._posts[service])
+
+    def creates(self, service: str | None = None) -> list[dict[str, Any]]:
+        """Every create request that reached the create step, oldest first: ``service``,
+        ``author``, ``text`` and ``outcome`` (``created``, ``duplicate``, ``refused``), the
+        answer's fault aside. Two for one text, or a ``duplicate``, is a second create."""
+        with self._lock:
+            return [dict(c) for c in self._creates if service in (None, c["service"])]
+
+    def seed(self, service: str, author: str, text: str, link: str | None = None,
+             created_at: float | None = None) -> str:
+        """A post by ``author`` (X user id, page id, LinkedIn URN) created at ``created_at``
+        (the stand-in's clock; now by default), as if posted before: its id."""
+        if service not in SERVICES:
+            raise ValueError(f"no such service: {service!r}")
+        when = self.clock() if created_at is None else float(created_at)
+        if service == "twitter":
+            post_id = str(((int(when * 1000) - TWITTER_EPOCH_MS) << 22)
+                          | (self._next() & 0x3FFFFF))
+            shown, urls = tco(text, post_id)
+            post = Post(service, post_id, author, text, link, when, shown, urls)
+        elif service == "facebook":
+            post = Post(service, f"{author}_{122100000000000000 + self._next()}", author, text,
+                        link, when)
+        else:
+            post = Post(service, f"urn:li:share:{7400000000000000000 + self._next()}", author,
+                        text, link, when)
+        with self._lock:  # in the order of creation, as the feeds read them
+            posts = self._posts[service]
+            at = next((i for i, p in enumerate(posts) if p.created_at > when), len(posts))
+            posts.insert(at, post)
+            self.engagement.setdefault((service, post.id), {})
+        return post.id
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
@@ -214,7 +259,8 @@ class Networks(FakeServer):
         service = self.service_of(request)
         if service == "unknown":
             return 404, {}, {"message": "no such endpoint"}
-        return getattr(self, f"_{service}")(request)
+        status, headers, body = getattr(self, f"_{service}")(request)
+        return status, {"Date": formatdate(self.clock(), usegmt=True), **headers}, body
 
     def _account(self, service: str, request: Request) -> Account | None:
         auth = request.header("Authorization") or ""
@@ -251,11 +297,17 @@ class Networks(FakeServer):
             self._sequence += 1
             return self._sequence
 
-    def _duplicate(self, service: str, author: str, same: Callable[[Post], bool]) -> Post | None:
-        since = self.clock() - DUPLICATE_WINDOW_SECONDS
+    def _duplicate(self, service: str, author: str, text: str,
+                   same: Callable[[Post], bool]) -> Post | None:
+        """The post within the duplicate window that refuses this one (noted in ``creates``)."""
+        since = self.clock() - self.duplicate_window
         with self._lock:
-            return next((p for p in reversed(self._posts[service])
-                         if p.author == author and p.created_at > since and same(p)), None)
+            found = next((p for p in reversed(self._posts[service])
+                          if p.author == author and p.created_at > since and same(p)), None)
+            if found is not None:
+                self._creates.append({"service": service, "author": author, "text": text,
+                                      "outcome": "duplicate"})
+        return found
 
     def _recent(self, service: str, author: str) -> list[Post]:
         """``author``'s posts, newest first."""
@@ -264,6 +316,8 @@ class Networks(FakeServer):
 
     def _store(self, post: Post) -> None:
         with self._lock:
+            self._creates.append({"service": post.service, "author": post.author,
+                                  "text": post.text, "outcome": "created"})
             self._posts[post.service].append(post)
             self.engagement.setdefault((post.service, post.id), {})
 
@@ -280,12 +334,17 @@ class Networks(FakeServer):
             if fault.mode == "rate_limited":
                 return self._rate_limited(service, fault.seconds)
             return self._server_error(service)
+        if fault is not None and fault.mode == HOLD_BEFORE_CREATE:  # a slow network
+            self.hold(request, until_client_gone=False)
         with self._creating:  # the duplicate check and the post as one step, as on a network
             reply = create()
-        if fault is None or not 200 <= reply[0] < 300:  # refused: nothing to fault
-            return reply
+        if fault is None or fault.mode == HOLD_BEFORE_CREATE or not 200 <= reply[0] < 300:
+            return reply  # refused: nothing to fault
         if fault.mode == "error_after_create":
             return self._server_error(service)
+        if fault.mode == "no_id_after_create":  # a 2xx that says nothing of the post
+            return reply[0], {k: v for k, v in reply[1].items() if k != "x-restli-id"}, (
+                {"data": {}} if service == "twitter" else {} if service == "facebook" else None)
         self.hold(request, until_client_gone=fault.mode == "timeout_after_create")
         return reply
 
@@ -354,7 +413,7 @@ class Networks(FakeServer):
         if not isinstance(text, str) or not text.strip():
             return 400, {}, _x_invalid("text", "The `text` field is required and must be "
                                                "a non-empty string")
-        if self._duplicate("twitter", account.user_id, lambda p: p.text == text):
+        if self._duplicate("twitter", account.user_id, text, lambda p: p.text == text):
             return 403, {}, {"detail": "You are not allowed to create a Tweet with duplicate "
                                        "content.", "type": "about:blank", "title": "Forbidden",
                              "status": 403}
@@ -452,7 +511,8 @@ class Networks(FakeServer):
         message, link = form.get("message") or "", form.get("link") or None
         if not message and not link:
             return 400, usage, _graph_error(100, "(#100) Missing message or attachment")
-        if self._duplicate("facebook", page, lambda p: (p.text, p.link) == (message, link)):
+        if self._duplicate("facebook", page, message,
+                           lambda p: (p.text, p.link) == (message, link)):
             return 400, usage, _graph_error(506, "(#506) Duplicate status message",
                                             subcode=1455006)
         post_id = f"{page}_{122100000000000000 + self._next()}"
@@ -524,7 +584,7 @@ class Networks(FakeServer):
             return 403, {}, {"status": 403, "serviceErrorCode": 100, "code": "ACCESS_DENIED",
                              "message": "Not enough permissions to access: "
                                         "partnerApiPostsExternal.CREATE.20240101"}
-        same = self._duplicate("linkedin", author, lambda p: p.text == commentary)
+        same = self._duplicate("linkedin", author, commentary, lambda p: p.text == commentary)
         if same is not None:
             return 422, {}, {"message": f"Content is a duplicate of {same.id}", "status": 422,
                              "code": "DUPLICATE_POST", "serviceErrorCode": 0}
@@ -572,6 +632,15 @@ class Networks(FakeServer):
                                            for p in self.posts(s)]}
             if action == ("GET", "stats"):
                 return 200, {}, self.stats()
+            if action == ("GET", "creates"):
+                return 200, {}, {"creates": self.creates(dict(request.query).get("service"))}
+            if action == ("POST", "posts"):
+                return 200, {}, {"id": self.seed(
+                    str(body.get("service")), str(body.get("author")), str(body.get("text")),
+                    body.get("link"), body.get("created_at"))}
+            if action == ("POST", "duplicate-window"):
+                self.duplicate_window = float(body.get("seconds", DUPLICATE_WINDOW_SECONDS))
+                return 200, {}, {"ok": True}
             if action == ("POST", "faults"):
                 self.fault(str(body.get("service")), str(body.get("mode")),
                            int(body.get("count", 1)), int(body.get("seconds", 60)))
@@ -601,6 +670,18 @@ class Control:
 
     def stats(self) -> dict[str, Any]:
         return self._call("GET", "stats")
+
+    def creates(self, service: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "creates" + (f"?service={service}" if service else ""))[
+            "creates"]
+
+    def seed(self, service: str, author: str, text: str, link: str | None = None,
+             created_at: float | None = None) -> str:
+        return self._call("POST", "posts", {"service": service, "author": author, "text": text,
+                                            "link": link, "created_at": created_at})["id"]
+
+    def set_duplicate_window(self, seconds: float) -> None:
+        self._call("POST", "duplicate-window", {"seconds": seconds})
 
     def fault(self, service: str, mode: str, count: int = 1, seconds: int = 60) -> None:
         self._call("POST", "faults", {"service": service, "mode": mode, "count": count,
@@ -703,13 +784,16 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--limit", action="append", default=[], metavar="SERVICE=N",
                         help="requests per token in 15 minutes")
     parser.add_argument("--latency-ms", type=int, default=0)
+    parser.add_argument("--duplicate-window", type=float, default=DUPLICATE_WINDOW_SECONDS,
+                        metavar="SECONDS", help="identical text is refused this long")
     args = parser.parse_args(None if argv is None else list(argv))
     limits = dict(DEFAULT_LIMITS)
     for given in args.limit:
         service, _, n = given.partition("=")
         limits[service] = int(n)
     accounts = load_accounts(args.accounts) if args.accounts else sample_accounts()
-    networks = Networks(accounts=accounts, limits=limits, record_requests=False)
+    networks = Networks(accounts=accounts, limits=limits, record_requests=False,
+                        duplicate_window=args.duplicate_window)
     networks.latency_ms = args.latency_ms
     # Blocked before the server's threads start (they inherit it), taken by this thread alone:
     # a stop signal is waited for, never raised in the middle of something.

@@ -1,8 +1,10 @@
 """Send once: a mark in Redis per email or push message sent, so that a redelivery, a replay
 from the DLQ or the same event enqueued twice is acknowledged without sending it again.
 
-A message is claimed before its send (``sending``, for a lease), marked ``sent`` after a send
-the service accepted, and released after a send that failed, so a retry may send it. The key
+A message is claimed before its send (``sending``, for a lease, renewed while the send runs:
+smtplib's timeouts bound each operation, not the conversation, so a slow server could
+otherwise outlast the lease and let a second delivery send beside it), marked ``sent`` after a
+send the service accepted, and released after a send that failed, so a retry may send it. The key
 is the event's ``idempotency_key`` when the API gives one, else a digest of the queue and the
 message body: stable across redeliveries and DLQ replays (which keep the body; the SQS message
 id changes on a replay). What this cannot make exactly once is a send whose outcome is unknown
@@ -18,6 +20,7 @@ from typing import Any, Callable, TypeVar
 
 import structlog
 
+from workers.peers.leases import LeaseKeeper
 from workers.peers.redisconn import REDIS_ERRORS
 from workers.runtime.errors import TransientError
 from workers.runtime.events import Email, Push, digest
@@ -31,6 +34,11 @@ SENT = b"sent"
 # Deletes the claim only if it is still ours: after a lease expired another daemon may hold it.
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+# Runs a claim still ours for another lease (ARGV[2] seconds) from now.
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
 
@@ -52,6 +60,8 @@ class SentMarks:
         self.redis = client
         self.ttl, self.lease = ttl, lease
         self._release = client.register_script(RELEASE)
+        self._renew = client.register_script(RENEW)
+        self._keeper = LeaseKeeper(lease, name="send-leases")
 
     def once(self, key: str, send: Callable[[], T]) -> T | None:
         """``send()`` unless the mark says it was sent (then None). Redis failing before the
@@ -61,7 +71,8 @@ class SentMarks:
         if claim is None:
             return None
         try:
-            result = send()
+            with self._keeper.keep(lambda: self._renew(keys=[key], args=[claim, self.lease])):
+                result = send()
         except BaseException:
             self._forget(key, claim)
             raise

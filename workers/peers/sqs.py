@@ -19,6 +19,9 @@ from workers.text import truncate
 ERROR_ATTRIBUTE = "workers.error"
 QUEUE_ATTRIBUTE = "workers.queue"
 RECEIVES_ATTRIBUTE = "workers.receive_count"
+# On a copy re-sent to wait (``requeue``): the receives its earlier copies spent failing. SQS
+# counts the copy's own receives from 0; the consumer adds these to keep the count honest.
+EARLIER_RECEIVES_ATTRIBUTE = "workers.earlier_receives"
 MAX_ATTRIBUTES = 10
 # Long enough to say why, short enough to read in `workers dlq peek`.
 MAX_REASON_LENGTH = 1000
@@ -102,6 +105,20 @@ class SQSQueue:
                 failed[group[int(f["Id"])]] = f"{f.get('Code', '?')}: {f.get('Message', '')}"
         return failed
 
+    def requeue(self, waits: Sequence[tuple[Message, int]]) -> list[Message]:
+        """Sends each message again to this queue, hidden for its wait (SQS's DelaySeconds,
+        0 to 900), with its attributes and ``EARLIER_RECEIVES_ATTRIBUTE`` = the receives it
+        spent before this one; returns those SQS took (the caller deletes them, and gives
+        the others back as usual)."""
+        sent: list[Message] = []
+        for delay in sorted({d for _, d in waits}):
+            group = [m for m, d in waits if d == delay]
+            attributes = [requeue_attributes(m) for m in group]
+            refused = self.send_failures([m.body for m in group], attributes=attributes,
+                                         delay_seconds=delay)
+            sent += [m for i, m in enumerate(group) if i not in refused]
+        return sent
+
     def dead_letter(self, failures: Sequence[tuple[Message, str]]
                     ) -> tuple[list[Message], list[tuple[Message, str]]]:
         """Copies each message to the DLQ with its reason; returns those safely copied, and
@@ -158,7 +175,25 @@ def dead_letter_attributes(message: Message, reason: str, queue: str) -> dict[st
     kept[ERROR_ATTRIBUTE] = {"DataType": "String",
                              "StringValue": truncate(reason, MAX_REASON_LENGTH)}
     kept[QUEUE_ATTRIBUTE] = {"DataType": "String", "StringValue": queue}
-    kept[RECEIVES_ATTRIBUTE] = {"DataType": "Number", "StringValue": str(message.receive_count)}
+    kept[RECEIVES_ATTRIBUTE] = {"DataType": "Number",
+                                "StringValue": str(earlier_receives(message)
+                                                   + message.receive_count)}
+    return kept
+
+
+def earlier_receives(message: Message) -> int:
+    """Receives of the message's earlier copies (``requeue``), 0 for an original."""
+    value = message.attributes.get(EARLIER_RECEIVES_ATTRIBUTE) or {}
+    text = str(value.get("StringValue", "0"))
+    return int(text) if text.isdigit() else 0
+
+
+def requeue_attributes(message: Message) -> dict[str, Any]:
+    """A waiting copy's: its own attributes, and the receives spent failing before this one
+    (this receive only waited)."""
+    kept = dict(itertools.islice(original_attributes(message).items(), MAX_ATTRIBUTES - 1))
+    spent = earlier_receives(message) + message.receive_count - 1
+    kept[EARLIER_RECEIVES_ATTRIBUTE] = {"DataType": "Number", "StringValue": str(spent)}
     return kept
 
 

@@ -35,6 +35,12 @@ _URL = re.compile(r"https?://[^\s<>\"]+", re.IGNORECASE)
 _TRAILING = ".,;:!?)]}'\""
 # Each network's longest text; longer is refused by the network anyway (a permanent error).
 MAX_TEXT_CHARS = 63_206  # Facebook's; X counts 280 its own way, LinkedIn 3,000
+# A copy that meets another holder's claim looks again this soon, not when its lease would
+# end (60 s): the holder is usually done in well under a second, and a wait spends no receive.
+CLAIM_RECHECK_SECONDS = 5
+# A found post is this update's if created at or after its first attempt by Redis's clock,
+# less this for the network's clock being behind Redis's (SPEC.md).
+CLOCK_MARGIN_SECONDS = 60
 
 
 class Publish(Event):
@@ -121,15 +127,15 @@ def _post(event: Publish, deps: Deps) -> Publication:
         return published
     if claim.wait:
         raise TransientError("another daemon is publishing this update",
-                             retry_after=claim.wait, deferred=True)
+                             retry_after=min(claim.wait, CLAIM_RECHECK_SECONDS), deferred=True)
     token = deps.credentials.token(event.profile_id, event.service)
     poster = deps.social[event.service]
     draft = Draft(event.text, event.link, event.target)
     try:
-        created = _attempt(poster, token, draft, claim)
+        with deps.publications.holding(event.update_id, claim):
+            created = _attempt(poster, token, draft, claim)
     except RateLimited as exc:  # refused before anything was created
-        deps.rate_limits.block(event.service, event.profile_id, until=exc.until,
-                               seconds=exc.retry_after)
+        deps.rate_limits.block(event.service, event.profile_id, seconds=exc.retry_after)
         deps.publications.release(event.update_id, claim, tried=claim.tried)
         raise
     except OutcomeUnknown:  # it may exist: whoever comes next resolves it first
@@ -139,15 +145,18 @@ def _post(event: Publish, deps: Deps) -> Publication:
         deps.publications.release(event.update_id, claim, tried=claim.tried)
         raise
     published = deps.publications.record(event.update_id, event.service, created.post_id)
-    if created.exhausted_until is not None:  # that call spent the window: the next must wait
-        deps.rate_limits.block(event.service, event.profile_id, until=created.exhausted_until)
+    if created.exhausted_for is not None:  # that call spent the window: the next must wait
+        deps.rate_limits.block(event.service, event.profile_id, seconds=created.exhausted_for)
     return published
 
 
 def _attempt(poster: Poster, token: str, draft: Draft, claim: Claim) -> Created:
-    """The post: found (an earlier attempt created it) or created now."""
+    """The post: found (an earlier attempt created it) or created now. Only a post created
+    since this update's first attempt began can be its own: an older one of the same text is
+    the author's (a recurring post), and this update still goes out."""
+    since = claim.first_attempt_at - CLOCK_MARGIN_SECONDS
     if claim.tried:
-        found = poster.find(token, draft)
+        found = poster.find(token, draft, since)
         if found:
             return Created(found)
     try:
@@ -156,10 +165,17 @@ def _attempt(poster: Poster, token: str, draft: Draft, claim: Claim) -> Created:
         if not claim.tried:  # the author posted this text themselves: not ours to claim
             raise PermanentError(f"{dup.reason} (a first attempt: posted by someone "
                                  "else)") from None
-        # Our earlier attempt created it; the answer may not say which post that is. Past the
-        # author's recent posts it stays unknown: published all the same (its links count;
-        # its engagement cannot be fetched without the id).
-        return Created(dup.existing_id or poster.find(token, draft) or "")
+        if dup.existing_id:  # LinkedIn names the post; it offers no lookup to date it
+            return Created(dup.existing_id)
+        found = poster.find(token, draft, since)
+        if found:
+            return Created(found)
+        # The network holds this text, but not as a post since our first attempt: the
+        # author's own within the network's duplicate window, or ours not shown yet. Unknown
+        # still: retried (resolved first), then the DLQ with this reason; never recorded as
+        # published while nothing of ours went out.
+        raise OutcomeUnknown(f"{dup.reason}; no post of this update's among the author's "
+                             "recent ones since its first attempt") from None
 
 
 def post_urls(text: str, link: str | None) -> list[str]:

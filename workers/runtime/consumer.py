@@ -21,7 +21,7 @@ import structlog
 from workers import queues
 from workers.peers.aws import AWS_ERRORS, client
 from workers.peers.redisconn import REDIS_ERRORS
-from workers.peers.sqs import SQSQueue
+from workers.peers.sqs import SQSQueue, earlier_receives
 from workers.runtime import logs, metrics
 from workers.runtime.backoff import ExponentialBackoff
 from workers.runtime.deps import Deps
@@ -33,6 +33,7 @@ from workers.runtime.shutdown import Shutdown
 from workers.settings import (
     DEFAULT_CONCURRENCY,
     LONG_POLL_SECONDS,
+    MAX_DELAY_SECONDS,
     SQS_BATCH_MAX,
     Settings,
 )
@@ -358,23 +359,56 @@ class Consumer:
                 for o in outcomes]
 
     def _acknowledge(self, outcomes: list[Outcome]) -> BatchResult:
+        outcomes = [self._spent(o) for o in outcomes]
         by_kind: dict[str, list[Outcome]] = {SUCCEEDED: [], RETRIED: [], DEAD_LETTERED: [],
                                              RETURNED: []}
         for outcome in outcomes:
             by_kind[outcome.kind].append(outcome)
         updates = {o.message.id: _named(o.update_id) for o in outcomes}
         copied = self._dead_letter(by_kind[DEAD_LETTERED], updates)
-        self._delete([o.message for o in by_kind[SUCCEEDED]] + copied, updates)
+        requeued = self._requeue([o for o in by_kind[RETRIED] if o.deferred])
+        self._delete([o.message for o in by_kind[SUCCEEDED]] + copied + requeued, updates)
         given_back = by_kind[RETRIED] + by_kind[RETURNED]
         self.heartbeat.untrack([o.message for o in given_back])  # else it undoes the backoff
+        waiting = {m.id for m in requeued}
         self._change_visibility(
             [(o.message, self.backoff.visibility(o.message.receive_count, o.retry_after))
-             for o in by_kind[RETRIED]] + [(o.message, 0) for o in by_kind[RETURNED]])
+             for o in by_kind[RETRIED] if o.message.id not in waiting]
+            + [(o.message, 0) for o in by_kind[RETURNED]])
         metrics.SUCCEEDED.labels(self.queue).inc(len(by_kind[SUCCEEDED]))
         metrics.DEAD_LETTERED.labels(self.queue).inc(len(copied))
         metrics.RETURNED.labels(self.queue).inc(len(by_kind[RETURNED]))
         return replace(tally(outcomes), dead_lettered=len(copied),
                        not_dead_lettered=len(by_kind[DEAD_LETTERED]) - len(copied))
+
+    def _requeue(self, waiting: list[Outcome]) -> list[Message]:
+        """Messages that only wait their turn (a rate-limit window, another's claim) go back
+        as new copies delayed by their wait, the originals then deleted: given back instead,
+        each wait would spend a receive, and SQS would dead-letter a message for waiting
+        more windows than WORKERS_MAX_RECEIVES. A copy sent twice (the delete failed) is
+        harmless: handlers are idempotent. Those SQS refused are given back as usual."""
+        if not waiting:
+            return []
+        waits = [(o.message, min(MAX_DELAY_SECONDS,
+                                 self.backoff.visibility(o.message.receive_count, o.retry_after)))
+                 for o in waiting]
+        try:
+            return self.sqs.requeue(waits)
+        except AWS_ERRORS as exc:
+            self.log.warning("requeue.failed", error=str(exc), messages=len(waits))
+            return []
+
+    def _spent(self, outcome: Outcome) -> Outcome:
+        """A failure of a re-sent copy whose receives, its earlier copies' added, reach
+        WORKERS_MAX_RECEIVES: dead-lettered here, as SQS's redrive would have (SQS counts
+        the copy's own receives only)."""
+        earlier = earlier_receives(outcome.message)
+        receives = earlier + outcome.message.receive_count
+        if (outcome.kind != RETRIED or outcome.deferred or not earlier
+                or receives < self.settings.max_receives):
+            return outcome
+        return replace(outcome, kind=DEAD_LETTERED,
+                       reason=f"{outcome.reason} (failed {receives} receives)")
 
     def _dead_letter(self, dead: list[Outcome],
                      updates: dict[str, dict[str, str]]) -> list[Message]:

@@ -76,7 +76,8 @@ class SocialAPI(ABC):
         return response.status_code in (408, 429) or response.status_code >= 500
 
     def retry_after(self, response: requests.Response) -> float | None:
-        return parse_retry_after(response.headers.get("Retry-After"))
+        # An HTTP date in Retry-After is the network's: counted from its own Date.
+        return parse_retry_after(response.headers.get("Retry-After"), network_now(response))
 
     # -- the call ---------------------------------------------------------------------------
 
@@ -148,6 +149,17 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if when.tzinfo is None:  # an HTTP date is always GMT
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def network_now(response: requests.Response) -> float:
+    """The network's clock when it answered (its ``Date``), else ours: a reset the network
+    gives in its own Unix seconds is counted down from its own now."""
+    date = response.headers.get("Date")
+    try:
+        when = email.utils.parsedate_to_datetime(date) if date else None
+    except (TypeError, ValueError):
+        when = None
+    return when.timestamp() if when is not None and when.tzinfo is not None else time.time()
 
 
 def dig(body: Any, *path: str) -> Any:

@@ -11,7 +11,7 @@ import requests
 from workers.runtime.errors import PermanentError
 from workers.settings import DEFAULT_FACEBOOK_API_VERSION
 from workers.social.base import dig
-from workers.social.posting import Draft, Duplicate, Poster, same_text
+from workers.social.posting import Draft, Duplicate, Poster, created_since, same_text
 
 # Totals only: ``limit(0)`` asks for no reaction or comment objects, just their summaries.
 FIELDS = "shares,reactions.limit(0).summary(total_count),comments.limit(0).summary(total_count)"
@@ -62,11 +62,9 @@ class Facebook(Poster):
         fields = {"message": draft.text, **({"link": draft.link} if draft.link else {})}
         return self.call("POST", f"{self._page(draft)}/feed", token, data=fields)
 
-    def created_id(self, response: requests.Response) -> str:
+    def created_id(self, response: requests.Response) -> str | None:
         post_id = dig(response.json(), "id")
-        if not isinstance(post_id, str) or not post_id:
-            raise PermanentError("facebook api created a post but answered no id")
-        return post_id
+        return post_id if isinstance(post_id, str) else None
 
     def duplicate(self, response: requests.Response, body: Any) -> Duplicate | None:
         if dig(body, "error", "code") == DUPLICATE_CODE:
@@ -77,12 +75,13 @@ class Facebook(Poster):
         return (response.status_code == 429
                 or dig(body, "error", "code") in RATE_LIMIT_CODES)
 
-    def find(self, token: str, draft: Draft) -> str | None:
+    def find(self, token: str, draft: Draft, since: float) -> str | None:
         body = self.get_json(f"{self._page(draft)}/feed", token, "the page's feed",
                              fields="id,message,link,created_time", limit=RECENT_POSTS)
         for post in body.get("data") or []:
             if (isinstance(post, dict) and same_text(str(post.get("message") or ""), draft.text)
-                    and (not draft.link or post.get("link") in (None, draft.link))):
+                    and (not draft.link or post.get("link") in (None, draft.link))
+                    and created_since(post.get("created_time"), since)):
                 return str(post.get("id"))
         return None
 

@@ -50,11 +50,8 @@ class LinkedIn(Poster):
             post["content"] = {"article": {"source": draft.link}}
         return self.call("POST", "/rest/posts", token, json=post, headers=self._versioned())
 
-    def created_id(self, response: requests.Response) -> str:
-        post_urn = response.headers.get("x-restli-id", "").strip()
-        if not post_urn:
-            raise PermanentError("linkedin api created a post but answered no x-restli-id")
-        return post_urn
+    def created_id(self, response: requests.Response) -> str | None:
+        return response.headers.get("x-restli-id", "").strip() or None
 
     def duplicate(self, response: requests.Response, body: Any) -> Duplicate | None:
         message = self.error_message(body)

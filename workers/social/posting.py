@@ -3,9 +3,11 @@
 Each network's adapter (twitter.py, facebook.py, linkedin.py) says how to create a post
 (``create``), how to recognise its answer to duplicate content (``duplicate``), and how to find
 a post of ours among the author's recent ones (``find``, None where the network offers no
-lookup). This module sorts every answer into what the publish handler must tell apart:
+lookup): only a post the network says was created since the update's first attempt began,
+since an older one of the same text is the author's own (a recurring "evergreen" post). This
+module sorts every answer into what the publish handler must tell apart:
 
-* the post's id: created;
+* the post's id: created (a 2xx without it is an unknown outcome);
 * ``Duplicate``: the network already holds this content (maybe naming the existing post);
 * ``RateLimited``: refused before anything was created, come back after ``retry_after``;
 * ``OutcomeUnknown``: a timeout, a dropped connection or a 5xx: the post may exist;
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -41,9 +44,9 @@ class Draft:
 @dataclass(frozen=True)
 class Created:
     post_id: str
-    # Unix seconds until which the network takes no more calls of this token (its window
-    # ran out with this one), or None.
-    exhausted_until: float | None = None
+    # Seconds (by the network's clock) until the network takes calls of this token again
+    # (its window ran out with this one), or None.
+    exhausted_for: float | None = None
 
 
 class Duplicate(Exception):
@@ -56,12 +59,11 @@ class Duplicate(Exception):
 
 
 class RateLimited(TransientError):
-    """Refused for the rate limit: nothing was created. ``until`` (Unix seconds), when the
-    network said when its window resets; ``retry_after`` (seconds) always."""
+    """Refused for the rate limit: nothing was created. ``retry_after``: seconds until the
+    window resets, by the network's own clock (its ``Date``), never the worker's."""
 
-    def __init__(self, reason: str, retry_after: float, until: float | None = None):
+    def __init__(self, reason: str, retry_after: float):
         super().__init__(reason, retry_after=retry_after, deferred=True)
-        self.until = until
 
 
 class OutcomeUnknown(TransientError):
@@ -77,11 +79,19 @@ class Poster(SocialAPI):
         except TransientError as exc:  # timed out or dropped: it may have been created
             raise OutcomeUnknown(exc.reason) from None
         self.raise_for_answer(response, "a new post", token, creating=True)
-        return Created(self.created_id(response), self.exhausted_until(response))
+        try:
+            post_id = self.created_id(response)
+        except ValueError:  # a 2xx whose body is not JSON
+            post_id = None
+        if not post_id:  # it says created, not which post: resolve it as any unknown outcome
+            raise OutcomeUnknown(f"{self.service} api answered {response.status_code} "
+                                 "to a new post without its id")
+        return Created(post_id, self.exhausted_for(response))
 
-    def find(self, token: str, draft: Draft) -> str | None:
-        """The id of the author's recent post with ``draft``'s content; None if none is there
-        or the network offers no way to look."""
+    def find(self, token: str, draft: Draft, since: float) -> str | None:
+        """The id of the author's recent post with ``draft``'s content that the network says
+        was created at or after ``since`` (Unix seconds); None if none is there or the
+        network offers no way to look."""
         return None
 
     # -- what each network says -------------------------------------------------------------
@@ -89,7 +99,8 @@ class Poster(SocialAPI):
     def send_create(self, token: str, draft: Draft) -> requests.Response:
         raise NotImplementedError
 
-    def created_id(self, response: requests.Response) -> str:
+    def created_id(self, response: requests.Response) -> str | None:
+        """The new post's id in a 2xx answer; None (or ValueError) when it names none."""
         raise NotImplementedError
 
     def duplicate(self, response: requests.Response, body: Any) -> Duplicate | None:
@@ -99,11 +110,8 @@ class Poster(SocialAPI):
     def rate_limited(self, response: requests.Response, body: Any) -> bool:
         return response.status_code == 429
 
-    def exhausted_until(self, response: requests.Response) -> float | None:
-        return None
-
-    def reset_at(self, response: requests.Response) -> float | None:
-        """Unix seconds when a refused call's window resets, if the network says."""
+    def exhausted_for(self, response: requests.Response) -> float | None:
+        """Seconds until the window resets when this answer spent it, else None."""
         return None
 
     # -- sorting answers --------------------------------------------------------------------
@@ -119,8 +127,7 @@ class Poster(SocialAPI):
         if duplicate is not None:
             raise duplicate
         if self.rate_limited(response, body):
-            retry = self.retry_after(response) or DEFAULT_RATE_LIMIT_SECONDS
-            raise RateLimited(reason, retry, self.reset_at(response))
+            raise RateLimited(reason, self.retry_after(response) or DEFAULT_RATE_LIMIT_SECONDS)
         if self.is_transient(response):
             raise (OutcomeUnknown if creating else TransientError)(reason)
         raise PermanentError(reason)
@@ -146,5 +153,15 @@ def same_text(a: str, b: str) -> bool:
     return _SPACES.sub(" ", a).strip() == _SPACES.sub(" ", b).strip()
 
 
+def created_since(stamp: Any, since: float) -> bool:
+    """Whether a network's creation time (ISO 8601: X's ``2026-12-04T10:00:00.000Z``, Graph's
+    ``2026-12-04T10:00:00+0000``) is at or after ``since``; False when it says none."""
+    try:
+        when = datetime.fromisoformat(str(stamp))
+    except ValueError:
+        return False
+    return when.tzinfo is not None and when.timestamp() >= since
+
+
 __all__ = ["Created", "Draft", "Duplicate", "OutcomeUnknown", "Poster", "RateLimited",
-           "same_text"]
+           "created_since", "same_text"]

@@ -3,9 +3,12 @@
 Two hashes per update (README.rst, "Publishing exactly once", walks through every crash point):
 
 * ``publishing:{update_id}``: the attempts. ``owner`` and ``lease_until`` (Redis's clock, ms)
-  while one handler holds the update; ``tried`` = 1 once a create call may have reached the
-  network, so the next holder resolves that attempt before posting; ``state`` = ``done`` once
-  published, ``chained`` = 1 once post-sent and analytics were enqueued. Kept 30 days.
+  while one handler holds the update, renewed while its call to the network runs; ``tried``
+  = 1 once a create call may have reached the network, so the next holder resolves that
+  attempt before posting; ``first_at`` (Redis's clock, ms) when the update was first claimed,
+  kept for every later attempt and replay: a post found by the lookup is this update's only if
+  created since; ``state`` = ``done`` once published, ``chained`` = 1 once post-sent and
+  analytics were enqueued. Kept 30 days.
 * ``published:{update_id}`` (SPEC.md): ``service``, ``service_update_id``, ``published_at``;
   written once, the first record winning, never expiring.
 
@@ -17,9 +20,11 @@ makes every interleaving safe: a holder that finds ``done`` reads ``published``.
 from __future__ import annotations
 
 import uuid
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Sequence
 
+from workers.peers.leases import LeaseKeeper
 from workers.peers.redisconn import Client
 from workers.settings import DEFAULT_PUBLISH_LEASE
 
@@ -28,18 +33,29 @@ from workers.settings import DEFAULT_PUBLISH_LEASE
 ATTEMPT_TTL_SECONDS = 30 * 86400
 
 # KEYS: the attempt. ARGV: owner, lease (ms), ttl (s).
-# -> {"done"} | {"busy", ms left of the holder's lease} | {"claimed", tried before (0/1)}
+# -> {"done", 0, first} | {"busy", ms left of the holder's lease, first}
+#    | {"claimed", tried before (0/1), first}, first = ms of the first claim (Redis's clock)
 CLAIM = """
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local state, owner, lease, tried = unpack(redis.call('HMGET', KEYS[1],
-    'state', 'owner', 'lease_until', 'tried'))
-if state == 'done' then return {'done', 0} end
-if owner and tonumber(lease) > ms then return {'busy', tonumber(lease) - ms} end
+local state, owner, lease, tried, first = unpack(redis.call('HMGET', KEYS[1],
+    'state', 'owner', 'lease_until', 'tried', 'first_at'))
+first = tonumber(first or ms)
+if state == 'done' then return {'done', 0, first} end
+if owner and tonumber(lease) > ms then return {'busy', tonumber(lease) - ms, first} end
 redis.call('HSET', KEYS[1], 'state', 'claimed', 'owner', ARGV[1],
-           'lease_until', ms + tonumber(ARGV[2]), 'tried', 1)
+           'lease_until', ms + tonumber(ARGV[2]), 'tried', 1, 'first_at', first)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-return {'claimed', tonumber(tried or '0')}
+return {'claimed', tonumber(tried or '0'), first}
+"""
+
+# KEYS: the attempt. ARGV: owner, lease (ms). A lease still ours runs ``lease`` from now.
+RENEW = """
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+local now = redis.call('TIME')
+local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+redis.call('HSET', KEYS[1], 'lease_until', ms + tonumber(ARGV[2]))
+return 1
 """
 
 # KEYS: the attempt. ARGV: owner, tried (0/1). Lets go of a claim still ours.
@@ -79,12 +95,14 @@ class Publication:
 @dataclass(frozen=True)
 class Claim:
     """What claiming an update found: ``done`` (published already), ``wait`` seconds (another
-    holder's lease), or ours, with ``tried`` when an earlier attempt's outcome is unknown."""
+    holder's lease), or ours, with ``tried`` when an earlier attempt's outcome is unknown.
+    ``first_attempt_at``: when the update was first claimed (Unix seconds, Redis's clock)."""
 
     owner: str
     done: bool = False
     wait: float = 0.0
     tried: bool = False
+    first_attempt_at: float = 0.0
 
 
 class Publications:
@@ -95,6 +113,8 @@ class Publications:
         self._release = client.register_script(RELEASE)
         self._record = client.register_script(RECORD)
         self._mark = client.register_script(MARK)
+        self._renew = client.register_script(RENEW)
+        self._keeper = LeaseKeeper(lease_seconds, name="publish-leases")
 
     def get(self, update_id: str) -> Publication | None:
         return _publication(self.client.hgetall(published_key(update_id)))
@@ -117,14 +137,22 @@ class Publications:
 
     def claim(self, update_id: str) -> Claim:
         owner = uuid.uuid4().hex
-        kind, value = self._claim(keys=[attempt_key(update_id)],
-                                  args=[owner, self.lease_ms, ATTEMPT_TTL_SECONDS])
+        kind, value, first = self._claim(keys=[attempt_key(update_id)],
+                                         args=[owner, self.lease_ms, ATTEMPT_TTL_SECONDS])
         kind = kind.decode() if isinstance(kind, bytes) else kind
+        first_attempt_at = int(first) / 1000
         if kind == "done":
-            return Claim(owner, done=True)
+            return Claim(owner, done=True, first_attempt_at=first_attempt_at)
         if kind == "busy":
-            return Claim(owner, wait=int(value) / 1000)
-        return Claim(owner, tried=bool(int(value)))
+            return Claim(owner, wait=int(value) / 1000, first_attempt_at=first_attempt_at)
+        return Claim(owner, tried=bool(int(value)), first_attempt_at=first_attempt_at)
+
+    def holding(self, update_id: str, claim: Claim) -> AbstractContextManager[None]:
+        """Keeps ``claim``'s lease from running out while the block runs (its calls to the
+        network): a second delivery waits for it however slow the network is."""
+        key = attempt_key(update_id)
+        return self._keeper.keep(lambda: self._renew(keys=[key], args=[claim.owner,
+                                                                         self.lease_ms]))
 
     def release(self, update_id: str, claim: Claim, tried: bool) -> None:
         """Lets go of ``claim``; ``tried`` says whether a create call may have reached the

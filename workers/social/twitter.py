@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 from urllib.parse import quote
 
 import requests
 
 from workers.runtime.errors import PermanentError, TransientError
-from workers.social.base import dig, parse_retry_after
-from workers.social.posting import Draft, Duplicate, Poster, same_text
+from workers.social.base import dig, network_now, parse_retry_after
+from workers.social.posting import Draft, Duplicate, Poster, created_since, same_text
 
 # X's answer to a text its author posted already (403), the only sign it gives.
 DUPLICATE_TEXT = "duplicate content"
@@ -52,27 +51,26 @@ class Twitter(Poster):
     def send_create(self, token: str, draft: Draft) -> requests.Response:
         return self.call("POST", "/2/tweets", token, json={"text": compose(draft)})
 
-    def created_id(self, response: requests.Response) -> str:
+    def created_id(self, response: requests.Response) -> str | None:
         post_id = dig(response.json(), "data", "id")
-        if not isinstance(post_id, str) or not post_id:
-            raise PermanentError("twitter api created a tweet but answered no id")
-        return post_id
+        return post_id if isinstance(post_id, str) else None
 
     def duplicate(self, response: requests.Response, body: Any) -> Duplicate | None:
         if response.status_code == 403 and DUPLICATE_TEXT in self.error_message(body).lower():
             return Duplicate(f"twitter api 403: {self.error_message(body)}")
         return None
 
-    def exhausted_until(self, response: requests.Response) -> float | None:
+    def exhausted_for(self, response: requests.Response) -> float | None:
         if response.headers.get("x-rate-limit-remaining", "").strip() == "0":
-            return self.reset_at(response)
+            return self.reset_in(response)
         return None
 
-    def reset_at(self, response: requests.Response) -> float | None:
+    def reset_in(self, response: requests.Response) -> float | None:
+        """Seconds until ``x-rate-limit-reset`` (X's Unix seconds) by X's own clock."""
         reset = response.headers.get("x-rate-limit-reset", "").strip()
-        return float(reset) if reset.isdigit() else None
+        return max(1.0, float(reset) - network_now(response)) if reset.isdigit() else None
 
-    def find(self, token: str, draft: Draft) -> str | None:
+    def find(self, token: str, draft: Draft, since: float) -> str | None:
         me = dig(self.get_json("/2/users/me", token, "the author"), "data", "id")
         if not isinstance(me, str) or not me:
             raise TransientError("twitter api answered /2/users/me without an id")
@@ -80,17 +78,15 @@ class Twitter(Poster):
                              max_results=RECENT_TWEETS, **{"tweet.fields": "entities,created_at"})
         wanted = compose(draft)
         for tweet in body.get("data") or []:
-            if isinstance(tweet, dict) and same_text(expanded(tweet), wanted):
+            if (isinstance(tweet, dict) and same_text(expanded(tweet), wanted)
+                    and created_since(tweet.get("created_at"), since)):
                 return str(tweet.get("id"))
         return None
 
     def retry_after(self, response: requests.Response) -> float | None:
         # X says when its 15-minute window resets (Unix seconds), seldom Retry-After.
-        given = parse_retry_after(response.headers.get("Retry-After"))
-        reset = self.reset_at(response)
-        if given is None and reset is not None:
-            return max(1.0, reset - time.time())
-        return given
+        given = parse_retry_after(response.headers.get("Retry-After"), network_now(response))
+        return self.reset_in(response) if given is None else given
 
 
 def compose(draft: Draft) -> str:
