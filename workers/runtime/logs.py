@@ -10,15 +10,22 @@ from typing import Any, Callable
 import orjson
 import structlog
 
+from workers.runtime import tracing
+
 # logging.getLevelNamesMapping is Python 3.11's; we support 3.10.
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
            "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
 
 
 def configure(level: str = "info") -> None:
+    """Call after ``tracing.configure``: with tracing on, each line written inside a span
+    carries its ``trace_id`` and ``span_id``."""
+    # Chosen once here: with tracing off, no line pays for looking up a span.
+    traced: list[Any] = [tracing.add_ids] if tracing.enabled() else []
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            *traced,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
             structlog.processors.format_exc_info,
