@@ -24,6 +24,7 @@ from workers.devstack.networks import Account, Networks
 from workers.devstack.otlp import OTLPReceiver, Span, tree
 from workers.ops.dlq import DeadLetters
 from workers.peers.aws import client
+from workers.producer import Producer
 from workers.runtime import tracing
 from workers.runtime.consumer import Consumer
 
@@ -81,14 +82,16 @@ def test_only_opentelemetry_s_own_variables_turn_tracing_on(environ, on):
 
 
 def test_with_tracing_off_nothing_is_exported_and_no_attribute_is_added(env, receiver, sqs,
-                                                                        queues, prefix):
-    # Given an endpoint, but the exporter set to none: off
-    off = {**env, **otel_env(receiver), "OTEL_TRACES_EXPORTER": "none"}
+                                                                        settings, queues,
+                                                                        prefix):
     event = {"update_id": "u1", "profile_id": "p1", "url": "https://buffer.com"}
-    # When `workers send` enqueues, with tracing off that way and with no OTEL_* at all
-    for environment in (off, env):
-        done = workers_cmd("send", "post-sent", json.dumps(event), env=environment)
-        assert done.returncode == 0, done.stderr
+    # Given an endpoint, but the exporter set to none: `workers send` enqueues with tracing off
+    off = {**env, **otel_env(receiver), "OTEL_TRACES_EXPORTER": "none"}
+    done = workers_cmd("send", "post-sent", json.dumps(event), env=off)
+    assert done.returncode == 0, done.stderr
+    # and so does the producer with no OTEL_* at all (this process's)
+    assert not tracing.enabled()
+    Producer(settings).send("post-sent", event)
     # Then the messages carry no attribute, user or system, and nothing reached the receiver
     # (a process exports what it holds before it exits: there is nothing to wait for)
     got = sqs.receive_message(QueueUrl=queues[prefix + "post-sent"], MaxNumberOfMessages=10,
@@ -272,3 +275,17 @@ def test_a_message_with_room_carries_traceparent_and_the_consumer_continues_it(
     assert (process.trace_id, process.parent_id) == (send.trace_id, send.span_id)
     assert "workers.traceparent_dropped" not in send.attributes
 
+
+def test_a_dead_lettered_message_s_process_span_says_so_with_its_reason(
+        traced, settings, sqs, queues, prefix):
+    # Given a post-sent message that can never succeed
+    sqs.send_message(QueueUrl=queues[prefix + "post-sent"], MessageBody="not json")
+    # When a consumer handles it
+    consumer = Consumer("post-sent", settings, concurrency=1)
+    assert consumer.process_batch(wait_seconds=1).dead_lettered == 1
+    tracing.shutdown()
+    # Then its process span has that outcome, as an error, with the reason
+    process = one(traced.spans(), name="process post-sent")
+    assert process.attributes["workers.outcome"] == "dead_lettered"
+    assert process.attributes["error.type"] == "permanent"
+    assert process.status == "ERROR" and "not JSON" in process.status_message

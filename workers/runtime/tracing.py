@@ -23,6 +23,7 @@ import contextlib
 import os
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
+from botocore.exceptions import ClientError
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.propagators.aws import AwsXRayPropagator
@@ -289,8 +290,6 @@ class Sends:
     def _fail(self, group: Sequence[int], exc: Exception) -> None:
         """A call that raised: the group's spans end failed; so do the others when the error
         leaves the send (not an answer of SQS's)."""
-        from botocore.exceptions import ClientError  # botocore is loaded by then anyway
-
         ending = group if isinstance(exc, ClientError) else sorted(self._open)
         for i in ending:
             self.spans[i].record_exception(exc)
