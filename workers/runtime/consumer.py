@@ -285,10 +285,13 @@ class Consumer:
                     extras[i] = dict(answer) if isinstance(answer, dict) else {}
         share = (time.perf_counter() - started) / len(messages)  # each message's part of it
         for i, message in enumerate(messages):  # the fields _handle binds, given directly
-            with tracing.current(spans[i]):
-                self._handled(outcomes[i], share, {"message_id": message.id,
-                                                   "receive_count": message.receive_count,
-                                                   **extras.get(i, {})})
+            fields = {"message_id": message.id, "receive_count": message.receive_count,
+                      **extras.get(i, {})}
+            if spans[i] is None:
+                self._handled(outcomes[i], share, fields)
+                continue
+            with tracing.current(spans[i]):  # its log line and exemplar: its own trace
+                self._handled(outcomes[i], share, fields)
         return [outcomes[i] for i in range(len(messages))]
 
     def _failed(self, message: Message, exc: Exception, bound: bool = True) -> Outcome:
