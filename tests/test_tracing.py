@@ -9,12 +9,16 @@ request is read from the request itself, before it leaves botocore."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import urllib.request
 from typing import Any, Iterator
 
+import boto3
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.handlers import Sink
 from prometheus_client import REGISTRY
 
 from fakes import FakePusher
@@ -289,3 +293,33 @@ def test_a_dead_lettered_message_s_process_span_says_so_with_its_reason(
     assert process.attributes["workers.outcome"] == "dead_lettered"
     assert process.attributes["error.type"] == "permanent"
     assert process.status == "ERROR" and "not JSON" in process.status_message
+
+
+@pytest.mark.parametrize("backend", ["ses", "smtp"])
+def test_an_email_s_send_is_a_client_span_beneath_its_process_span(traced, settings, sqs,
+                                                                   queues, prefix, backend):
+    # Given an email message, and SES (moto's) or an SMTP server (aiosmtpd's) to send it
+    sender = "no-reply@workers.example.com"
+    boto3.client("ses", region_name=settings.region, endpoint_url=settings.endpoint_url
+                 ).verify_email_identity(EmailAddress=sender)
+    smtp = Controller(Sink(), hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    try:
+        chosen = dataclasses.replace(settings, email_from=sender, email_backend=backend,
+                                     smtp_host="127.0.0.1", smtp_port=smtp.port,
+                                     smtp_starttls=False)
+        sqs.send_message(QueueUrl=queues[prefix + "email"], MessageBody=json.dumps(
+            {"to": "ada@example.com", "subject": "Weekly report", "text": "hello"}))
+        # When a consumer sends it
+        assert Consumer("email", chosen, concurrency=1).process_batch(wait_seconds=1).succeeded == 1
+    finally:
+        smtp.stop()
+    tracing.shutdown()
+    # Then the send is a CLIENT span of the message's process span: botocore's for SES, ours
+    # for SMTP (OpenTelemetry instruments no SMTP client)
+    spans = traced.spans()
+    process = one(spans, name="process email")
+    name = {"ses": "SES.SendRawEmail", "smtp": "smtp send"}[backend]
+    call = one(spans, name=name)
+    assert (call.kind, call.parent_id, call.trace_id) == ("CLIENT", process.span_id,
+                                                          process.trace_id)
