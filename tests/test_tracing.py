@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import subprocess
+import sys
 import urllib.request
 from typing import Any, Iterator
 
@@ -106,6 +108,31 @@ def test_with_tracing_off_nothing_is_exported_and_no_attribute_is_added(env, rec
         assert "MessageAttributes" not in message
         assert "AWSTraceHeader" not in message.get("Attributes", {})
     assert receiver.exports == 0
+
+
+HANDLE_ONE = """
+import json, sys
+from workers.runtime.consumer import Consumer
+from workers.settings import Settings
+consumer = Consumer("post-sent", Settings.from_env())
+ours = ("opentelemetry.sdk.trace", "opentelemetry.exporter", "opentelemetry.instrumentation")
+print(json.dumps({"succeeded": consumer.process_batch(wait_seconds=1).succeeded,
+                  "sdk": sorted(m for m in sys.modules if m.startswith(ours))}))
+"""
+
+
+def test_with_tracing_off_a_consumer_never_loads_the_sdk_s_tracing(env, sqs, queues, prefix):
+    # Given a message, and a consumer in a process with no OTEL_*
+    sqs.send_message(QueueUrl=queues[prefix + "post-sent"], MessageBody=json.dumps(
+        {"update_id": "u1", "profile_id": "p1", "url": "https://buffer.com"}))
+    # When it handles the message
+    done = subprocess.run([sys.executable, "-c", HANDLE_ONE], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    # Then neither the SDK's tracing, an exporter nor an instrumentation was even imported:
+    # no span, no export, no patched client (redis-py imports the SDK's metrics itself, for
+    # its own observability, off unless an application starts it)
+    assert json.loads(done.stdout.splitlines()[-1]) == {"succeeded": 1, "sdk": []}
 
 
 # -- one publish event, one trace ---------------------------------------------------------------
