@@ -87,6 +87,17 @@ def test_only_opentelemetry_s_own_variables_turn_tracing_on(environ, on):
     assert tracing.requested(environ) is on
 
 
+@pytest.mark.parametrize("environ,says", [
+    ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, "grpc"),
+    ({"OTEL_TRACES_EXPORTER": "zipkin"}, "zipkin"),
+])
+def test_what_this_build_cannot_export_is_refused_by_name(environ, says):
+    # (the CLI shows a TracingError as its one line, as every error it knows)
+    with pytest.raises(tracing.TracingError, match=says):
+        tracing.configure("test", environ)
+    assert not tracing.enabled()
+
+
 def test_with_tracing_off_nothing_is_exported_and_no_attribute_is_added(env, receiver, sqs,
                                                                         settings, queues,
                                                                         prefix):
