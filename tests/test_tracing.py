@@ -318,19 +318,29 @@ def test_a_message_with_room_carries_traceparent_and_the_consumer_continues_it(
     assert "workers.traceparent_dropped" not in send.attributes
 
 
-def test_a_dead_lettered_message_s_process_span_says_so_with_its_reason(
+def test_a_dead_lettered_message_s_process_span_says_so_and_its_copy_stays_in_its_trace(
         traced, settings, sqs, queues, prefix):
-    # Given a post-sent message that can never succeed
-    sqs.send_message(QueueUrl=queues[prefix + "post-sent"], MessageBody="not json")
+    # Given a post-sent message that can never succeed, sent in an X-Ray sender's trace
+    sqs.send_message(QueueUrl=queues[prefix + "post-sent"], MessageBody="not json",
+                     MessageSystemAttributes={"AWSTraceHeader": {"DataType": "String",
+                                                                 "StringValue": XRAY_HEADER}})
     # When a consumer handles it
     consumer = Consumer("post-sent", settings, concurrency=1)
     assert consumer.process_batch(wait_seconds=1).dead_lettered == 1
     tracing.shutdown()
     # Then its process span has that outcome, as an error, with the reason
-    process = one(traced.spans(), name="process post-sent")
+    spans = traced.spans()
+    process = one(spans, name="process post-sent")
     assert process.attributes["workers.outcome"] == "dead_lettered"
     assert process.attributes["error.type"] == "permanent"
     assert process.status == "ERROR" and "not JSON" in process.status_message
+    # and its copy in the DLQ was sent in the same trace, carrying it for a replay
+    copy = one(spans, name="send post-sent-dlq")
+    assert (copy.kind, copy.trace_id, copy.parent_id) == ("PRODUCER", XRAY_TRACE, XRAY_PARENT)
+    [dead] = sqs.receive_message(QueueUrl=queues[prefix + "post-sent-dlq"], WaitTimeSeconds=1,
+                                 MessageAttributeNames=["All"])["Messages"]
+    assert dead["MessageAttributes"]["traceparent"]["StringValue"] == \
+        f"00-{XRAY_TRACE}-{copy.span_id}-01"
 
 
 @pytest.mark.parametrize("backend", ["ses", "smtp"])

@@ -85,17 +85,18 @@ class SQSQueue:
     def send_failures(self, bodies: Sequence[str], url: str | None = None,
                       attributes: Sequence[Mapping[str, Any]] | None = None,
                       delay_seconds: int = 0, parents: Sequence[Any] | None = None,
-                      traced: bool = True) -> dict[int, str]:
+                      destination: str | None = None) -> dict[int, str]:
         """Sends in batches of at most 10 entries and BATCH_PAYLOAD_BYTES, each hidden for
         ``delay_seconds`` first (SQS allows 0 to 900); returns why SQS refused each index it
         refused. A batch SQS refuses whole (an error answer, such as a
         message over the size limit) fails its own entries only; the network being away raises.
-        With tracing on (and ``traced``), each message gets a send span, a child of its
-        ``parents`` context (or of the current one), and carries its context."""
+        With tracing on, each message gets a send span (``send {destination}``, by default the
+        queue's logical name), a child of its ``parents`` context (or of the current one), and
+        carries its context."""
         attributes = attributes or [{}] * len(bodies)
         sends = None
-        if traced and tracing.enabled():
-            sends = tracing.Sends(self.topic or self.name, attributes, parents)
+        if tracing.enabled():
+            sends = tracing.Sends(destination or self.topic or self.name, attributes, parents)
             attributes = sends.attributes
         failed: dict[int, str] = {}
         sizes = [payload_bytes(b, a) for b, a in zip(bodies, attributes, strict=True)]
@@ -121,8 +122,11 @@ class SQSQueue:
         why SQS refused each of the others."""
         bodies = [m.body for m, _ in failures]
         attributes = [dead_letter_attributes(m, reason, self.name) for m, reason in failures]
+        # With tracing on, each copy is sent in the trace its message carries, so a replay
+        # goes on in it.
         refused = self.send_failures(bodies, url=self.dlq_url, attributes=attributes,
-                                     traced=False)
+                                     parents=tracing.carried(m for m, _ in failures),
+                                     destination=f"{self.topic or self.name}-dlq")
         copied = [m for i, (m, _) in enumerate(failures) if i not in refused]
         return copied, [(failures[i][0], why) for i, why in sorted(refused.items())]
 

@@ -117,7 +117,7 @@ class Consumer:
         self.concurrency = max(1, concurrency)
         self.sqs = sqs_queue or SQSQueue(
             client(settings, pool=self.concurrency + 4, validate=False),
-            settings.queue_name(queue), settings.dlq_name(queue))
+            settings.queue_name(queue), settings.dlq_name(queue), topic=queue)
         self.handler = handler or queues.get(queue)
         # A queue's batch handler, unless a handler was given: that one is what runs.
         self.batch_handler = queues.get_batch(queue) if handler is None else None
