@@ -51,6 +51,7 @@ import report
 import scenario
 import soak
 import standin
+import tracingbench
 import workload
 
 from workers import devstack
@@ -69,7 +70,7 @@ DURABILITY_BATCHES = {False: 300, True: 20}
 # What real SQS adds to a call that loopback moto does not.
 DELAY_MS = 10.0
 PARTS = (*consumers.KINDS, "delayed", "standin", "reads", "redis", "hot", "durability",
-         "backfill", "cluster", "read", "soak", "publish")
+         "backfill", "cluster", "read", "soak", "publish", "tracing")
 # Who runs on the stand-in in --quick: the bare loop's ceiling and ours, for their ratio.
 QUICK_STANDIN_KINDS = ("bare", "ours")
 # Behind each of these delays on the stand-in (with 'delayed'): what real SQS adds to a call
@@ -315,6 +316,12 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 f"networks answering in +{latency:g} ms...")
             result["publish"].append(publishbench.measure(posts, latency, workdir))
             log("\n".join(publishbench.lines(result["publish"][-1])))
+    if "tracing" in parts:
+        log(f"tracing: ours drains {args.messages:,} post-sent events with tracing off, then on "
+            f"at 100% sampling, {tracingbench.ROUNDS[args.quick]} times each...")
+        result["tracing"] = tracingbench.measure(args.messages, args.concurrency, args.backlog,
+                                                 workdir, tracingbench.ROUNDS[args.quick])
+        log("\n".join(tracingbench.lines(result["tracing"])))
     if "soak" in parts:
         log(f"soak: {args.soak_messages:,} post-sent events through one daemon of ours on "
             "ministack, RSS sampled...")
@@ -343,7 +350,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         and all(run["same_pairs"] for name, run in result.get("backfill", {}).items()
                 if isinstance(run, dict))
         and all(run["each_once"] for part in result.get("publish", [])
-                for run in part["runs"].values()))
+                for run in part["runs"].values())
+        and result.get("tracing", {}).get("all_counted", True))
     result["seconds"] = time.monotonic() - started
     result["started_pids"] = list(procstat.STARTED)
     result["still_running"] = [pid for pid in procstat.STARTED if procstat.alive(pid)]

@@ -87,6 +87,7 @@ class Consumer:
     queue_separator: str = "-"
     counts: bool = True
     encoder: str = ""  # the peer whose encoding it reads, when not its kind
+    env: dict[str, str] = field(default_factory=dict)  # its own variables (OTEL_*: tracing)
 
     @property
     def encoding(self) -> str:
@@ -158,7 +159,7 @@ class Scenario:
                                  WORKERS_QUEUE_PREFIX=self.settings.queue_prefix,
                                  # What the peers' own configurations need to find the queue.
                                  BENCH_QUEUE_URL=queue_url, BENCH_NAMESPACE=self.namespace,
-                                 PYTHONPATH=str(peervenv.PEERS_DIR))
+                                 PYTHONPATH=str(peervenv.PEERS_DIR), **self.consumer.env)
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.consumer.argv, env=env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -231,3 +231,14 @@ def test_the_soak_counts_every_message_and_reports_the_growth_after_warm_up(quic
     growth = soak["growth"]
     assert growth["rss_at_end_mib"] > 0 and growth["warm_up_messages"] > 0
     assert len(soak["samples"]) >= 2
+
+
+def test_the_tracing_part_measures_ours_off_and_on_and_exports_every_message_s_spans(quick_run):
+    result, _ = quick_run
+    tracing = result["tracing"]
+    assert tracing["all_counted"] is True
+    for mode in ("off", "on"):
+        assert all(sane(cpu) for cpu in tracing["cpu_s_per_1000_msgs"][mode])
+    assert sane(tracing["ratio"])
+    # the "on" runs exported to the bench's receiver
+    assert tracing["spans_exported"] > 0

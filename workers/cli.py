@@ -88,6 +88,7 @@ def run(settings: Settings, queue: str, concurrency: int, log_level: str) -> Non
     from workers.runtime.consumer import Consumer
     from workers.runtime.daemon import Daemon
 
+    _trace(queue)  # before the log lines and the consumer, which ask whether it is on
     logs.configure(log_level)
     consumer = Consumer(queue, settings, concurrency=concurrency)
     # Before the first receive: a Redis that may evict would count redeliveries twice. One
@@ -113,6 +114,7 @@ def send(settings: Settings, queue: str, event: str | None) -> None:
     validated before any is sent: one invalid event and nothing is sent."""
     from workers.producer import Producer
 
+    _trace("send")
     if event is not None:
         events = [_event(queue, event, "")]
     else:
@@ -274,6 +276,7 @@ def dlq_replay(settings: Settings, queue: str, limit: int | None, dry_run: bool,
         click.echo(f"dry run: would move {len(messages)} message(s) from {letters.dlq_name} "
                    f"to {letters.name}", err=True)
         return
+    _trace("dlq")
     result = letters.replay(limit, method, visibility,
                             progress=lambda line: click.echo(f"replay: {line}", err=True))
     click.echo(result.summary(letters.dlq_name, letters.name))
@@ -351,6 +354,14 @@ def scale(settings: Settings, queue: str | None, count: int | None, timeout: flo
         click.echo(change.summary())
 
 
+def _trace(program: str) -> None:
+    """Tracing on for this process when OTEL_* asks (README.rst, "Tracing"); its spans are
+    exported at exit."""
+    from workers.runtime import tracing
+
+    tracing.configure(program)
+
+
 def _event(queue: str, text: str, where: str) -> Any:
     """The JSON of one event, valid for ``queue``; else a Failure saying what is wrong, and
     where (a line of stdin) when there is more than one."""
@@ -376,6 +387,7 @@ def main() -> None:
     from workers.peers.redisconn import REDIS_ERRORS, EvictionPolicyError
     from workers.producer import SendError
     from workers.runtime.errors import PermanentError
+    from workers.runtime.tracing import TracingError
 
     try:
         code = cli.main(standalone_mode=False, prog_name="workers")
@@ -386,7 +398,7 @@ def main() -> None:
     except PermanentError as exc:
         _fail(exc.reason)
     except (SettingsError, SendError, DLQError, ScaleError, RunDirError,
-            EvictionPolicyError) as exc:
+            EvictionPolicyError, TracingError) as exc:
         _fail(str(exc))
     except REDIS_ERRORS as exc:
         _fail(f"redis: {exc}")

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from workers.peers.aws import client
 from workers.peers.sqs import SQSQueue
@@ -37,10 +37,11 @@ class Producer:
         self.send_many(queue, [event], delay_seconds)
 
     def send_many(self, queue: str, events: Iterable[dict[str, Any] | Event],
-                  delay_seconds: int = 0) -> int:
+                  delay_seconds: int = 0, parents: Sequence[Any] | None = None) -> int:
         """Validates every event first (InvalidEvent names the first bad one, nothing sent),
         then sends them in batches, each delivered ``delay_seconds`` later (at most 900).
-        Returns how many were sent."""
+        Returns how many were sent. With tracing on, each event's send span is a child of its
+        ``parents`` context (workers.runtime.tracing.parents_of), or else of the current one."""
         bodies = encode_all(queue, events)
         target = self._queue(queue)
         pending = list(range(len(bodies)))
@@ -50,7 +51,8 @@ class Producer:
                 break
             # send() splits into batches SQS takes (10 entries, its payload cap per request).
             why = target.send_failures([bodies[i] for i in pending],
-                                       delay_seconds=delay_seconds)
+                                       delay_seconds=delay_seconds,
+                                       parents=[parents[i] for i in pending] if parents else None)
             pending = [pending[j] for j in sorted(why)]
         if pending:
             raise SendError(pending, next(iter(why.values()), ""))
@@ -58,7 +60,8 @@ class Producer:
 
     def _queue(self, queue: str) -> SQSQueue:
         if queue not in self._queues:
-            self._queues[queue] = SQSQueue(self._sqs, self.settings.queue_name(check_queue(queue)))
+            self._queues[queue] = SQSQueue(self._sqs, self.settings.queue_name(check_queue(queue)),
+                                           topic=queue)
         return self._queues[queue]
 
 

@@ -33,6 +33,7 @@ from workers.peers.sqs import (
     queue_depth,
     start_move_task,
 )
+from workers.runtime import tracing
 from workers.runtime.message import Message
 from workers.settings import (
     PEEK_VISIBILITY_SECONDS,
@@ -98,7 +99,8 @@ class DeadLetters:
         self.probe_sqs = probe_sqs or (client(settings, attempts=1) if sqs is None else sqs)
         self.queue = queue
         self.name, self.dlq_name = settings.queue_name(queue), settings.dlq_name(queue)
-        self.client = SQSQueue(self.sqs, self.name, self.dlq_name)
+        # Named for the queue: a replayed message's send span is `send {queue}`.
+        self.client = SQSQueue(self.sqs, self.name, self.dlq_name, topic=queue)
         self.poll_seconds = poll_seconds
 
     @cached_property
@@ -231,8 +233,10 @@ class DeadLetters:
         return result
 
     def _copy(self, batch: list[Message], result: ReplayResult) -> None:
+        # With tracing on, each goes on in the trace it carries (its first delivery's).
         refused = self.client.send_failures([m.body for m in batch], url=self.url,
-                                            attributes=[original_attributes(m) for m in batch])
+                                            attributes=[original_attributes(m) for m in batch],
+                                            parents=tracing.carried(batch))
         for error in refused.values():
             if error not in result.errors:
                 result.errors.append(error)

@@ -11,6 +11,7 @@ from typing import Any, Iterator, Mapping, Sequence, TypeVar
 from botocore.exceptions import ClientError
 
 from workers.peers.aws import error_text
+from workers.runtime import tracing
 from workers.runtime.message import Message
 from workers.settings import SQS_BATCH_MAX
 from workers.text import truncate
@@ -40,6 +41,7 @@ class SQSQueue:
     sqs: Any
     name: str
     dlq_name: str | None = None
+    topic: str | None = None  # the logical queue, which names its messages' send spans
 
     @cached_property
     def url(self) -> str:
@@ -57,7 +59,8 @@ class SQSQueue:
             QueueUrl=url or self.url,
             MaxNumberOfMessages=max(1, min(max_messages, SQS_BATCH_MAX)),
             WaitTimeSeconds=wait_seconds,
-            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+            MessageSystemAttributeNames=tracing.system_attribute_names(
+                ["ApproximateReceiveCount", "SentTimestamp"]),
             MessageAttributeNames=["All"],
             **extra,
         )
@@ -84,20 +87,31 @@ class SQSQueue:
 
     def send_failures(self, bodies: Sequence[str], url: str | None = None,
                       attributes: Sequence[Mapping[str, Any]] | None = None,
-                      delay_seconds: int = 0) -> dict[int, str]:
+                      delay_seconds: int = 0, parents: Sequence[Any] | None = None,
+                      destination: str | None = None) -> dict[int, str]:
         """Sends in batches of at most 10 entries and BATCH_PAYLOAD_BYTES, each hidden for
         ``delay_seconds`` first (SQS allows 0 to 900); returns why SQS refused each index it
         refused. A batch SQS refuses whole (an error answer, such as a
-        message over the size limit) fails its own entries only; the network being away raises."""
+        message over the size limit) fails its own entries only; the network being away raises.
+        With tracing on, each message gets a send span (``send {destination}``, by default the
+        queue's logical name), a child of its ``parents`` context (or of the current one), and
+        carries its context."""
         attributes = attributes or [{}] * len(bodies)
+        sends = None
+        if tracing.enabled():
+            sends = tracing.Sends(destination or self.topic or self.name, attributes, parents)
+            attributes = sends.attributes
         failed: dict[int, str] = {}
         sizes = [payload_bytes(b, a) for b, a in zip(bodies, attributes, strict=True)]
         for group in batches(sizes):
             entries = [_send_entry(j, bodies[i], attributes[i]) for j, i in enumerate(group)]
             if delay_seconds:
                 entries = [{**entry, "DelaySeconds": delay_seconds} for entry in entries]
+            send = self.sqs.send_message_batch
+            if sends is not None:
+                send = sends.calling(send, group)
             try:
-                response = self.sqs.send_message_batch(QueueUrl=url or self.url, Entries=entries)
+                response = send(QueueUrl=url or self.url, Entries=entries)
             except ClientError as exc:
                 failed.update(dict.fromkeys(group, error_text(exc)))
                 continue
@@ -125,7 +139,11 @@ class SQSQueue:
         why SQS refused each of the others."""
         bodies = [m.body for m, _ in failures]
         attributes = [dead_letter_attributes(m, reason, self.name) for m, reason in failures]
-        refused = self.send_failures(bodies, url=self.dlq_url, attributes=attributes)
+        # With tracing on, each copy is sent in the trace its message carries, so a replay
+        # goes on in it.
+        refused = self.send_failures(bodies, url=self.dlq_url, attributes=attributes,
+                                     parents=tracing.carried(m for m, _ in failures),
+                                     destination=f"{self.topic or self.name}-dlq")
         copied = [m for i, (m, _) in enumerate(failures) if i not in refused]
         return copied, [(failures[i][0], why) for i, why in sorted(refused.items())]
 

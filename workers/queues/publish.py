@@ -17,6 +17,7 @@ from workers.peers.aws import AWS_ERRORS
 from workers.peers.redisconn import REDIS_ERRORS
 from workers.producer import SendError
 from workers.queues import before_ack, queue
+from workers.runtime import tracing
 from workers.runtime.deps import Deps
 from workers.runtime.errors import PermanentError, TransientError
 from workers.runtime.events import Event, Id
@@ -88,11 +89,15 @@ def chain_batch(deps: Deps, events: Sequence[Event]) -> None:
         if not todo:
             return
         sent = [_post_sent(updates[u], p) for u, p in todo.items()]
-        fetch = [_analytics(updates[u], p) for u, p in todo.items() if p.service_update_id]
-        deps.producer.send_many("post-sent", sent)
+        fetched = [u for u, p in todo.items() if p.service_update_id]
+        fetch = [_analytics(updates[u], todo[u]) for u in fetched]
+        # With tracing on, each is sent in its publish message's trace.
+        deps.producer.send_many("post-sent", sent,
+                                parents=tracing.parents_of(updates[u] for u in todo))
         if fetch:
             deps.producer.send_many("analytics", fetch,
-                                    delay_seconds=deps.settings.analytics_delay)
+                                    delay_seconds=deps.settings.analytics_delay,
+                                    parents=tracing.parents_of(updates[u] for u in fetched))
         deps.publications.mark_chained(list(todo))
     except REDIS_ERRORS as exc:
         raise TransientError(f"chaining after the posts: redis unavailable: "

@@ -22,7 +22,7 @@ from workers import queues
 from workers.peers.aws import AWS_ERRORS, client
 from workers.peers.redisconn import REDIS_ERRORS
 from workers.peers.sqs import SQSQueue, earlier_receives
-from workers.runtime import logs, metrics
+from workers.runtime import logs, metrics, tracing
 from workers.runtime.backoff import ExponentialBackoff
 from workers.runtime.deps import Deps
 from workers.runtime.errors import PermanentError, TransientError
@@ -60,6 +60,7 @@ class Outcome:
     event: Event | None = None  # the decoded event of a success, for the before-ack steps
     deferred: bool = False  # a retry that waits its turn: no peer failed
     update_id: str | None = None  # the update its event is about, named by its log lines
+    span: Any = None  # its process span, with tracing on; ended once the batch is handled
 
 
 @dataclass
@@ -129,7 +130,7 @@ class Consumer:
         self.concurrency = max(1, concurrency)
         self.sqs = sqs_queue or SQSQueue(
             client(settings, pool=self.concurrency + 4, validate=False),
-            settings.queue_name(queue), settings.dlq_name(queue))
+            settings.queue_name(queue), settings.dlq_name(queue), topic=queue)
         self.handler = handler or queues.get(queue)
         # A queue's batch handler, unless a handler was given: that one is what runs.
         self.batch_handler = queues.get_batch(queue) if handler is None else None
@@ -149,6 +150,7 @@ class Consumer:
         # Observed once a message: looked up once, not per observation.
         self._receive_counts = metrics.RECEIVE_COUNT.labels(queue)
         self._durations = metrics.DURATION.labels(queue)
+        self._traced = tracing.enabled()  # asked once: with tracing off, no hook runs at all
 
     # -- one step -------------------------------------------------------------------------
 
@@ -186,6 +188,8 @@ class Consumer:
         # between would be dead-lettered twice.
         self.heartbeat.track(messages)
         try:
+            if self._traced:
+                return Handled(messages, self._before_ack_traced(self._handle_all(messages)))
             return Handled(messages, self._before_ack(self._handle_all(messages)))
         except BaseException:
             self.heartbeat.untrack(messages)
@@ -235,7 +239,15 @@ class Consumer:
         # Bound for this thread, so the handler's own log lines carry the message too.
         with structlog.contextvars.bound_contextvars(
                 queue=self.queue, message_id=message.id, receive_count=message.receive_count):
-            return self._handle_bound(message)
+            if not self._traced:
+                return self._handle_bound(message)
+            span = self._start_span(message)
+            with tracing.current(span):
+                return replace(self._handle_bound(message), span=span)
+
+    def _start_span(self, message: Message) -> Any:
+        return tracing.start_process(self.queue, message.id, message.attributes,
+                                     message.trace_header, message.receive_count)
 
     def _handle_bound(self, message: Message) -> Outcome:
         started = time.perf_counter()
@@ -261,6 +273,15 @@ class Consumer:
     def _handle_batch(self, messages: list[Message]) -> list[Outcome]:
         """The batch handler, once for the batch's events, on this thread. A body that does
         not decode fails alone; the handler raising fails every event it was given."""
+        assert self.batch_handler is not None
+        if self._traced:  # each message's span; the shared work goes under tracing.batch_work
+            spans = [self._start_span(m) for m in messages]
+            with tracing.batch_work(self.queue, spans):
+                outcomes = self._handle_batch_work(messages, spans)
+            return [replace(o, span=span) for o, span in zip(outcomes, spans, strict=True)]
+        return self._handle_batch_work(messages, [None] * len(messages))
+
+    def _handle_batch_work(self, messages: list[Message], spans: list[Any]) -> list[Outcome]:
         assert self.batch_handler is not None
         started = time.perf_counter()
         outcomes: dict[int, Outcome] = {}
@@ -293,9 +314,13 @@ class Consumer:
                                  **(answer if isinstance(answer, dict) else {})}
         share = (time.perf_counter() - started) / len(messages)  # each message's part of it
         for i, message in enumerate(messages):  # the fields _handle binds, given directly
-            self._handled(outcomes[i], share, {"message_id": message.id,
-                                               "receive_count": message.receive_count,
-                                               **extras.get(i, {})})
+            fields = {"message_id": message.id, "receive_count": message.receive_count,
+                      **extras.get(i, {})}
+            if spans[i] is None:
+                self._handled(outcomes[i], share, fields)
+                continue
+            with tracing.current(spans[i]):  # its log line and exemplar: its own trace
+                self._handled(outcomes[i], share, fields)
         return [outcomes[i] for i in range(len(messages))]
 
     def _failed(self, message: Message, exc: Exception, bound: bool = True,
@@ -324,7 +349,10 @@ class Consumer:
         typical = self.typical_seconds  # threads race here harmlessly: it is an estimate
         self.typical_seconds = elapsed if typical is None else (
             max(elapsed, (1 - TYPICAL_WEIGHT) * typical + TYPICAL_WEIGHT * elapsed))
-        self._durations.observe(elapsed)
+        if self._traced:  # the exemplar: this message's trace, beside its duration
+            self._durations.observe(elapsed, tracing.exemplar())
+        else:
+            self._durations.observe(elapsed)
         if outcome.kind != SUCCEEDED:
             kind = "permanent" if outcome.kind == DEAD_LETTERED else "transient"
             metrics.FAILED.labels(self.queue, kind).inc()
@@ -355,8 +383,22 @@ class Consumer:
             reason = f"unexpected {type(exc).__name__}: {exc}"
             self.log.exception("before_ack.crashed", messages=succeeded)
         metrics.FAILED.labels(self.queue, "transient").inc(succeeded)
-        return [Outcome(o.message, RETRIED, reason) if o.kind == SUCCEEDED else o
+        return [replace(o, kind=RETRIED, reason=reason) if o.kind == SUCCEEDED else o
                 for o in outcomes]
+
+    def _before_ack_traced(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """``_before_ack``, what its steps send a child of each event's process span (publish
+        chains post-sent and analytics); then each span ends with its message's outcome."""
+        succeeded = [o for o in outcomes if o.kind == SUCCEEDED and o.span is not None]
+        tracing.remember((o.event, o.span) for o in succeeded)
+        try:  # the steps' own calls (Redis, Pusher) beneath the span(s) of what they follow
+            with tracing.batch_work(self.queue, [o.span for o in succeeded]):
+                outcomes = self._before_ack(outcomes)
+        finally:
+            for o in outcomes:
+                if o.span is not None:
+                    tracing.end_process(o.span, o.kind, o.reason, o.deferred, o.event)
+        return outcomes
 
     def _acknowledge(self, outcomes: list[Outcome]) -> BatchResult:
         outcomes = [self._spent(o) for o in outcomes]

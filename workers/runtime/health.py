@@ -15,7 +15,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client.exposition import choose_encoder
 
 # Each queue's processes get their own block of ports (its declared port_block): post-sent
 # base+0.., analytics base+100..
@@ -68,7 +69,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         if self.path == "/metrics":
-            self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
+            # OpenMetrics when the scraper asks for it (Prometheus does): the only exposition
+            # that carries the duration histogram's exemplars (trace ids, tracing on).
+            accept = self.headers.get("Accept", "")
+            encode, content_type = (choose_encoder(accept) if "openmetrics" in accept
+                                    else (generate_latest, CONTENT_TYPE_LATEST))
+            self._send(200, encode(REGISTRY), content_type)
         elif self.path == "/health":
             ok, body = self.health()
             self._send(200 if ok else 503, json.dumps(body).encode(), "application/json")

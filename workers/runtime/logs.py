@@ -16,6 +16,8 @@ from typing import IO, Any, Callable
 import orjson
 import structlog
 
+from workers.runtime import tracing
+
 # logging.getLevelNamesMapping is Python 3.11's; we support 3.10.
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,
            "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL}
@@ -62,9 +64,14 @@ class _StdlibHandler(logging.Handler):
 
 
 def configure(level: str = "info") -> None:
+    """Call after ``tracing.configure``: with tracing on, each line written inside a span
+    carries its ``trace_id`` and ``span_id``."""
     writer = LineWriter(sys.stdout)
+    # Chosen once here: with tracing off, no line pays for looking up a span.
+    traced: list[Any] = [tracing.add_ids] if tracing.enabled() else []
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        *traced,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
     ]

@@ -22,6 +22,7 @@ class Message:
     receive_count: int
     sent_timestamp_ms: int = 0
     attributes: Mapping[str, Any] = field(default_factory=dict)
+    trace_header: str | None = None  # the AWSTraceHeader system attribute (tracing on)
 
     @classmethod
     def from_sqs(cls, raw: Mapping[str, Any]) -> "Message":
@@ -33,6 +34,7 @@ class Message:
             receive_count=int(system.get("ApproximateReceiveCount", 1)),
             sent_timestamp_ms=int(system.get("SentTimestamp", 0)),
             attributes=raw.get("MessageAttributes", {}),
+            trace_header=system.get("AWSTraceHeader"),
         )
 
     def json(self) -> dict[str, Any]:

@@ -24,3 +24,8 @@ PUSHER_FAILURES = Counter("workers_pusher_failures", "Pusher triggers that faile
 # stuck lane shows (workers/runtime/liveness.py).
 LAST_POLL = Gauge("workers_last_poll_timestamp_seconds",
                   "When the daemon's least recently polling lane last polled SQS", ["queue"])
+# With tracing on: messages sent without a traceparent attribute because the sender's own took
+# all 10 (their context still travels in AWSTraceHeader).
+TRACE_CONTEXT_DROPPED = Counter("workers_trace_context_dropped",
+                                "Messages sent without traceparent for lack of attribute room",
+                                ["queue"])
