@@ -4,8 +4,11 @@ on a free loopback port, reading a real redis-server (SPEC.md, "The read API of 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -332,3 +335,38 @@ def test_sigterm_closes_idle_connections_and_exits_0(api_env, tmp_path):
         assert idle.recv(65536).startswith(b"HTTP/1.1 200")  # kept alive, then idle
         assert server.stop() == 0  # a warm stop, not a kill
         assert idle.recv(65536) == b""  # the server closed it
+
+
+def test_a_server_whose_parent_is_killed_stops_warmly(api_env, tmp_path):
+    # Given `links serve` started by a process standing in for supervisord
+    log = tmp_path / "orphan.log"
+    port = devstack.free_port()
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys\n"
+         f"p = subprocess.Popen([sys.executable, '-m', 'workers', 'links', 'serve'],"
+         f" stdout=open({str(log)!r}, 'ab'), stderr=subprocess.STDOUT)\n"
+         "print(p.pid, flush=True)\n"
+         "p.wait()\n"],
+        env={**api_env, "WORKERS_LINKS_API_PORT": str(port)}, stdout=subprocess.PIPE,
+        text=True, start_new_session=True)
+    server_pid = int(parent.stdout.readline())
+    try:
+        devstack.wait_for_port(port)
+        # When that parent is SIGKILLed
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        # Then the server stops by itself, warmly, saying why
+        wait_until(lambda: not _running(server_pid), timeout=30)
+        assert '"reason": "parent.died"' in log.read_text()
+    finally:
+        if _running(server_pid):
+            os.kill(server_pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for init to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
