@@ -12,8 +12,8 @@ from typing import Iterator
 
 import pytest
 import requests
-
 from hostile import SHARES, siege
+
 from links_api import API, start_api
 from workers import devstack
 
@@ -22,14 +22,26 @@ MEMORY_BOUND_MIB = 64
 SIEGE_SECONDS = 4.0
 
 
+def start(redis_service: devstack.Service, log_dir) -> API:
+    server = start_api(devstack.stack_env(1, redis_service.port), log_dir / "api.log")
+    with requests.Session() as warm:  # at rest means having served: imports, caches, pools
+        for n in range(50):
+            assert warm.get(f"{server.url}{SHARES}?url=example.com/{n}", timeout=10).ok
+    return server
+
+
 @pytest.fixture(scope="module")
 def api(redis_service: devstack.Service,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[API]:
-    server = start_api(devstack.stack_env(1, redis_service.port),
-                       tmp_path_factory.mktemp("hostile") / "api.log")
-    with requests.Session() as warm:  # at rest means having served: imports, caches, pools
-        for n in range(200):
-            assert warm.get(f"{server.url}{SHARES}?url=example.com/{n}", timeout=10).ok
+    server = start(redis_service, tmp_path_factory.mktemp("framing"))
+    yield server
+    assert server.stop() == 0
+
+
+@pytest.fixture
+def fresh_api(redis_service: devstack.Service, tmp_path) -> Iterator[API]:
+    """A process of its own: memory one siege freed would hide what the next one takes."""
+    server = start(redis_service, tmp_path)
     yield server
     assert server.stop() == 0
 
@@ -45,7 +57,8 @@ def raw(api: API, request: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("kind", ["pipeliner", "endless_header", "padded_urls"])
-def test_a_hostile_client_bounds_memory_and_stalls_no_one(api, kind):
+def test_a_hostile_client_bounds_memory_and_stalls_no_one(fresh_api, kind):
+    api = fresh_api
     # Given a process at rest; when one client attacks it for a few seconds
     result = siege(kind, api.proc.pid, api.port, SIEGE_SECONDS if kind != "padded_urls"
                    else 60.0)  # the padded flood stops after its URLs, within seconds

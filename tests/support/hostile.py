@@ -69,8 +69,9 @@ def _send_until(port: int, deadline: float, opening: bytes, more: bytes) -> int:
 
 
 def pipeliner(port: int, deadline: float) -> int:
-    """Pipelines GET requests and never reads an answer."""
-    request = f"GET {SHARES}?url=buffer.com HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    """Pipelines requests for the button page (a short request, a 2 KB answer) and never
+    reads an answer."""
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
     return _send_until(port, deadline, b"", request * (CHUNK // len(request)))
 
 
