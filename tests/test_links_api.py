@@ -328,6 +328,18 @@ def test_counts_are_read_from_a_redis_cluster(api_env, redis_cluster, tmp_path):
         assert server.stop() == 0
 
 
+def test_a_port_taken_by_another_program_is_one_line_and_exit_1(api_env):
+    with socket.socket() as taken:  # bound without SO_REUSEPORT: not one of ours
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = workers_cmd("links", "serve", env={**api_env, "WORKERS_LINKS_API_PORT": str(port)},
+                           timeout=60)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot listen on" in lines[0] and str(port) in lines[0], lines
+
+
 def test_sigterm_closes_idle_connections_and_exits_0(api_env, tmp_path):
     server = start_api(api_env, tmp_path / "api.log")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as idle:

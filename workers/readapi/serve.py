@@ -18,7 +18,7 @@ from workers.peers.redisconn import EvictionPolicyError, check_noeviction, conne
 from workers.readapi import reader as readers
 from workers.readapi.app import LinksAPI
 from workers.settings import Settings
-from workers.web.server import serve_asgi
+from workers.web.server import ServeError, check_bindable, serve_asgi
 
 
 class StartupError(Exception):
@@ -48,7 +48,14 @@ def serve(settings: Settings) -> None:
     in flight and exits."""
     api = build_app(settings)
     host, port = settings.links_api_host, settings.links_api_port
+    try:
+        check_bindable(host, port)
+    except ServeError as exc:
+        raise StartupError(str(exc)) from None
     print(json.dumps({"event": "links_api.listening", "url": f"http://{host}:{port}/"}),
           flush=True)
-    reason = serve_asgi(api, host, port)
+    try:
+        reason = serve_asgi(api, host, port)
+    except ServeError as exc:
+        raise StartupError(str(exc)) from None
     print(json.dumps({"event": "links_api.stopped", "reason": reason}), flush=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,12 +51,30 @@ class Limits:
     graceful_s: float = 10.0
 
 
+class ServeError(Exception):
+    """The server could not start or stopped by itself; one line saying why."""
+
+
 def serve_asgi(app: Any, host: str, port: int, *, limits: Limits = Limits()) -> str:
     """Serves ``app`` (ASGI 3, lifespan included) on ``host:port`` until a warm stop; returns
-    why it stopped (``SIGTERM``, ``SIGINT``, ``parent.died``)."""
+    why it stopped (``SIGTERM``, ``SIGINT``, ``parent.died``). ServeError when it cannot."""
+    check_bindable(host, port)
     shutdown = Shutdown()
     shutdown.watch_parent()
     return uvloop.run(_serve(app, host, port, limits, shutdown))
+
+
+def check_bindable(host: str, port: int) -> None:
+    """ServeError unless ``host:port`` can be bound as granian binds it (with SO_REUSEPORT,
+    so beside the other processes serving it): granian's own failure is a Rust panic."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 async def _serve(app: Any, host: str, port: int, limits: Limits, shutdown: Shutdown) -> str:
@@ -74,7 +93,7 @@ async def _serve(app: Any, host: str, port: int, limits: Limits, shutdown: Shutd
     if serving.done():  # the server ended by itself: a failure supervisord should restart
         shutdown.request("server.exited")
         serving.result()
-        raise RuntimeError("the HTTP server stopped by itself")
+        raise ServeError("the HTTP server stopped by itself")
     server.stop()
     try:
         await asyncio.wait_for(serving, limits.graceful_s)
