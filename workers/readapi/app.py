@@ -55,6 +55,7 @@ PROMETHEUS = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
 NO_STORE = (b"cache-control", b"no-store")
 RETRY = (b"retry-after", b"%d" % RETRY_AFTER_SECONDS)
 ALLOW = (b"allow", ALLOWED)
+CLOSE = (b"connection", b"close")
 
 
 @dataclass
@@ -143,9 +144,12 @@ def check_head(headers: Headers) -> None:
         size += len(name) + len(value)
         if name == b"content-length" and value.strip().isdigit() \
                 and int(value) > MAX_BODY_BYTES:
-            raise Refusal(400, f"a body of more than {MAX_BODY_BYTES} bytes (GET takes none)")
+            # Closed after the answer: the server would otherwise read the unwanted body
+            # through to its end, however long the client makes it.
+            raise Refusal(400, f"a body of more than {MAX_BODY_BYTES} bytes (GET takes none)",
+                          [CLOSE])
     if size > MAX_HEADER_BYTES:
-        raise Refusal(400, f"headers longer than {MAX_HEADER_BYTES} bytes")
+        raise Refusal(400, f"headers longer than {MAX_HEADER_BYTES} bytes", [CLOSE])
 
 
 class LinksAPI:
