@@ -94,6 +94,9 @@ class KeyCache:
     def __len__(self) -> int:
         return len(self._keys)
 
+    def __contains__(self, given: object) -> bool:
+        return given in self._keys
+
     def key(self, given: str) -> str:
         """What ``workers links count`` reads for ``given`` (a URL without a scheme reads as
         https: the key drops the scheme); InvalidURL when it cannot count."""
