@@ -1,7 +1,11 @@
 """The read API's figures: requests/s of ONE `workers links serve` process for single-URL
 lookups over counted URLs, and its latency at a constant ~700 requests/s (the seed system's
 burst); beside them, redis-benchmark doing the same Redis read (HGET on a counter hash), the
-limit of this machine's Redis.
+limit of this machine's Redis. The same for each server of bench/readservers.py (granian,
+ours; uvicorn with httptools and uvloop; the hand-written protocol it replaced), and the peak
+resident size of a process of each, above its size at rest, under each hostile client of
+tests/support/hostile.py (a fresh process for each), with the worst wait of another client
+meanwhile. --quick measures granian alone, each hostile client for a second.
 
 wrk (Debian's; `make bench` installs it) generates the load on loopback, with
 bench/wrk/shares.lua picking a random counted URL per request. The counters are filled as
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import procstat
+import readservers
 import redis
 
 from workers import devstack
@@ -32,12 +37,23 @@ from workers.links.counter import LinkCounter
 from workers.links.urls import normalize_key
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "support"))
+import hostile  # noqa: E402  (the tests' hostile clients: one definition of each attack)
+
 SCRIPT = HERE / "wrk" / "shares.lua"
 PIPELINE = 10_000
 THROUGHPUT_CONNECTIONS = 64
 PACED_CONNECTIONS, PACE_MS = 7, 10
 GOAL_RPS, GOAL_P99_MS, PACED_TARGET = 10_000, 1.0, 700
 REDIS_BENCH_REQUESTS = {False: 500_000, True: 50_000}
+SERVERS = {False: readservers.SERVERS, True: ("granian",)}
+# Seconds each hostile client runs (the padded flood stops sooner, after its URLs).
+SIEGE_SECONDS = {False: 5.0, True: 1.0}
+# The padded flood runs until its 1,500 URLs are answered (or this long): a cache that kept
+# them would hold 90 MB.
+PADDED_SECONDS = {False: 60.0, True: 1.0}
+# SPEC: a process stays within this of its resident size at rest, whatever one client sends.
+MEMORY_BOUND_MIB = 64
 
 
 class ReadBenchError(RuntimeError):
@@ -109,65 +125,105 @@ def redis_benchmark(port: int, slot: tuple[str, bytes], requests: int) -> dict[s
             "clients": THROUGHPUT_CONNECTIONS}
 
 
-def start_api(redis_port: int, log: Path) -> tuple[subprocess.Popen, int]:
-    port = devstack.free_port()
-    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-           "WORKERS_LINKS_API_HOST": "127.0.0.1", "WORKERS_LINKS_API_PORT": str(port)}
-    proc = subprocess.Popen([sys.executable, "-m", "workers", "links", "serve"], env=env,
-                            stdout=open(log, "ab"), stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    procstat.remember(proc.pid)
-    devstack.wait_for_port(port, proc=proc)
-    return proc, port
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
-def measure(urls: int, seconds: float, workdir: Path, quick: bool = False) -> dict[str, Any]:
-    """Every figure, on a redis-server and a `links serve` of its own, both stopped after."""
-    if shutil.which("wrk") is None:
-        raise ReadBenchError("wrk is not installed: `make bench` installs it "
-                             "(apt-get install wrk)")
-    server = devstack.redis_server(log_path=workdir / "read-redis.log")
-    api = None
+def load(server: str, redis_port: int, urls: int, seconds: float,
+         workdir: Path) -> dict[str, Any]:
+    """Flat out and paced, on one process of ``server``."""
+    api, port = readservers.start(server, redis_port, workdir)
     try:
-        procstat.remember(server.start().proc.pid)
-        client = redis.Redis(port=server.port)
-        started = time.monotonic()
-        slot = fill(client, urls)
-        filled_s = time.monotonic() - started
-        api, port = start_api(server.port, workdir / "read-api.log")
         base = f"http://127.0.0.1:{port}/"
         check = wrk(base, urls, 4, 1)  # a warm-up that also checks every answer is a 200
         cpu_before = procstat.cpu_seconds(api.pid)
         flat = wrk(base, urls, THROUGHPUT_CONNECTIONS, seconds)
         cpu = procstat.cpu_seconds(api.pid) - cpu_before
         paced = wrk(base, urls, PACED_CONNECTIONS, seconds, pace_ms=PACE_MS)
-        reference = redis_benchmark(server.port, slot, REDIS_BENCH_REQUESTS[quick])
     finally:
-        if api is not None and api.poll() is None:
-            api.send_signal(signal.SIGTERM)
-            api.wait(30)
-        server.discard()
-    return {"urls": urls, "seconds": seconds, "fill_s": filled_s,
-            "throughput": {**flat, "connections": THROUGHPUT_CONNECTIONS,
+        stop(api)
+    return {"throughput": {**flat, "connections": THROUGHPUT_CONNECTIONS,
                            "server_cpu_us_per_request": cpu / max(flat["requests"], 1) * 1e6},
             "paced": {**paced, "connections": PACED_CONNECTIONS, "pace_ms": PACE_MS},
-            "redis_benchmark": reference,
-            "errors": check["non_2xx"] + flat["non_2xx"] + paced["non_2xx"],
+            "errors": check["non_2xx"] + flat["non_2xx"] + paced["non_2xx"]}
+
+
+def sieges(server: str, redis_port: int, urls: int, quick: bool,
+           workdir: Path) -> dict[str, Any]:
+    """Each hostile client against a fresh process of ``server`` (memory one freed would
+    hide what the next takes), after a second of ordinary load to bring it to rest."""
+    out = {}
+    for kind in hostile.HOSTILE:
+        api, port = readservers.start(server, redis_port, workdir)
+        try:
+            wrk(f"http://127.0.0.1:{port}/", urls, 4, 1)
+            seconds = (PADDED_SECONDS if kind == "padded_urls" else SIEGE_SECONDS)[quick]
+            run = hostile.siege(kind, api.pid, port, seconds)
+        finally:
+            stop(api)
+        out[kind] = {"rest_mib": run.rest_mib, "peak_mib": run.peak_mib,
+                     "growth_mib": run.growth_mib, "other_requests": run.other_requests,
+                     "other_unanswered": run.other_unanswered,
+                     "other_worst_s": run.other_worst_s, "hostile_total": run.hostile_total}
+    return out
+
+
+def measure(urls: int, seconds: float, workdir: Path, quick: bool = False) -> dict[str, Any]:
+    """Every figure, on a redis-server of its own and a process of each server, all stopped
+    after."""
+    if shutil.which("wrk") is None:
+        raise ReadBenchError("wrk is not installed: `make bench` installs it "
+                             "(apt-get install wrk)")
+    server = devstack.redis_server(log_path=workdir / "read-redis.log")
+    servers: dict[str, Any] = {}
+    try:
+        procstat.remember(server.start().proc.pid)
+        client = redis.Redis(port=server.port)
+        started = time.monotonic()
+        slot = fill(client, urls)
+        filled_s = time.monotonic() - started
+        for name in SERVERS[quick]:
+            try:
+                servers[name] = {**load(name, server.port, urls, seconds, workdir),
+                                 "hostile": sieges(name, server.port, urls, quick, workdir)}
+            except (readservers.ServerError, OSError, RuntimeError) as exc:
+                if name == "granian":
+                    raise ReadBenchError(f"{name}: {exc}") from exc
+                servers[name] = {"skipped": f"{type(exc).__name__}: {exc}"[:300]}
+        reference = redis_benchmark(server.port, slot, REDIS_BENCH_REQUESTS[quick])
+    finally:
+        server.discard()
+    ours = servers["granian"]
+    flat, paced, sieged = ours["throughput"], ours["paced"], ours["hostile"]
+    return {"urls": urls, "seconds": seconds, "fill_s": filled_s,
+            "throughput": flat, "paced": paced, "hostile": sieged,
+            "servers": servers, "redis_benchmark": reference, "errors": ours["errors"],
             "goals": {"requests_per_s": {"goal": f"≥ {GOAL_RPS:,} requests/s from one process",
                                          "met": flat["requests_per_s"] >= GOAL_RPS},
                       "p99_ms": {"goal": f"p99 < {GOAL_P99_MS:g} ms at {PACED_TARGET}/s",
-                                 "met": paced.get("p99_ms", 1e9) < GOAL_P99_MS}}}
+                                 "met": paced.get("p99_ms", 1e9) < GOAL_P99_MS},
+                      "hostile": {"goal": f"within {MEMORY_BOUND_MIB} MiB of rest, others "
+                                          "answered, under each hostile client",
+                                  "met": all(r["growth_mib"] < MEMORY_BOUND_MIB
+                                             and r["other_unanswered"] == 0
+                                             for r in sieged.values())}}}
 
 
 def lines(read: dict[str, Any]) -> list[str]:
-    """The read API's rows of the bench's table."""
+    """The read API's rows of the bench's table: ours, then each server side by side."""
     flat, paced, ref = read["throughput"], read["paced"], read["redis_benchmark"]
     goals = read["goals"]
 
     def verdict(name: str) -> str:
         return f"{goals[name]['goal']}: {'met' if goals[name]['met'] else 'MISSED'}"
 
-    return [
+    out = [
         f"read API (one `links serve` process, {read['urls']:,} counted URLs, wrk on loopback):",
         f"  flat out, {flat['connections']} connections: {flat['requests_per_s']:,.0f} "
         f"requests/s (p50 {flat['p50_ms']:.2f} ms, p99 {flat['p99_ms']:.2f} ms; "
@@ -176,6 +232,22 @@ def lines(read: dict[str, Any]) -> list[str]:
         f"  paced, {paced['connections']} connections: {paced['requests_per_s']:,.0f} "
         f"requests/s, p50 {paced['p50_ms']:.3f} ms, p99 {paced['p99_ms']:.3f} ms  "
         f"[{verdict('p99_ms')}]",
+        f"  hostile clients: [{verdict('hostile')}]",
         f"  redis-benchmark, the same HGET, {ref['clients']} clients: "
         f"{ref['requests_per_s']:,.0f} requests/s; non-200 answers: {read['errors']}",
+        "  server (one process each)                  req/s  µs CPU/req  p99 ms at ~700/s  "
+        "RSS +MiB (other's worst s): pipeliner | endless header | padded URLs",
     ]
+    for name, run in read["servers"].items():
+        label = readservers.DESCRIPTION[name]
+        if "skipped" in run:
+            out.append(f"  {label:<42} skipped: {run['skipped']}")
+            continue
+        sieged = " | ".join(
+            f"{h['growth_mib']:+.0f} ({h['other_worst_s']:.2f}"
+            f"{', ' + str(h['other_unanswered']) + ' unanswered' if h['other_unanswered'] else ''})"
+            for h in run["hostile"].values())
+        out.append(f"  {label:<42} {run['throughput']['requests_per_s']:>6,.0f}  "
+                   f"{run['throughput']['server_cpu_us_per_request']:>10.0f}  "
+                   f"{run['paced']['p99_ms']:>16.3f}  {sieged}")
+    return out

@@ -4,8 +4,11 @@ on a free loopback port, reading a real redis-server (SPEC.md, "The read API of 
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -21,8 +24,9 @@ from workers import QUEUES, devstack
 from workers.links.counter import LinkCounter
 from workers.links.urls import normalize_url
 from workers.peers import redisconn
-from workers.readapi.limits import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_TARGET_BYTES
+from workers.readapi.limits import MAX_BODY_BYTES, MAX_HEADER_BYTES
 from workers.settings import procs_variable
+from workers.web.server import Limits
 
 SHARES = "/1/links/shares.json"
 
@@ -198,15 +202,10 @@ def test_health_and_metrics(api, counter):
 
 
 @pytest.mark.parametrize("request_bytes, why", [
-    (b"GET " + SHARES.encode() + b"?url=" + b"a" * (MAX_TARGET_BYTES + 1) + b" HTTP/1.1\r\n"
-     b"Host: x\r\n\r\n", "request line"),
     (b"GET " + SHARES.encode() + b"?url=a.com HTTP/1.1\r\nHost: x\r\nX-Big: "
      + b"b" * (MAX_HEADER_BYTES + 1) + b"\r\n\r\n", "headers"),
-    (b"GET " + SHARES.encode() + b"?url=a.com HTTP/1.1\r\nHost: x\r\n"
-     + b"".join(b"X-%d: 1\r\n" % n for n in range(200)) + b"\r\n", "headers"),
     (b"GET " + SHARES.encode() + b"?url=a.com HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
      % (MAX_BODY_BYTES + 1) + b"x" * (MAX_BODY_BYTES + 1), "body"),
-    (b"NOT HTTP AT ALL\r\n\r\n", "malformed"),
     (b"GET " + SHARES.encode() + b"?url=" + b"&url=a".join([b"a"] * 5000) + b" HTTP/1.1\r\n"
      b"Host: x\r\nConnection: close\r\n\r\n", "parameters"),
     (b"GET " + SHARES.encode() + b"?url=%ff%fe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -218,6 +217,25 @@ def test_oversized_or_malformed_requests_are_refused_as_json_400(api, request_by
     assert head.startswith(b"HTTP/1.1 400"), answer[:300]
     assert b"access-control-allow-origin: *" in head.lower()
     assert why in json.loads(body)["error"]
+    if why in ("headers", "body"):  # nothing more is read: not an endless body, not its rest
+        assert b"connection: close" in head.lower()
+    assert "Traceback" not in api.log
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET " + SHARES.encode() + b"?url=a.com HTTP/1.1\r\nHost: x\r\nX-Big: "
+    + b"b" * (Limits().head_bytes + 1) + b"\r\n\r\n",
+    b"GET " + SHARES.encode() + b"?url=a.com HTTP/1.1\r\nHost: x\r\n"
+    + b"".join(b"X-%d: 1\r\n" % n for n in range(200)) + b"\r\n",
+    b"GET " + SHARES.encode() + b"?url=" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"NOT HTTP AT ALL\r\n\r\n",
+], ids=["head", "header count", "target", "malformed"])
+def test_what_the_http_server_refuses_is_a_4xx_and_a_closed_connection(api, request_bytes):
+    # The server refuses these before the app sees them (no JSON body, no CORS header: a
+    # browser never sends them); what matters is that nothing is answered 200 or kept.
+    answer = raw(api, request_bytes)
+    assert re.match(rb"HTTP/1\.1 4\d\d ", answer), answer[:300]
+    assert answer.count(b"HTTP/1.1 ") == 1
     assert "Traceback" not in api.log
 
 
@@ -314,6 +332,18 @@ def test_counts_are_read_from_a_redis_cluster(api_env, redis_cluster, tmp_path):
         assert server.stop() == 0
 
 
+def test_a_port_taken_by_another_program_is_one_line_and_exit_1(api_env):
+    with socket.socket() as taken:  # bound without SO_REUSEPORT: not one of ours
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = workers_cmd("links", "serve", env={**api_env, "WORKERS_LINKS_API_PORT": str(port)},
+                           timeout=60)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot listen on" in lines[0] and str(port) in lines[0], lines
+
+
 def test_sigterm_closes_idle_connections_and_exits_0(api_env, tmp_path):
     server = start_api(api_env, tmp_path / "api.log")
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as idle:
@@ -321,3 +351,38 @@ def test_sigterm_closes_idle_connections_and_exits_0(api_env, tmp_path):
         assert idle.recv(65536).startswith(b"HTTP/1.1 200")  # kept alive, then idle
         assert server.stop() == 0  # a warm stop, not a kill
         assert idle.recv(65536) == b""  # the server closed it
+
+
+def test_a_server_whose_parent_is_killed_stops_warmly(api_env, tmp_path):
+    # Given `links serve` started by a process standing in for supervisord
+    log = tmp_path / "orphan.log"
+    port = devstack.free_port()
+    parent = subprocess.Popen(
+        [sys.executable, "-c",
+         "import subprocess, sys\n"
+         f"p = subprocess.Popen([sys.executable, '-m', 'workers', 'links', 'serve'],"
+         f" stdout=open({str(log)!r}, 'ab'), stderr=subprocess.STDOUT)\n"
+         "print(p.pid, flush=True)\n"
+         "p.wait()\n"],
+        env={**api_env, "WORKERS_LINKS_API_PORT": str(port)}, stdout=subprocess.PIPE,
+        text=True, start_new_session=True)
+    server_pid = int(parent.stdout.readline())
+    try:
+        devstack.wait_for_port(port)
+        # When that parent is SIGKILLed
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        # Then the server stops by itself, warmly, saying why
+        wait_until(lambda: not _running(server_pid), timeout=30)
+        assert '"reason": "parent.died"' in log.read_text()
+    finally:
+        if _running(server_pid):
+            os.kill(server_pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for init to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False

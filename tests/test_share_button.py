@@ -57,3 +57,21 @@ def test_the_button_shows_the_count_as_a_daemon_counts_events(browser, env, queu
     finally:
         page.close()
         assert api.stop() == 0
+
+
+@pytest.mark.parametrize("api_param", [
+    "data:text/javascript,document.title='XSS-'%2Blocation.hostname//",
+    "javascript:document.title='XSS'//",
+])
+def test_the_page_runs_no_script_from_an_api_that_is_not_http(browser, env, tmp_path, api_param):
+    api = start_api(env, tmp_path / "api.log")
+    page = browser.new_page()
+    try:
+        # Given the page asked to read its counts from a data: (or javascript:) "API"
+        page.goto(f"{api.url}/?url=https://example.com/never-shared&every=0&api={api_param}")
+        # Then it reads them from its own origin instead, and what that URL held never ran
+        page.wait_for_function(shown(0), timeout=20_000)
+        assert page.title() == "Share button"
+    finally:
+        page.close()
+        assert api.stop() == 0

@@ -1,28 +1,31 @@
-"""What the read API answers (see SPEC.md, "The read API of link counts"): no framework and
-no ASGI in between, so a request costs a dict lookup, the query's parsing and its share of one
-pipelined Redis read. ``LinksAPI.respond`` takes a request's method, path and query and gives
-an ``Answer`` at once, or a ``Pending`` one when it waits on Redis; the connection
-(workers.readapi.protocol) writes it.
+"""What the read API answers (see SPEC.md, "The read API of link counts"), as an ASGI app
+with no framework in between: a request costs a dict lookup, the query's parsing and its
+share of one pipelined Redis read. ``LinksAPI.respond`` takes a request's method, path, query
+and headers and gives its ``Answer``; ``LinksAPI.__call__`` is the ASGI side
+(workers.web.server serves it).
 
-Every answer is built from header lines made once: Access-Control-Allow-Origin on each,
+Every answer is built from header pairs made once: Access-Control-Allow-Origin on each,
 Cache-Control on a 200 of a count, errors as JSON ``{"error": ...}``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
+import logging
 import re
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from http import HTTPStatus
 from importlib import resources
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl
 
-from workers.links.urls import InvalidURL, normalize_key
+from workers.links.urls import MAX_URL_LENGTH, InvalidURL, normalize_key
+from workers.readapi.limits import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_QUERY_BYTES
 from workers.readapi.metrics import APIMetrics
 from workers.readapi.reader import UNAVAILABLE, CountReader
+
+log = logging.getLogger("workers.readapi")
 
 SHARES_PATH = "/1/links/shares.json"
 # At most this many ``url`` parameters in one request (SPEC).
@@ -35,70 +38,86 @@ CALLBACK = re.compile(r"[A-Za-z_$][A-Za-z0-9_$.]{0,63}")
 # failover takes a few.
 RETRY_AFTER_SECONDS = 3
 # Normalized keys of URLs asked often (a popular page's button on every page view): the
-# parsing is most of a request's own cost. 10,000 entries are a few MB.
+# parsing is most of a request's own cost. Bounded in entries and in characters held, and a
+# URL as given longer than a valid one (padded with spaces, which normalization strips) is
+# never kept: 10,000 entries of a few hundred characters are a few MB, the most it holds.
 KEY_CACHE_ENTRIES = 10_000
+KEY_CACHE_CHARS = 4_000_000
 ALLOWED = b"GET, HEAD, OPTIONS"
 
-# Header lines, each ending in CRLF, joined once.
-CORS = (b"access-control-allow-origin: *\r\n"
-        b"x-content-type-options: nosniff\r\n")  # JSONP must not be sniffed as anything else
-JSON = b"content-type: application/json\r\n"
-JAVASCRIPT = b"content-type: text/javascript; charset=utf-8\r\n"
-HTML = b"content-type: text/html; charset=utf-8\r\n"
-PROMETHEUS = b"content-type: text/plain; version=0.0.4; charset=utf-8\r\n"
-NO_STORE = b"cache-control: no-store\r\n"
-RETRY = b"retry-after: %d\r\n" % RETRY_AFTER_SECONDS
-ALLOW = b"allow: " + ALLOWED + b"\r\n"
-STATUS = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
+Headers = list[tuple[bytes, bytes]]
+CORS: Headers = [(b"access-control-allow-origin", b"*"),
+                 (b"x-content-type-options", b"nosniff")]  # JSONP must not be sniffed
+JSON = (b"content-type", b"application/json")
+JAVASCRIPT = (b"content-type", b"text/javascript; charset=utf-8")
+HTML = (b"content-type", b"text/html; charset=utf-8")
+PROMETHEUS = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+NO_STORE = (b"cache-control", b"no-store")
+RETRY = (b"retry-after", b"%d" % RETRY_AFTER_SECONDS)
+ALLOW = (b"allow", ALLOWED)
+CLOSE = (b"connection", b"close")
 
 
 @dataclass
 class Answer:
     status: int
-    headers: bytes  # header lines, CRLF-terminated, without content-length
+    headers: Headers  # without content-length, added as it is sent
     body: bytes = b""
-
-    def encode(self, date: bytes, head_only: bool, close: bool) -> bytes:
-        """The whole answer on the wire; a HEAD's without its body (its length all the same)."""
-        length = b"" if self.status == 204 else b"content-length: %d\r\n" % len(self.body)
-        return b"".join((STATUS[self.status], date, self.headers, length,
-                         b"connection: close\r\n" if close else b"", b"\r\n",
-                         b"" if head_only else self.body))
-
-
-@dataclass
-class Pending:
-    """An answer that waits on ``future``; ``finish`` makes it of the future once done."""
-
-    future: asyncio.Future
-    finish: Callable[[asyncio.Future], Answer]
 
 
 class Refusal(Exception):
     """A request we answer with an error: the status and the message of its JSON body."""
 
-    def __init__(self, status: int, message: str, headers: bytes = b""):
+    def __init__(self, status: int, message: str, headers: Headers | None = None):
         super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers
+        self.status, self.message, self.headers = status, message, headers or []
 
 
-def error(status: int, message: str, extra: bytes = b"") -> Answer:
-    return Answer(status, CORS + JSON + NO_STORE + extra,
+def error(status: int, message: str, *extra: tuple[bytes, bytes]) -> Answer:
+    return Answer(status, [*CORS, JSON, NO_STORE, *extra],
                   json.dumps({"error": message}).encode())
 
 
 UNAVAILABLE_ANSWER = error(503, "redis is unavailable; retry shortly", RETRY)
+INTERNAL_ERROR = error(500, "internal error")
 
 
-@functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
-def count_key(given: str) -> str:
-    """What ``workers links count`` reads for ``given`` (a URL without a scheme reads as
-    https: the key drops the scheme); InvalidURL when it cannot count."""
-    return normalize_key(given)
+class KeyCache:
+    """URL as given -> its normalized key, least recently used first out, bounded in entries
+    and in characters held (a str of ASCII holds a byte a character)."""
+
+    def __init__(self, entries: int = KEY_CACHE_ENTRIES, chars: int = KEY_CACHE_CHARS):
+        self.entries, self.chars = entries, chars
+        self.held = 0
+        self._keys: OrderedDict[str, str] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, given: object) -> bool:
+        return given in self._keys
+
+    def key(self, given: str) -> str:
+        """What ``workers links count`` reads for ``given`` (a URL without a scheme reads as
+        https: the key drops the scheme); InvalidURL when it cannot count."""
+        key = self._keys.get(given)
+        if key is not None:
+            self._keys.move_to_end(given)
+            return key
+        key = normalize_key(given)
+        if len(given) <= MAX_URL_LENGTH:
+            self._keys[given] = key
+            self.held += len(given) + len(key)
+            while len(self._keys) > self.entries or self.held > self.chars:
+                old, old_key = self._keys.popitem(last=False)
+                self.held -= len(old) + len(old_key)
+        return key
 
 
 def parse(query: bytes) -> tuple[list[str], str | None]:
     """The ``url`` values and the ``callback`` of a query string; Refusal when they are bad."""
+    if len(query) > MAX_QUERY_BYTES:
+        raise Refusal(400, f"request line longer than {MAX_QUERY_BYTES} bytes")
     try:
         text = query.decode("ascii")
     except UnicodeDecodeError:
@@ -120,31 +139,72 @@ def parse(query: bytes) -> tuple[list[str], str | None]:
     return urls, callback
 
 
-def keys_of(urls: list[str]) -> dict[str, str]:
-    """Each distinct URL as given -> its normalized key; Refusal naming the first bad one."""
-    keys = {}
-    for given in dict.fromkeys(urls):
-        try:
-            keys[given] = count_key(given)
-        except InvalidURL as exc:
-            raise Refusal(400, f"invalid url {given[:200]!r}: {exc}") from None
-    return keys
+def check_head(headers: Headers) -> None:
+    """Refusal for headers larger than a browser sends, or a body announced larger than a GET
+    may carry (refused before it is read)."""
+    size = 0
+    for name, value in headers:
+        size += len(name) + len(value)
+        if name == b"content-length" and value.strip().isdigit() \
+                and int(value) > MAX_BODY_BYTES:
+            # Closed after the answer: the server would otherwise read the unwanted body
+            # through to its end, however long the client makes it.
+            raise Refusal(400, f"a body of more than {MAX_BODY_BYTES} bytes (GET takes none)",
+                          [CLOSE])
+    if size > MAX_HEADER_BYTES:
+        raise Refusal(400, f"headers longer than {MAX_HEADER_BYTES} bytes", [CLOSE])
 
 
 class LinksAPI:
     def __init__(self, reader: CountReader, max_age: int):
         self.reader = reader
+        self.keys = KeyCache()
         self.metrics = APIMetrics(lambda: reader.round_trips)
-        self.cached = CORS + b"cache-control: public, max-age=%d\r\n" % max_age
-        self.routes: dict[str, Callable[[bytes], Answer | Pending]] = {
+        self.cached = [*CORS, (b"cache-control", b"public, max-age=%d" % max_age)]
+        self.routes: dict[str, Callable[[bytes], Awaitable[Answer]]] = {
             SHARES_PATH: self.shares, "/health": self.health, "/metrics": self.prometheus,
             "/": self.button}
-        self.options = Answer(204, CORS + ALLOW + b"access-control-allow-methods: " + ALLOWED
-                              + b"\r\naccess-control-allow-headers: *\r\n"
-                              b"access-control-max-age: 86400\r\n")
+        self.options = Answer(204, [*CORS, ALLOW, (b"access-control-allow-methods", ALLOWED),
+                                    (b"access-control-allow-headers", b"*"),
+                                    (b"access-control-max-age", b"86400")])
         self.page = resources.files("workers.readapi").joinpath("button.html").read_bytes()
 
-    def respond(self, method: str, path: str, query: bytes) -> Answer | Pending:
+    async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        if scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+            return
+        started = time.perf_counter()
+        method, path = scope["method"], scope["path"]
+        try:
+            answer = await self.respond(method, path, scope["query_string"], scope["headers"])
+        except Exception:  # a bug of ours: a JSON 500, never a traceback to the client
+            log.exception("links_api.failed")
+            answer = INTERNAL_ERROR
+        body = answer.body
+        headers = answer.headers if answer.status == 204 else [
+            *answer.headers, (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": answer.status,
+                    "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+        self.metrics.answered(self.route_name(path), answer.status,
+                              time.perf_counter() - started)
+
+    async def lifespan(self, receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        """Nothing to start (the Redis check ran before serving); at the stop, the Redis
+        client's connections are closed."""
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.reader.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def respond(self, method: str, path: str, query: bytes,
+                      headers: Headers) -> Answer:
         route = self.routes.get(path)
         if route is None:
             return error(404, f"no such path: {path[:200]}")
@@ -153,46 +213,51 @@ class LinksAPI:
         if method not in ("GET", "HEAD"):
             return error(405, f"method {method[:20]} not allowed; GET, HEAD or OPTIONS", ALLOW)
         try:
-            return route(query)
+            check_head(headers)
+            return await route(query)
         except Refusal as refused:
-            return error(refused.status, refused.message, refused.headers)
+            return error(refused.status, refused.message, *refused.headers)
 
     def route_name(self, path: str) -> str:
         """A path as /metrics labels it: the route, or ``unknown`` (never the client's text)."""
         return path if path in self.routes else "unknown"
 
+    def keys_of(self, urls: list[str]) -> dict[str, str]:
+        """Each distinct URL as given -> its normalized key; Refusal naming the first bad one."""
+        keys = {}
+        for given in dict.fromkeys(urls):
+            try:
+                keys[given] = self.keys.key(given)
+            except InvalidURL as exc:
+                raise Refusal(400, f"invalid url {given[:200]!r}: {exc}") from None
+        return keys
+
     # -- routes ---------------------------------------------------------------------------
 
-    def shares(self, query: bytes) -> Pending:
+    async def shares(self, query: bytes) -> Answer:
         urls, callback = parse(query)
-        keys = keys_of(urls)
+        keys = self.keys_of(urls)
+        try:
+            counts = await self.reader.request(list(keys.values()))
+        except UNAVAILABLE:
+            return UNAVAILABLE_ANSWER
+        self.metrics.urls_read(len(counts))
+        shares: Any = counts[0] if len(urls) == 1 else dict(zip(keys, counts, strict=True))
+        payload = json.dumps({"shares": shares}, separators=(",", ":"))
+        if callback is None:
+            return Answer(200, [*self.cached, JSON], payload.encode())
+        return Answer(200, [*self.cached, JAVASCRIPT], f"{callback}({payload});".encode())
 
-        def finish(read: asyncio.Future) -> Answer:
-            if read.exception() is not None:
-                return UNAVAILABLE_ANSWER
-            counts = read.result()
-            self.metrics.urls_read(len(counts))
-            shares: Any = counts[0] if len(urls) == 1 else dict(zip(keys, counts, strict=True))
-            payload = json.dumps({"shares": shares}, separators=(",", ":"))
-            if callback is None:
-                return Answer(200, self.cached + JSON, payload.encode())
-            return Answer(200, self.cached + JAVASCRIPT, f"{callback}({payload});".encode())
+    async def health(self, query: bytes) -> Answer:
+        if await self.reader.ping():
+            return Answer(200, [*CORS, NO_STORE, JSON], b'{"status":"ok"}')
+        return error(503, "redis is unavailable", RETRY)
 
-        return Pending(self.reader.request(list(keys.values())), finish)
+    async def prometheus(self, query: bytes) -> Answer:
+        return Answer(200, [*CORS, NO_STORE, PROMETHEUS], self.metrics.exposition())
 
-    def health(self, query: bytes) -> Pending:
-        def finish(ping: asyncio.Future) -> Answer:
-            if ping.result():
-                return Answer(200, CORS + NO_STORE + JSON, b'{"status":"ok"}')
-            return error(503, "redis is unavailable", RETRY)
-
-        return Pending(asyncio.ensure_future(self.reader.ping()), finish)
-
-    def prometheus(self, query: bytes) -> Answer:
-        return Answer(200, CORS + NO_STORE + PROMETHEUS, self.metrics.exposition())
-
-    def button(self, query: bytes) -> Answer:
-        return Answer(200, self.cached + HTML, self.page)
+    async def button(self, query: bytes) -> Answer:
+        return Answer(200, [*self.cached, HTML], self.page)
 
 
-__all__ = ["Answer", "LinksAPI", "Pending", "UNAVAILABLE"]
+__all__ = ["Answer", "KeyCache", "LinksAPI", "UNAVAILABLE"]

@@ -119,9 +119,11 @@ class CountReader:
                                                      check_health=False)
                 return [await connection.read_response() for _ in commands]
             except BaseException as exc:
-                # Answers half read leave the connection out of step: never reuse it.
+                # Answers half read leave the connection out of step: never reuse it, and
+                # give it back to the pool, which would otherwise count it in use for ever.
                 self._connection = None
                 await connection.disconnect()
+                await self.client.connection_pool.release(connection)
                 if attempt or not isinstance(exc, (redis.ConnectionError, OSError)):
                     raise
         raise AssertionError("unreachable")
