@@ -374,7 +374,9 @@ def test_a_server_whose_parent_is_killed_stops_warmly(api_env, tmp_path):
         parent.wait()
         # Then the server stops by itself, warmly, saying why
         wait_until(lambda: not _running(server_pid), timeout=30)
-        assert '"reason": "parent.died"' in log.read_text()
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        assert any(line.get("event") == "links_api.stopped"
+                   and line.get("reason") == "parent.died" for line in lines), lines
     finally:
         if _running(server_pid):
             os.kill(server_pid, signal.SIGKILL)
