@@ -19,10 +19,11 @@ import uvloop
 
 from workers.links.counter import LinkCounter
 from workers.peers.redisconn import EvictionPolicyError, check_noeviction, connect
+from workers.peers.registry import Registration
 from workers.readapi import reader as readers
 from workers.readapi.app import LinksAPI
 from workers.readapi.protocol import Clock, Connection, sweep
-from workers.settings import Settings
+from workers.settings import LINKS_API_PROGRAM, Settings
 
 # Connections waiting to be accepted: a burst of new connections from a CDN's edges must not
 # be refused while the loop is busy (the kernel caps it at net.core.somaxconn).
@@ -73,7 +74,13 @@ def serve(settings: Settings) -> None:
     host, port = sock.getsockname()[:2]
     print(json.dumps({"event": "links_api.listening", "url": f"http://{host}:{port}/"}),
           flush=True)
-    uvloop.run(_serve(api, sock))
+    # In the fleet's registry while it serves (README.rst, "The fleet across hosts").
+    registration = Registration(settings.redis_url, settings.host_name,
+                                LINKS_API_PROGRAM).start()
+    try:
+        uvloop.run(_serve(api, sock))
+    finally:
+        registration.stop()
 
 
 async def _serve(api: LinksAPI, sock: socket.socket) -> None:
