@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -152,7 +153,9 @@ class Fleet:
     ``env`` gives WORKERS_RUN_DIR, WORKERS_BIN and the stack's variables."""
 
     def __init__(self, env: dict[str, str]):
-        self.env = env
+        # A host of its own in the fleet's registry and wanted counts: other tests' processes
+        # on the same Redis (a read API, daemons) are other hosts'.
+        self.env = {"WORKERS_HOST_NAME": f"host-{uuid.uuid4().hex[:8]}", **env}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Fleet":
