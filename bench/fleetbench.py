@@ -32,6 +32,7 @@ sys.path.insert(0, str(TOP / "tests" / "support"))
 
 import procstat  # noqa: E402
 import standin  # noqa: E402
+from feeder import Feeder  # noqa: E402
 
 from netns import Hosts  # noqa: E402
 from workers import QUEUES, devstack  # noqa: E402
@@ -42,6 +43,9 @@ from workers.settings import procs_variable  # noqa: E402
 # What real SQS adds to a call from the same region, at least.
 DELAY_MS = 5.0
 SITES = 1000
+# Messages kept queued (sent, not yet counted): ministack, like moto, slows with a queue's depth
+# (60,000 queued drained at 12 msgs/s), so the backlog is fed, never piled up front.
+LOW, HIGH = 1000, 2000
 WORKERS = str(Path(sys.executable).parent / "workers")
 PROXY_PORT = 9400  # inside each host's namespace: its own loopback, no clash
 
@@ -50,17 +54,6 @@ def events(count: int, run: str) -> list[str]:
     return [json.dumps({"update_id": f"{run}-{i}", "profile_id": "p",
                         "urls": [f"https://site{i % SITES}.example.com/"]})
             for i in range(count)]
-
-
-def enqueue(sqs: Any, url: str, bodies: list[str]) -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
-    def send(start: int) -> None:
-        sqs.send_message_batch(QueueUrl=url, Entries=[
-            {"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start:start + 10])])
-
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(send, range(0, len(bodies), 10)))
 
 
 def part(hosts_count: int, messages: int, sqs_port: int, redis_port: int,
@@ -80,7 +73,10 @@ def part(hosts_count: int, messages: int, sqs_port: int, redis_port: int,
     client.flushall()
     keys = [f"site{s}.example.com" for s in range(SITES)]
     counter = LinkCounter(client)
-    enqueue(sqs, source, events(messages, prefix))
+    state = {"counted": 0}
+    feeder = Feeder(sqs, source, [{"MessageBody": b} for b in events(messages, prefix)],
+                    lambda: state["counted"], LOW, HIGH)
+    feeder.start()
     hosts = Hosts(hosts_count)
     proxies: list[subprocess.Popen] = []
     try:
@@ -95,12 +91,14 @@ def part(hosts_count: int, messages: int, sqs_port: int, redis_port: int,
                         "REDIS_URL": f"redis://{host.root_ip}:{redis_port}/0"})
         counted = 0
         while counted == 0:
-            counted = sum(counter.counts(keys))
+            counted = state["counted"] = sum(counter.counts(keys))
             time.sleep(0.05)
-        first, started = counted, time.monotonic()
+        first, started, starved = counted, time.monotonic(), feeder.starved
         while counted < messages:
+            if feeder.error is not None:
+                raise RuntimeError(f"the feeder failed: {feeder.error}")
             time.sleep(0.1)
-            counted = sum(counter.counts(keys))
+            counted = state["counted"] = sum(counter.counts(keys))
         elapsed = time.monotonic() - started
         host_cpu = sum(procstat.tree_cpu_seconds(h.supervisord.pid) for h in hosts.hosts
                        if h.supervisord) + sum(procstat.tree_cpu_seconds(p.pid) for p in proxies)
@@ -111,8 +109,10 @@ def part(hosts_count: int, messages: int, sqs_port: int, redis_port: int,
         return {"hosts": hosts_count, "messages": messages,
                 "msgs_per_s": round((messages - first) / elapsed, 1),
                 "host_cpu_s": round(host_cpu, 1), "service_cpu_s": round(service_cpu, 1),
-                "exact": exact, "left_in_queues": depth}
+                "exact": exact, "left_in_queues": depth,
+                "feeder_starved": feeder.starved - starved}
     finally:
+        feeder.stop()
         hosts.close()
         for proxy in proxies:
             proxy.kill()
