@@ -10,7 +10,9 @@ import pytest
 
 from helpers import ON_SINGLE_AND_CLUSTER, wait_until, workers_cmd
 from workers.ops import fleet
+from workers.ops.scale import Scaler
 from workers.peers.registry import PROCS, Registration, entry_key, version
+from workers.settings import Settings
 
 FIGURES = {"last_poll_at": 1_796_000_000.5, "handled": 120, "failed": 3, "dead_lettered": 2,
            "in_flight": 7}
@@ -132,3 +134,25 @@ def test_workers_fleet_without_redis_says_so_in_one_line(env, redis_servers):
     assert done.returncode == 1
     assert done.stderr.startswith("error: Redis is not reachable (")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_the_scale_file_stands_in_only_while_redis_is_away_at_start(tmp_path, redis_servers):
+    server = redis_servers()
+    url = f"redis://127.0.0.1:{server.port}/0"
+    settings = Settings(run_dir=str(tmp_path / "run"), redis_url=url, host_name="h1",
+                        procs={"post-sent": 2})
+    # Given a host whose counts Redis does not have yet: WORKERS_POST_SENT_PROCS, put there
+    assert Scaler(settings, rpc=None).wanted()["post-sent"] == 2
+    client = fleet.connect(url)
+    assert fleet.wanted(client, "h1")["post-sent"] == 2
+    # When an operator scales it to 5, then Redis is away as workers-scale starts again
+    fleet.set_wanted(client, "h1", "post-sent", 5)
+    assert Scaler(settings, rpc=None).wanted()["post-sent"] == 5
+    server.stop()
+    restarted = Scaler(settings, rpc=None)
+    # Then it runs the counts it last read from Redis
+    assert restarted.wanted()["post-sent"] == 5 and restarted.source == "file"
+    # And once Redis answers, Redis's count wins
+    server.start()
+    fleet.set_wanted(fleet.connect(url), "h1", "post-sent", 3)
+    assert restarted.wanted()["post-sent"] == 3 and restarted.source == "redis"
