@@ -156,3 +156,11 @@ def test_the_scale_file_stands_in_only_while_redis_is_away_at_start(tmp_path, re
     server.start()
     fleet.set_wanted(fleet.connect(url), "h1", "post-sent", 3)
     assert restarted.wanted()["post-sent"] == 3 and restarted.source == "redis"
+
+
+def test_scaling_a_host_the_fleet_does_not_know_is_refused(redis_url, redis_client):
+    fleet.set_wanted(redis_client, "worker-1", "push", 1)
+    with pytest.raises(fleet.FleetError, match=r"no host 'wroker-1' in the fleet \(known: "
+                                               r"worker-1\)"):
+        fleet.scale(redis_url, "wroker-1", "push", 2, timeout=1)
+    assert fleet.wanted(redis_client, "wroker-1") is None

@@ -352,7 +352,8 @@ def scale(settings: Settings, queue: str | None, count: int | None, host: str | 
     try:
         if queue is not None and count is not None:
             host = host or settings.host_name
-            click.echo(fleet.scale(settings.redis_url, host, queue, count, timeout))
+            click.echo(fleet.scale(settings.redis_url, host, queue, count, timeout,
+                                   known=host == settings.host_name))
             if host == settings.host_name and os.path.exists(socket_path(settings)):
                 # and until this host's supervisord has removed those stopped
                 Scaler(settings, server(settings), timeout=timeout).wait_for(queue, count)

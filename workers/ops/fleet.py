@@ -96,10 +96,16 @@ def running(client: Client, host: str, program: str) -> int:
 
 
 def scale(redis_url: str, host: str, program: str, n: int, timeout: float,
-          sleep: Callable[[float], None] = time.sleep) -> str:
-    """``workers scale``: sets the count, then waits until ``host``'s registry shows it."""
+          known: bool = False, sleep: Callable[[float], None] = time.sleep) -> str:
+    """``workers scale``: sets the count, then waits until ``host``'s registry shows it. Unless
+    ``known`` (this host), ``host`` must be in the fleet already: a typo would otherwise leave
+    counts for a host that never comes."""
     try:
         client = connect(redis_url)
+        names = [h["host"] for h in hosts(client)]
+        if not known and host not in names:
+            raise FleetError(f"no host {host!r} in the fleet (known: {', '.join(names) or 'none'})"
+                             "; a host joins when its workers-scale or a process of it starts")
         set_wanted(client, host, program, n)
     except REDIS_ERRORS as exc:
         raise FleetError(f"Redis is not reachable ({type(exc).__name__}: {exc}): the wanted "
