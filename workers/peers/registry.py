@@ -9,6 +9,14 @@ entry is past its expiry (by Redis's clock) after ``EXPIRE_AFTER_REFRESHES`` ref
 refresh that fails (Redis away) is logged and tried again next interval: the registry never
 costs a daemon its work.
 
+A program of its own (the console) registers the same way, in a few lines::
+
+    registration = Registration(settings.redis_url, settings.host_name, "console").start()
+    try:
+        ...  # serve until a warm stop
+    finally:
+        registration.stop()
+
 Keys, all under one hash tag so that a Redis Cluster keeps them in one slot (a script may only
 touch the keys of one slot): ``{fleet}:procs`` (sorted set: entry id -> expiry, Unix seconds by
 Redis's clock), ``{fleet}:proc:<id>`` (hash: the entry's fields), ``{fleet}:hosts`` (set of the
