@@ -325,7 +325,7 @@ class Driver:
         fleet = self.stack.fleet
         assert fleet is not None
         running = {name: pid for name, pid in fleet.pids("").items()
-                   if name.startswith("post-sent:") != (self.kills % 4 == 3)}
+                   if name.startswith("post-sent_") != (self.kills % 4 == 3)}
         victim = self.rng.choice(sorted(running))
         pid = running[victim]
         os.kill(pid, signal.SIGKILL)
