@@ -308,7 +308,8 @@ VARIABLES: tuple[Variable, ...] = (
 )
 
 
-# WORKERS_POST_SENT_PROCS; not WORKERS_POST_SENT_MAX_PROCS, supervisord's process slots.
+# WORKERS_POST_SENT_PROCS; not WORKERS_POST_SENT_MAX_PROCS, the process slots of before,
+# which an environment may still set.
 _PROCS_VARIABLE = re.compile(r"WORKERS_([A-Z0-9_]+)_PROCS")
 
 
