@@ -12,6 +12,7 @@ raises ``RigError`` with one line saying why.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -134,6 +135,12 @@ class Host:
         ip("netns", "del", self.ns, check=False)  # its end of the pair goes with it
         ip("link", "del", self.link, check=False)
 
+    def discard(self) -> None:
+        """Stopped, removed, and its run directory (logs, socket) gone."""
+        self.stop()
+        if self.run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
 
 class Hosts:
     """``count`` hosts of this run; ``close`` removes every one, whatever happened."""
@@ -158,4 +165,4 @@ class Hosts:
 
     def close(self) -> None:
         for host in self.hosts:
-            host.stop()
+            host.discard()
