@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock upgrade redis browser loadgen standin run test fuzz chaos bench lint clean
+.PHONY: help install lock upgrade redis browser loadgen standin run test fuzz chaos fleet bench lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ fuzz: install redis  ## 5,000 random bad bodies through a live daemon; prints th
 
 chaos: install redis  ## 20,000 events through the fleet while daemons, Redis, SQS and S3 fail; figures
 	WORKERS_CHAOS_EVENTS=20000 $(PY) -m pytest tests/chaos/test_chaos.py -k under_chaos --timeout 1200
+
+fleet: install redis  ## hosts as network namespaces (root): one dies, one is cut off for 20 s; counts exact
+	WORKERS_FLEET_LONG=1 $(PY) -m pytest tests/test_hosts.py --timeout 1800
 
 bench: install redis loadgen standin  ## throughput, SQS requests, CPU and Redis memory, side by side with baselines
 	$(PY) bench/bench.py

@@ -12,7 +12,9 @@ messages/s, SQS requests per message (counted at the proxy), CPU seconds per 1,0
 and peak RSS of the consumer's whole process tree. Also: link-count read latency from a second
 process while ours drains, Redis bytes per counted URL and per idempotency key, backfill
 records/s, counting on a Redis Cluster, and the HTTP read API (one `workers links serve` under
-wrk, beside redis-benchmark; bench/readbench.py). It prints a table and writes the same as JSON to
+wrk, beside redis-benchmark; bench/readbench.py), and the fleet's scale-out: one backlog drained
+by 1, 2 and 3 hosts, each a network namespace (root) with its own supervisord
+(bench/fleetbench.py). It prints a table and writes the same as JSON to
 bench/results/bench-<UTC timestamp>.json (or --json-out).
 
     .venv/bin/python bench/bench.py [--messages 3000] [--delay-messages 1000] [--urls 1000000]
@@ -40,6 +42,7 @@ from typing import Any
 import backfillbench
 import clusterbench
 import consumers
+import fleetbench
 import hoturl
 import peervenv
 import procstat
@@ -70,7 +73,10 @@ DURABILITY_BATCHES = {False: 300, True: 20}
 # What real SQS adds to a call that loopback moto does not.
 DELAY_MS = 10.0
 PARTS = (*consumers.KINDS, "delayed", "standin", "reads", "redis", "hot", "durability",
-         "backfill", "cluster", "read", "soak", "publish", "tracing")
+         "backfill", "cluster", "read", "soak", "publish", "tracing", "fleet")
+# The fleet across hosts: one backlog drained by 1, 2 and 3 hosts (network namespaces, root).
+FLEET_MESSAGES = {False: 60_000, True: 2_000}  # --quick: only with --only fleet
+FLEET_HOSTS = (1, 2, 3)
 # Who runs on the stand-in in --quick: the bare loop's ceiling and ours, for their ratio.
 QUICK_STANDIN_KINDS = ("bare", "ours")
 # Behind each of these delays on the stand-in (with 'delayed'): what real SQS adds to a call
@@ -243,6 +249,17 @@ def drain(stack: scenario.Stack, args: argparse.Namespace, kind: str, messages: 
     return run
 
 
+def run_fleet(messages: int) -> dict[str, Any]:
+    """The scale-out part; where namespaces cannot be made (not root), says why and goes on."""
+    from netns import RigError
+
+    try:
+        return fleetbench.measure(messages, list(FLEET_HOSTS), log)
+    except RigError as exc:
+        log(f"fleet: not measured: {exc}")
+        return {"skipped": str(exc), "runs": []}
+
+
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     parts = args.only or list(PARTS)
     started = time.monotonic()
@@ -322,6 +339,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         result["tracing"] = tracingbench.measure(args.messages, args.concurrency, args.backlog,
                                                  workdir, tracingbench.ROUNDS[args.quick])
         log("\n".join(tracingbench.lines(result["tracing"])))
+    # Hosts start in seconds each: too long for the suite's quick run, unless asked for.
+    if "fleet" in parts and (not args.quick or args.only):
+        result["fleet"] = run_fleet(FLEET_MESSAGES[args.quick])
     if "soak" in parts:
         log(f"soak: {args.soak_messages:,} post-sent events through one daemon of ours on "
             "ministack, RSS sampled...")
@@ -351,7 +371,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 if isinstance(run, dict))
         and all(run["each_once"] for part in result.get("publish", [])
                 for run in part["runs"].values())
-        and result.get("tracing", {}).get("all_counted", True))
+        and result.get("tracing", {}).get("all_counted", True)
+        and all(run["exact"] for run in result.get("fleet", {}).get("runs", [])))
     result["seconds"] = time.monotonic() - started
     result["started_pids"] = list(procstat.STARTED)
     result["still_running"] = [pid for pid in procstat.STARTED if procstat.alive(pid)]

@@ -299,17 +299,17 @@ def test_links_api_processes_scale_under_supervisord_and_share_one_port(env, que
     try:
         fleet.start_any()
         wait_until(lambda: len(fleet.pids("links-api")) == 1, timeout=30, interval=0.3)
-        first = fleet.pids("links-api")["links-api:links-api_00"]
+        first = fleet.pids("links-api")["links-api_00"]
         # When it is scaled to 2
         up = fleet.scale("links-api", "2")
         # Then two processes answer on the one port, the first never restarted
         assert up.returncode == 0, up.stderr
-        assert "links-api: 2 of 16 processes (started links-api_01)" in up.stdout
+        assert up.stdout.endswith(": 2 processes running\n")
         wait_until(lambda: processes_answering() == {"0", "1"}, timeout=30, interval=0.05)
-        assert fleet.pids("links-api")["links-api:links-api_00"] == first
+        assert fleet.pids("links-api")["links-api_00"] == first
         # And back to 1: only links-api_00 is left, answering
         assert fleet.scale("links-api", "1").returncode == 0
-        assert fleet.pids("links-api") == {"links-api:links-api_00": first}
+        assert fleet.pids("links-api") == {"links-api_00": first}
         answer = requests.get(f"http://127.0.0.1:{port}/1/links/shares.json?url=buffer.com",
                               timeout=5)
         assert answer.json() == {"shares": 0}

@@ -15,7 +15,7 @@ from workers import queues
 from workers.queues.publish import Publish
 from workers.runtime.events import Analytics, Email, PostSent, Push
 from workers.runtime.health import port_for
-from workers.settings import LINKS_API_PROGRAM, Settings, procs_variable
+from workers.settings import LINKS_API_PROGRAM, Settings
 
 TOP = Path(__file__).resolve().parent.parent
 # Programs of conf/supervisord.conf that are no queue: the read API (scaled like a queue's
@@ -24,10 +24,11 @@ NOT_QUEUES = {LINKS_API_PROGRAM, "workers-scale"}
 
 
 def programs() -> dict[str, dict[str, str]]:
+    """supervisord's programs and the templates `workers scale` writes programs from."""
     conf = configparser.RawConfigParser()
     conf.read(TOP / "conf" / "supervisord.conf")
-    return {s.removeprefix("program:"): dict(conf[s]) for s in conf.sections()
-            if s.startswith("program:")}
+    return {s.split(":", 1)[1]: dict(conf[s]) for s in conf.sections()
+            if s.startswith(("program:", "fleet-program:"))}
 
 
 def test_queues_keep_their_order_and_schemas():
@@ -44,8 +45,6 @@ def test_every_declared_queue_has_a_program_and_every_program_a_queue():
     for queue in workers.QUEUES:
         program = found[queue]
         assert re.search(rf"\srun {queue}(\s|$)", program["command"])
-        variable = procs_variable(queue).replace("_PROCS", "_MAX_PROCS")
-        assert program["numprocs"] == f"%(ENV_{variable})s"
         assert program["environment"] == 'WORKERS_PROCESS_NUM="%(process_num)d"'
 
 

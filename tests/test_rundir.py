@@ -13,6 +13,7 @@ import pytest
 
 from helpers import REPO, workers_cmd
 from workers import QUEUES
+from workers.ops.fleet import set_wanted
 from workers.ops.rundir import RunDirError, ensure_private, write_json
 from workers.ops.scale import Scaler
 from workers.settings import Settings
@@ -50,7 +51,7 @@ def test_scale_refuses_a_run_dir_that_is_a_symlink_and_writes_nothing(tmp_path, 
     run_dir.symlink_to(planted)
     # When `workers scale` is asked to remember a count
     with pytest.raises(RunDirError, match="it is a symlink"):
-        Scaler(Settings(run_dir=str(run_dir)), FakeSupervisor()).scale("post-sent", 1)
+        Scaler(Settings(run_dir=str(run_dir)), FakeSupervisor())
     # Then nothing was written through it
     assert list(planted.iterdir()) == []
 
@@ -58,7 +59,7 @@ def test_scale_refuses_a_run_dir_that_is_a_symlink_and_writes_nothing(tmp_path, 
 def test_the_cli_refuses_a_symlinked_run_dir_in_one_line(env, tmp_path, planted):
     run_dir = tmp_path / "run"
     run_dir.symlink_to(planted)
-    done = workers_cmd("scale", "post-sent", "1", env={**env, "WORKERS_RUN_DIR": str(run_dir)})
+    done = workers_cmd("scale", env={**env, "WORKERS_RUN_DIR": str(run_dir)})
     assert done.returncode == 1
     assert done.stderr == f"error: refusing run directory {run_dir}: it is a symlink\n"
     assert list(planted.iterdir()) == []
@@ -68,7 +69,8 @@ def test_a_planted_scale_file_symlink_is_refused(env, tmp_path, planted):
     run_dir = ensure_private(tmp_path / "run")
     (run_dir / "scale.json").symlink_to(planted / "scale.json")
     (planted / "scale.json").write_text('{"post-sent": 9}')
-    done = workers_cmd("scale", env={**env, "WORKERS_RUN_DIR": str(run_dir)})
+    done = workers_cmd("scale", env={**env, "WORKERS_RUN_DIR": str(run_dir),
+                                     "WORKERS_HOST_NAME": "new-host"})  # no counts in Redis
     assert done.returncode == 1
     assert done.stderr == f"error: refusing to read {run_dir}/scale.json: it is a symlink\n"
     with pytest.raises(RunDirError, match="it is a symlink"):
@@ -76,12 +78,15 @@ def test_a_planted_scale_file_symlink_is_refused(env, tmp_path, planted):
     assert (planted / "scale.json").read_text() == '{"post-sent": 9}'
 
 
-def test_the_scale_file_is_never_written_through_a_planted_temporary(tmp_path, planted):
+def test_the_scale_file_is_never_written_through_a_planted_temporary(tmp_path, planted,
+                                                                     redis_client, redis_url):
     # Given the name the old code wrote its temporary file to, planted as a symlink
     run_dir = ensure_private(tmp_path / "run")
     (run_dir / "scale.tmp").symlink_to(planted / "victim")
-    # When a count is remembered
-    Scaler(Settings(run_dir=str(run_dir)), FakeSupervisor(), timeout=5).scale("post-sent", 1)
+    # When workers-scale reads a count from Redis (and keeps it for a start without Redis)
+    set_wanted(redis_client, "h1", "post-sent", 1)
+    settings = Settings(run_dir=str(run_dir), redis_url=redis_url, host_name="h1")
+    Scaler(settings, FakeSupervisor(), timeout=5).wanted()
     # Then it is in the scale file, and nothing went through the symlink
     assert json.loads((run_dir / "scale.json").read_text())["post-sent"] == 1
     assert not (run_dir / "scale.json").is_symlink()

@@ -1,8 +1,8 @@
 """`workers stats`: the numbers against moto's server, the scaling advice as pure functions."""
 
+import dataclasses
 import json
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -10,17 +10,17 @@ import threading
 import boto3
 import pytest
 
-from helpers import feed, queue_depth, wait_until, workers_cmd
-from workers.devstack import free_port
+from helpers import queue_depth, wait_until, workers_cmd
 from workers.ops.stats import (
     QueueSample,
     Sample,
+    Sampler,
     drain_rate,
     eta_seconds,
     processes_needed,
+    rate_of,
     render,
     report,
-    scrape_handled,
 )
 from workers.peers.sqs import Depth
 
@@ -45,24 +45,32 @@ def test_drain_rate_and_eta_come_from_two_samples():
     assert eta_seconds(0, None) == 0.0
 
 
-def sample(at: float, backlog: int | None, daemons: dict[int, float] | None = None) -> Sample:
+def sample(at: float, backlog: int | None, processes: int = 0,
+           rate: float | None = None) -> Sample:
     depth = Depth(backlog, 0, 0) if backlog is not None else None
     return Sample(1e9 + at, at, [QueueSample("post-sent", "p-post-sent", depth, Depth(2, 1, 0),
-                                             42.0, daemons or {})])
+                                             42.0, processes, rate)])
+
+
+def test_the_rate_is_the_mean_of_what_the_registry_says_each_daemon_handled():
+    # Three daemons of the fleet handled 100, 50 and 0 msgs/s over their last refresh
+    assert rate_of([100.0, 50.0, 0.0]) == (3, 50.0)
+    # An idle queue's daemons say nothing about how fast they could go
+    assert rate_of([0.0, 0.0]) == (2, None)
+    assert rate_of([]) == (0, None)
 
 
 def test_the_advice_uses_the_rate_the_daemons_measured():
-    # Given two daemons that handled 400 and 200 messages in 4 s, and a third that appeared
-    before = sample(0.0, 5000, {9000: 1000.0, 9001: 50.0})
-    after = sample(4.0, 4400, {9000: 1400.0, 9001: 250.0, 9002: 10.0})
-    # Then a process handles 75 msgs/s, and 4400 messages within 10 s need 6 of them
+    # Given three daemons in the fleet handling 75 msgs/s each
+    before, after = sample(0.0, 5000, 3, 75.0), sample(4.0, 4400, 3, 75.0)
+    # Then 4400 messages within 10 s need 6 of them
     [row] = report(after, before, 10, 20)["queues"]
     assert (row["rate_per_process"], row["rate_measured"]) == (75.0, True)
     assert (row["processes"], row["processes_needed"]) == (3, 6)
     assert render(report(after, before, 10, 20)).splitlines()[2].split()[-4:] == [
         "75", "6", "(now", "3)"]
     # And where nothing was handled, --rate stands in
-    [idle] = report(after, after, 10, 20)["queues"]
+    [idle] = report(sample(4.0, 4400, 3), None, 10, 20)["queues"]
     assert (idle["rate_per_process"], idle["rate_measured"]) == (20, False)
 
 
@@ -80,18 +88,6 @@ def test_report_measures_the_drain_between_samples_and_advises():
     assert table.splitlines()[2].split() == ["post-sent", "600", "0", "0", "3", "42s", "100",
                                              "6s", "20*", "3"]
     assert "missing" in render(report(sample(0.0, None), None, 10, 20))
-
-
-def test_a_port_that_answers_with_something_other_than_http_is_no_daemon():
-    # Given a port that sends back what it reads, as a socket connected to itself does
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        def echo():
-            conn, _ = server.accept()
-            with conn:
-                conn.sendall(conn.recv(65536))
-        threading.Thread(target=echo, daemon=True).start()
-        # Then stats counts no daemon there, and does not fail
-        assert scrape_handled(server.getsockname()[1], "post-sent") is None
 
 
 def test_stats_json_matches_what_is_in_the_queues(env, sqs, queues, prefix):
@@ -162,25 +158,47 @@ def test_stats_explains_itself(env):
     assert done.returncode == 0 and "--watch [SECONDS]" in done.stdout
 
 
-def test_stats_measures_the_rate_of_the_running_daemons(env, sqs, queues, prefix, daemons):
-    # Given a daemon serving /metrics, idle at first
-    env = {**env, "WORKERS_METRICS_PORT": str(free_port())}
+def test_stats_measures_the_rate_of_the_fleets_daemons_from_any_host(settings, env, sqs, queues,
+                                                                      prefix, daemons,
+                                                                      redis_client):
+    # Given a daemon on one host, idle at first, and stats on another
     source = queues[prefix + "post-sent"]
-    daemons("post-sent", environment=env)
-    wait_until(lambda: json.loads(workers_cmd("stats", "--json", env=env).stdout)
-               ["queues"][0]["processes"] == 1, timeout=30)
-    idle = json.loads(workers_cmd("stats", "--json", env=env).stdout)["queues"][0]
-    assert idle["rate_measured"] is False  # nothing handled: --rate stands in
-    # When events flow while stats samples
-    bodies = [json.dumps({"update_id": f"u{i}", "profile_id": "p", "created_at": "1480431305",
-                          "service": "twitter", "url": "https://a.com"}) for i in range(2000)]
-    producer = feed(sqs, source, bodies)
-    wait_until(lambda: queue_depth(sqs, source) > 0, timeout=30)
-    done = workers_cmd("stats", "--json", env=env)
-    # Then the advice rests on the rate the daemon measured; other queues have no daemon
-    assert done.returncode == 0, done.stderr
-    rows = {r["queue"]: r for r in json.loads(done.stdout)["queues"]}
-    assert rows["post-sent"]["rate_measured"] is True
-    assert rows["post-sent"]["rate_per_process"] > 0
-    assert rows["analytics"]["processes"] == 0 and rows["analytics"]["rate_measured"] is False
-    producer.join(timeout=120)
+    daemons("post-sent", environment={**env, "WORKERS_HOST_NAME": "worker-1"})
+    sampler = Sampler(dataclasses.replace(settings, host_name="ops-1"))
+
+    def rows():
+        return {r["queue"]: r for r in report(sampler.sample(), None, 300, 20)["queues"]}
+
+    wait_until(lambda: rows()["post-sent"]["processes"] == 1, timeout=30)
+    assert rows()["post-sent"]["rate_measured"] is False  # nothing handled: --rate stands in
+    # When events flow
+    stop = threading.Event()
+    producer = threading.Thread(target=trickle, args=(sqs, source, stop), daemon=True)
+    producer.start()
+    try:
+        # Then the advice rests on the rate the daemon reported; other queues have no daemon
+        measured = wait_until(lambda: (r := rows())["post-sent"]["rate_measured"] and r,
+                              timeout=60, interval=0.5)
+        assert measured["post-sent"]["processes"] == 1
+        assert measured["post-sent"]["rate_per_process"] > 0
+        assert (measured["analytics"]["processes"], measured["analytics"]["rate_measured"]) == (
+            0, False)
+        # And the command says the same, from the other host
+        done = workers_cmd("stats", "--json", env={**env, "WORKERS_HOST_NAME": "ops-1"})
+        assert json.loads(done.stdout)["queues"][0]["processes"] == 1
+    finally:
+        stop.set()
+        producer.join(timeout=60)
+
+
+def trickle(sqs, url: str, stop: threading.Event) -> None:
+    """post-sent events, a few dozen queued at a time, until ``stop``."""
+    sent = 0
+    while not stop.is_set():
+        if queue_depth(sqs, url) > 50:
+            stop.wait(0.05)
+            continue
+        sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": json.dumps(
+            {"update_id": f"u{sent + i}", "profile_id": "p", "url": "https://a.com"})}
+            for i in range(10)])
+        sent += 10

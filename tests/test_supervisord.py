@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,8 @@ def fleet(env, queues):
     fleet = Fleet({**env, "WORKERS_RUN_DIR": run_dir,
                    "WORKERS_BIN": str(Path(sys.executable).parent / "workers"),
                    "WORKERS_POST_SENT_PROCS": "2", "WORKERS_CONCURRENCY": "10",
+                   # a host of its own in the fleet's registry and wanted counts
+                   "WORKERS_HOST_NAME": f"host-{uuid.uuid4().hex[:8]}",
                    "WORKERS_STOPWAITSECS": "60",
                    # short polls: each idle daemon's warm stop waits out its poll, and
                    # supervisord stops one program after another
@@ -42,7 +45,7 @@ def test_kill_9_mid_batch_loses_nothing_and_counts_nothing_twice(fleet, sqs, que
     fleet.start()
     producer = feed(sqs, source, bodies)
     killed = []
-    for victim in ("post-sent:post-sent_00", "post-sent:post-sent_01"):
+    for victim in ("post-sent_00", "post-sent_01"):
         pid = fleet.pids()[victim]
         before = sum(counter.counts(keys))
         wait_until(lambda before=before: sum(counter.counts(keys)) > before + 50,
@@ -63,30 +66,37 @@ def test_kill_9_mid_batch_loses_nothing_and_counts_nothing_twice(fleet, sqs, que
     assert not any(alive(pid) for pid in running.values())
 
 
-def test_supervisorctl_sees_one_process_per_numprocs(fleet):
+def test_supervisorctl_status_shows_what_runs_and_exits_0(fleet):
+    # Given a host that wants 3 post-sent daemons and one of every other program
     fleet.env["WORKERS_POST_SENT_PROCS"] = "3"
     fleet.start()
-    assert sorted(fleet.pids()) == [f"post-sent:post-sent_0{i}" for i in range(3)]
+    wait_until(lambda: len(fleet.pids("")) == 8, timeout=30, interval=0.3)
+    # Then supervisorctl lists exactly what runs, every line RUNNING, and all is well
+    status = fleet.supervisorctl("status")
+    assert status.returncode == 0, status.stdout
+    assert sorted(line.split()[:2] for line in status.stdout.splitlines()) == [
+        [name, "RUNNING"] for name in sorted(
+            ["workers-scale", "post-sent_00", "post-sent_01", "post-sent_02", "publish_00",
+             "analytics_00", "push_00", "email_00", "links-api_00"])]
     assert fleet.stop() == 0
 
 
 def test_scale_changes_exactly_that_queues_processes(fleet, sqs, queues, prefix, redis_client):
     # Given a fleet running 2 post-sent daemons, one of every other queue and one links-api
     fleet.start()
-    everything = {"post-sent:post-sent_00", "post-sent:post-sent_01", "publish:publish_00",
-                  "analytics:analytics_00", "push:push_00", "email:email_00",
-                  "links-api:links-api_00"}
+    everything = {"post-sent_00", "post-sent_01", "publish_00", "analytics_00", "push_00",
+                  "email_00", "links-api_00"}
     wait_until(lambda: set(fleet.pids("")) == everything, timeout=30, interval=0.3)
     others = {n: p for n, p in fleet.pids("").items() if not n.startswith("post-sent")}
-    first = fleet.pids()["post-sent:post-sent_00"]
+    first = fleet.pids()["post-sent_00"]
+    host = fleet.env["WORKERS_HOST_NAME"]
     # When post-sent is scaled to 4
     up = fleet.scale("post-sent", "4")
     # Then two more run, and nothing that ran was restarted
     assert up.returncode == 0, up.stderr
-    assert up.stdout.strip() == ("post-sent: 4 of 16 processes "
-                                 "(started post-sent_02, post-sent_03)")
-    assert sorted(fleet.pids()) == [f"post-sent:post-sent_0{i}" for i in range(4)]
-    assert fleet.pids()["post-sent:post-sent_00"] == first
+    assert up.stdout.strip() == f"post-sent on {host}: 4 processes running"
+    assert sorted(fleet.pids()) == [f"post-sent_0{i}" for i in range(4)]
+    assert fleet.pids()["post-sent_00"] == first
     # When it is scaled to 1 while events flow
     source = queues[prefix + "post-sent"]
     bodies = [json.dumps({"update_id": f"s{i}", "profile_id": "p1", "created_at": "1480431305",
@@ -94,10 +104,12 @@ def test_scale_changes_exactly_that_queues_processes(fleet, sqs, queues, prefix,
               for i in range(400)]
     producer = feed(sqs, source, bodies)
     down = fleet.scale("post-sent", "1")
-    # Then only post-sent_00 is left, every event counts once, and other queues never noticed
+    # Then only post-sent_00 is left (supervisorctl shows no stopped process), every event
+    # counts once, and other queues never noticed
     assert down.returncode == 0, down.stderr
-    assert "stopped post-sent_01, post-sent_02, post-sent_03" in down.stdout
-    assert fleet.pids() == {"post-sent:post-sent_00": first}
+    assert fleet.pids() == {"post-sent_00": first}
+    status = fleet.supervisorctl("status")
+    assert status.returncode == 0 and "STOPPED" not in status.stdout, status.stdout
     producer.join(timeout=120)
     wait_until(lambda: queue_depth(sqs, source) == 0, timeout=120, interval=0.5)
     assert LinkCounter(redis_client).counts(["scale.example.com"]) == [400]
@@ -106,22 +118,24 @@ def test_scale_changes_exactly_that_queues_processes(fleet, sqs, queues, prefix,
     # And the count outlives supervisord: a restart brings back 1, not WORKERS_POST_SENT_PROCS
     assert fleet.stop() == 0
     fleet.start_any()
-    wait_until(lambda: len(fleet.pids("")) == 5, timeout=30, interval=0.3)
-    assert sorted(fleet.pids()) == ["post-sent:post-sent_00"]
+    wait_until(lambda: len(fleet.pids("")) == 6, timeout=30, interval=0.3)
+    assert sorted(fleet.pids()) == ["post-sent_00"]
 
 
-def test_scale_refuses_more_processes_than_slots_in_one_line(fleet):
-    fleet.start()
-    refused = fleet.scale("post-sent", "17")
-    assert refused.returncode == 1
-    assert refused.stderr.strip() == (
-        "error: post-sent has 16 process slots; raise WORKERS_POST_SENT_MAX_PROCS and restart "
-        "supervisord to run more")
-    assert len(fleet.pids()) == 2
+def test_scale_with_redis_away_says_so_in_one_line(env, redis_servers):
+    gone = redis_servers()
+    gone.stop()
+    done = subprocess.run([sys.executable, "-m", "workers", "scale", "post-sent", "2"],
+                          env={**env, "REDIS_URL": f"redis://127.0.0.1:{gone.port}/0"},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: Redis is not reachable (")
+    assert done.stderr.strip().endswith("the wanted counts are kept there")
+    assert "\n" not in done.stderr.strip()
 
 
 def test_scale_says_when_supervisord_is_not_running(env, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "workers", "scale", "post-sent", "2"],
+    done = subprocess.run([sys.executable, "-m", "workers", "scale"],
                           env={**env, "WORKERS_RUN_DIR": str(tmp_path)}, capture_output=True,
                           text=True, timeout=30)
     assert done.returncode == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -332,26 +333,85 @@ def stats(settings: Settings, as_json: bool, watch: float | None, target: float,
 @click.argument("queue", required=False, metavar="QUEUE",
                 type=LazyChoice(lambda: (*_queues(), LINKS_API_PROGRAM)))
 @click.argument("count", required=False, type=click.IntRange(0, 99), metavar="N")
+@click.option("--host", metavar="HOST", help="The host whose processes to set (its "
+              "WORKERS_HOST_NAME)  [default: this host's]")
+@click.option("--watch", is_flag=True, help="Keep this host at the counts wanted for it, "
+              "applying each change at once: supervisord's workers-scale program.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=120.0, show_default=True,
-              help="Seconds to wait for processes to start and to stop (a stop lets a daemon "
-                   "finish its work in hand).")
+              help="Seconds to wait for the processes to run, or to have stopped (a stop "
+                   "lets a daemon finish its work in hand).")
 @click.pass_obj
-def scale(settings: Settings, queue: str | None, count: int | None, timeout: float) -> None:
-    """Run N supervisord processes for QUEUE (or links-api); no other process restarts.
+def scale(settings: Settings, queue: str | None, count: int | None, host: str | None,
+          watch: bool, timeout: float) -> None:
+    """Run N processes for QUEUE (or links-api) on this host, or HOST; no other process
+    restarts.
 
-    Starts or stops single processes (QUEUE_00, QUEUE_01...) through supervisord's socket in
-    WORKERS_RUN_DIR, and remembers N (WORKERS_SCALE_FILE) for the next start of supervisord.
-    Stopped daemons finish what they hold first. Without arguments, applies every queue's
-    remembered count (or WORKERS_<QUEUE>_PROCS): what supervisord runs when it starts.
-    """
-    from workers.ops.scale import Scaler, server
+    The count is kept in the counters' Redis, per host; each host's workers-scale program
+    (`workers scale --watch`, under its supervisord) applies its own within seconds. This
+    waits until the registry shows N running there (--timeout). Without arguments, applies
+    this host's counts once through supervisord's socket in WORKERS_RUN_DIR. See README.rst,
+    "Scaling"."""
+    from workers.ops import fleet
+    from workers.ops.scale import ScaleError, Scaler, server, socket_path
 
     if (queue is None) != (count is None):
         raise Failure("give both QUEUE and N, or neither")
-    scaler = Scaler(settings, server(settings), timeout=timeout)
-    changes = [scaler.scale(queue, count)] if queue and count is not None else scaler.apply_all()
-    for change in changes:
-        click.echo(change.summary())
+    try:
+        if queue is not None and count is not None:
+            host = host or settings.host_name
+            click.echo(fleet.scale(settings.redis_url, host, queue, count, timeout,
+                                   known=host == settings.host_name))
+            if host == settings.host_name and os.path.exists(socket_path(settings)):
+                # and until this host's supervisord has removed those stopped
+                Scaler(settings, server(settings), timeout=timeout).wait_for(queue, count)
+            return
+        if host is not None:
+            raise Failure("--host goes with QUEUE N: each host applies its own counts")
+        scaler = Scaler(settings, server(settings), timeout=timeout)
+        if watch:
+            _watch(scaler)
+            return
+        for change in scaler.settle(scaler.wanted()):
+            click.echo(change.summary())
+    except (ScaleError, fleet.FleetError) as exc:
+        raise Failure(str(exc)) from None
+
+
+def _watch(scaler: Any) -> None:
+    """Until SIGTERM or SIGINT (supervisord's stop)."""
+    import signal
+    import threading
+
+    from workers.runtime import logs
+
+    logs.configure("info")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    scaler.watch(stop)
+
+
+@cli.command("fleet")
+@click.option("--json", "as_json", is_flag=True,
+              help='{"processes": [...], "hosts": [...]} instead of tables.')
+@click.pass_obj
+def fleet_command(settings: Settings, as_json: bool) -> None:
+    """Every registered process of the fleet, by host: program, queue, pid, version, uptime,
+    last poll, handled, failed, dead-lettered, in flight. From the counters' Redis, where
+    each process refreshes its entry every 5 s; one not refreshed lately shows as stale, and
+    drops out after 15 s."""
+    from workers.ops import fleet
+    from workers.peers.redisconn import REDIS_ERRORS, connect
+
+    try:
+        client = connect(settings.redis_url)
+        live = fleet.processes(client)
+        by_host = fleet.hosts(client, live)
+        now = fleet.redis_now(client)
+    except REDIS_ERRORS as exc:
+        raise Failure(f"Redis is not reachable ({type(exc).__name__}: {exc}): the fleet's "
+                      "registry is kept there") from None
+    click.echo(fleet.as_json(live, by_host) if as_json else fleet.render(live, by_host, now))
 
 
 def _trace(program: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Mapping
 
@@ -142,6 +143,13 @@ def default_run_dir() -> str:
     return f"/tmp/workers-{os.getuid()}"
 
 
+def default_supervisor_conf() -> str:
+    """conf/supervisord.conf beside the package (an install from the repository, as in
+    production); bin/supervisor-env sets WORKERS_SUPERVISOR_CONF to the file it runs."""
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf",
+                        "supervisord.conf")
+
+
 @dataclass(frozen=True)
 class Settings:
     region: str = "us-east-1"
@@ -179,6 +187,9 @@ class Settings:
     wait_seconds: int = LONG_POLL_SECONDS
     run_dir: str = field(default_factory=default_run_dir)
     scale_file: str | None = None  # default: run_dir/scale.json
+    # The host's name in the fleet's registry and its wanted counts (README.rst, "The fleet").
+    host_name: str = field(default_factory=socket.gethostname)
+    supervisor_conf: str = field(default_factory=default_supervisor_conf)
     # What WORKERS_<PROGRAM>_PROCS set, by program; ``procs_for`` falls back on the defaults.
     procs: Mapping[str, int] = field(default_factory=dict)
     links_api_host: str = DEFAULT_LINKS_API_HOST
@@ -281,7 +292,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("WORKERS_WAIT_SECONDS", "wait_seconds", Int(1, LONG_POLL_SECONDS),
              "long poll; a warm stop waits it out"),
     Variable("WORKERS_RUN_DIR", "run_dir", Text(), "supervisord's socket, pid and logs"),
-    Variable("WORKERS_SCALE_FILE", "scale_file", Text(), "`workers scale`'s counts"),
+    Variable("WORKERS_SCALE_FILE", "scale_file", Text(),
+             "the last counts from Redis, used when it is away at start"),
+    Variable("WORKERS_HOST_NAME", "host_name", Text(), "this host in the fleet's registry"),
+    Variable("WORKERS_SUPERVISOR_CONF", "supervisor_conf", Text(),
+             "supervisord's file, whose program templates `workers scale` writes from"),
     Variable("WORKERS_LINKS_API_HOST", "links_api_host", Text(), "the read API's address"),
     Variable("WORKERS_LINKS_API_PORT", "links_api_port", Int(0, 65535), "its port"),
     Variable("WORKERS_SHARES_MAX_AGE", "shares_max_age", Int(0, 365 * 24 * 60 * 60),
@@ -293,7 +308,8 @@ VARIABLES: tuple[Variable, ...] = (
 )
 
 
-# WORKERS_POST_SENT_PROCS; not WORKERS_POST_SENT_MAX_PROCS, supervisord's process slots.
+# WORKERS_POST_SENT_PROCS; not WORKERS_POST_SENT_MAX_PROCS, the process slots of before,
+# which an environment may still set.
 _PROCS_VARIABLE = re.compile(r"WORKERS_([A-Z0-9_]+)_PROCS")
 
 

@@ -215,17 +215,16 @@ class Stack:
                for s in ("twitter", "facebook", "linkedin")})
         assert self.endpoint is not None
         env["REDIS_URL"] = f"redis://127.0.0.1:{self.endpoint.port}/0"
-        for queue in QUEUES:  # every slot started, so every line of `status` must say RUNNING
+        for queue in QUEUES:
             procs = POST_SENT_PROCS if queue == "post-sent" else 1
             env[procs_variable(queue)] = str(procs)
-            env[procs_variable(queue).replace("_PROCS", "_MAX_PROCS")] = str(procs)
         env[procs_variable("links-api")] = "0"  # the read API plays no part in counting
         return env
 
     @property
     def daemons(self) -> list[str]:
         """supervisord's names of every daemon the fleet runs."""
-        return [f"{q}:{q}_{n:02d}" for q in QUEUES
+        return [f"{q}_{n:02d}" for q in QUEUES
                 for n in range(POST_SENT_PROCS if q == "post-sent" else 1)]
 
     def client(self, service: str) -> Any:
@@ -326,7 +325,7 @@ class Driver:
         fleet = self.stack.fleet
         assert fleet is not None
         running = {name: pid for name, pid in fleet.pids("").items()
-                   if name.startswith("post-sent:") != (self.kills % 4 == 3)}
+                   if name.startswith("post-sent_") != (self.kills % 4 == 3)}
         victim = self.rng.choice(sorted(running))
         pid = running[victim]
         os.kill(pid, signal.SIGKILL)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -152,7 +153,9 @@ class Fleet:
     ``env`` gives WORKERS_RUN_DIR, WORKERS_BIN and the stack's variables."""
 
     def __init__(self, env: dict[str, str]):
-        self.env = env
+        # A host of its own in the fleet's registry and wanted counts: other tests' processes
+        # on the same Redis (a read API, daemons) are other hosts'.
+        self.env = {"WORKERS_HOST_NAME": f"host-{uuid.uuid4().hex[:8]}", **env}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Fleet":
@@ -168,15 +171,19 @@ class Fleet:
                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def ctl(self, *args: str) -> str:
-        return subprocess.run([str(REPO / "bin" / "workers-supervisorctl"), *args], env=self.env,
-                              capture_output=True, text=True, timeout=30).stdout
+        return self.supervisorctl(*args).stdout
 
-    def pids(self, group: str = "post-sent") -> dict[str, int]:
-        """RUNNING processes of ``group`` (by default the queue these tests load): name -> pid;
-        of every group with ``group=""``."""
+    def supervisorctl(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(REPO / "bin" / "workers-supervisorctl"), *args], env=self.env,
+                              capture_output=True, text=True, timeout=30)
+
+    def pids(self, program: str = "post-sent") -> dict[str, int]:
+        """RUNNING processes of ``program`` (by default the queue these tests load), each a
+        supervisord program of its own (post-sent_00): name -> pid; of every program but
+        workers-scale with ``program=""``."""
         return {m[0]: int(m[1]) for m in
-                re.findall(rf"^({group or '[^:]+'}:\S+)\s+RUNNING\s+pid (\d+)",
-                           self.ctl("status"), re.M)}
+                re.findall(rf"^({re.escape(program) if program else '[^ ]+'}_\d\d)\s+RUNNING"
+                           r"\s+pid (\d+)", self.ctl("status"), re.M)}
 
     def scale(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(Path(self.env["WORKERS_BIN"])), "scale", *args],

@@ -64,7 +64,12 @@ def read_json(path: Path) -> Any:
 
 
 def write_json(path: Path, value: Any) -> None:
-    """Writes ``value`` to ``path`` whole: to a fresh temporary file beside it (created
+    """Writes ``value`` as JSON to ``path`` whole (``write_text``)."""
+    write_text(path, json.dumps(value, indent=1, sort_keys=True) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` whole: to a fresh temporary file beside it (created
     exclusively, so never through a planted link), then renamed over it, which replaces a
     symlink at ``path`` rather than follows it. A reader sees the old file or the new one."""
     if path.is_symlink():
@@ -72,7 +77,7 @@ def write_json(path: Path, value: Any) -> None:
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as file:
-            file.write(json.dumps(value, indent=1, sort_keys=True) + "\n")
+            file.write(text)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -10,45 +10,35 @@ from the daemons meanwhile, and a standard queue does not return its oldest mess
 
 The advice: ``processes = ceil(backlog / (rate × target))``, at least 1, where backlog is every
 message in the queue (visible, in flight, delayed) and rate the messages one process handles per
-second. The rate is measured where it can be: with ``WORKERS_METRICS_PORT`` set, each sample
-also reads every local daemon's ``/metrics`` (handled = succeeded + failed), and the rate is the
-handled count's growth between two samples over the time between them, per daemon. A one-shot
-``stats`` takes its two samples ``METRICS_SAMPLE_SECONDS`` apart when daemons answer. Where
-nothing was handled in between (or no daemon answers), ``--rate`` stands in, and the table
-marks it. The drain rate is the backlog's change between two samples (handled minus arrived);
-the ETA is the backlog over it.
+second. The rate and the processes come from the fleet's registry (workers.peers.registry), so
+they are the whole fleet's, whichever host asks: each live, non-stale daemon of the queue
+reports what it handled per second over its last refresh, and the rate is their mean. Where
+none handled anything (or Redis is away), ``--rate`` stands in, and the table marks it. The
+drain rate is the backlog's change between two samples (handled minus arrived); the ETA is the
+backlog over it.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import time
-import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Sequence
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from workers import QUEUES
+from workers.ops import fleet
 from workers.ops.tables import format_age, format_table
 from workers.peers.aws import AWS_ERRORS, client
+from workers.peers.redisconn import REDIS_ERRORS, Client, connect
 from workers.peers.sqs import Depth, find_url, queue_depth
-from workers.runtime import health
 from workers.settings import Settings
 
 # CloudWatch's SQS metrics have a minute's resolution and arrive a few minutes late: look back
 # far enough to find the latest, and ask no more often than they change.
 AGE_LOOKBACK = timedelta(minutes=15)
 AGE_REFRESH_SECONDS = 60
-# A one-shot `stats` reads the daemons' counters twice this far apart to measure their rate.
-METRICS_SAMPLE_SECONDS = 2.0
-# A local daemon answers at once; a port that does not is not one of ours.
-SCRAPE_TIMEOUT_SECONDS = 0.5
-# What a daemon has handled: each message ends as one of these (or is given back unstarted).
-HANDLED_FAMILIES = ("workers_messages_succeeded", "workers_messages_failed")
 
 
 def processes_needed(backlog: int, target_seconds: float, per_process_rate: float) -> int:
@@ -79,7 +69,8 @@ class QueueSample:
     depth: Depth | None  # None: the queue does not exist
     dlq: Depth | None
     oldest_seconds: float | None
-    daemons: dict[int, float] = field(default_factory=dict)  # metrics port -> handled so far
+    processes: int = 0  # live daemons of the queue in the registry, fleet-wide
+    rate: float | None = None  # messages/s one of them handled lately; None: none handled any
 
     @property
     def backlog(self) -> int:
@@ -97,34 +88,41 @@ class Sampler:
     """Reads every queue's depth (one GetQueueAttributes per queue and DLQ) and, at most once
     a minute, the oldest message's age from CloudWatch (one GetMetricData for all)."""
 
-    def __init__(self, settings: Settings, sqs: Any = None, cloudwatch: Any = None):
+    def __init__(self, settings: Settings, sqs: Any = None, cloudwatch: Any = None,
+                 redis: Client | None = None):
         self.settings = settings
         self.sqs = sqs or client(settings)
         self.cloudwatch = cloudwatch or client(settings, "cloudwatch", attempts=1)
         self._ages: dict[str, float] = {}
         self._ages_at = -math.inf
         self._urls: dict[str, str] = {}
+        self._redis = redis
 
     def sample(self) -> Sample:
         names = [self.settings.queue_name(q) for q in QUEUES]
         now = time.monotonic()
         if now - self._ages_at >= AGE_REFRESH_SECONDS:
             self._ages, self._ages_at = oldest_ages(self.cloudwatch, names), now
+        daemons = self._daemons()
         queues = [QueueSample(q, name, self._depth(name), self._depth(self.settings.dlq_name(q)),
-                              self._ages.get(name), self._daemons(q))
+                              self._ages.get(name), *rate_of(daemons.get(q, [])))
                   for q, name in zip(QUEUES, names, strict=True)]
         return Sample(time.time(), time.monotonic(), queues)
 
-    def _daemons(self, queue: str) -> dict[int, float]:
-        """Handled counts of the queue's daemons on this host, by metrics port."""
-        if not self.settings.metrics_port:
+    def _daemons(self) -> dict[str, list[float]]:
+        """Each queue's live daemons in the registry, fleet-wide: what each handled per second
+        over its last refresh. {} while Redis is away (the rate then is --rate's)."""
+        try:
+            if self._redis is None:
+                self._redis = connect(self.settings.redis_url)
+            live = fleet.processes(self._redis)
+        except REDIS_ERRORS:
+            self._redis = None
             return {}
-        found = {}
-        for num in range(health.PORTS_PER_QUEUE):
-            port = health.port_for(self.settings.metrics_port, queue, num)
-            handled = scrape_handled(port, queue, scrape_host(self.settings.metrics_host))
-            if handled is not None:
-                found[port] = handled
+        found: dict[str, list[float]] = {}
+        for entry in live:
+            if entry["queue"] and not entry["stale"]:
+                found.setdefault(entry["queue"], []).append(entry["handled_per_s"])
         return found
 
     def _depth(self, name: str) -> Depth | None:
@@ -157,45 +155,11 @@ def oldest_ages(cloudwatch: Any, names: Sequence[str]) -> dict[str, float]:
     return ages
 
 
-def scrape_host(metrics_host: str) -> str:
-    """Where this host's daemons answer: WORKERS_METRICS_HOST, or loopback when they listen on
-    every address (0.0.0.0 or ::)."""
-    if metrics_host in ("0.0.0.0", "::", ""):
-        return "127.0.0.1"
-    return f"[{metrics_host}]" if ":" in metrics_host else metrics_host  # an IPv6 address
-
-
-def scrape_handled(port: int, queue: str, host: str = "127.0.0.1") -> float | None:
-    """Messages a daemon on ``host``:``port`` has handled for ``queue``; None when no daemon of
-    ours answers there."""
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/metrics",
-                                    timeout=SCRAPE_TIMEOUT_SECONDS) as response:
-            text = response.read().decode()
-    except (OSError, ValueError, http.client.HTTPException):
-        # Refused, or not HTTP: a port of the ephemeral range nobody listens on can even
-        # connect to itself and read back its own request.
-        return None
-    handled, ours = 0.0, False
-    try:
-        for family in text_string_to_metric_families(text):
-            if family.name in HANDLED_FAMILIES:
-                ours = True
-                handled += sum(s.value for s in family.samples
-                               if s.name.endswith("_total") and s.labels.get("queue") == queue)
-    except ValueError:  # not Prometheus text: something else listens there
-        return None
-    return handled if ours else None
-
-
-def per_process_rate(before: QueueSample, after: QueueSample, seconds: float) -> float | None:
-    """Messages/s one daemon handled between two samples, over the daemons seen in both; None
-    when none handled any (an idle queue says nothing about how fast it could go)."""
-    common = before.daemons.keys() & after.daemons.keys()
-    if not common or seconds <= 0:
-        return None
-    handled = sum(after.daemons[p] - before.daemons[p] for p in common)
-    return handled / seconds / len(common) if handled > 0 else None
+def rate_of(rates: Sequence[float]) -> tuple[int, float | None]:
+    """(processes, messages/s one of them handled), None when none handled any: an idle queue
+    says nothing about how fast it could go."""
+    total = sum(rates)
+    return len(rates), (total / len(rates) if total > 0 else None)
 
 
 def report(current: Sample, previous: Sample | None, target_seconds: float,
@@ -205,11 +169,10 @@ def report(current: Sample, previous: Sample | None, target_seconds: float,
     before = {q.queue: q for q in previous.queues} if previous else {}
     rows = []
     for q in current.queues:
-        rate = measured = None
+        rate = None
         if q.queue in before and q.depth and before[q.queue].depth:
             rate = drain_rate(before[q.queue].backlog, q.backlog, elapsed)
-        if q.queue in before:
-            measured = per_process_rate(before[q.queue], q, elapsed)
+        measured = q.rate
         per_process = measured or per_process_rate_default
         rows.append({
             "queue": q.queue, "name": q.name, "exists": q.depth is not None,
@@ -221,7 +184,7 @@ def report(current: Sample, previous: Sample | None, target_seconds: float,
             "backlog": q.backlog,
             "drain_per_second": None if rate is None else round(rate, 3),
             "eta_seconds": None if rate is None else _round(eta_seconds(q.backlog, rate)),
-            "processes": len(q.daemons),
+            "processes": q.processes,
             "rate_per_process": round(per_process, 3),
             "rate_measured": measured is not None,
             "processes_needed": processes_needed(q.backlog, target_seconds, per_process),
@@ -247,7 +210,7 @@ def render(data: dict[str, Any]) -> str:
                      f"{r['processes_needed']} (now {r['processes']})" if r["processes"]
                      else str(r["processes_needed"])])
     note = (f"PROCS: processes to drain the backlog within {data['target_seconds']:g} s "
-            f"(--target) at RATE/PROC msgs/s each, measured from the daemons' /metrics; "
+            f"(--target) at RATE/PROC msgs/s each, as the fleet's registry measured; "
             f"*: nothing measured, --rate assumed")
     return f"{data['at']}\n{format_table(headers, rows)}\n{note}"
 
@@ -268,22 +231,9 @@ def watch(sampler: Sampler, interval: float | None) -> Iterator[tuple[Sample, Sa
 def show(settings: Settings, *, as_json: bool, interval: float | None, target_seconds: float,
          default_rate: float, echo: Callable[[str], None]) -> None:
     sampler = Sampler(settings)
-    samples = watch(sampler, interval)
-    if interval is None and settings.metrics_port:
-        samples = _measured_once(sampler)
-    for current, previous in samples:
+    for current, previous in watch(sampler, interval):
         data = report(current, previous, target_seconds, default_rate)
         echo(json.dumps(data) if as_json else render(data) + ("\n" if interval else ""))
-
-
-def _measured_once(sampler: Sampler) -> Iterator[tuple[Sample, Sample | None]]:
-    """Two samples a short while apart, when any daemon answers: enough to measure its rate."""
-    first = sampler.sample()
-    if not any(q.daemons for q in first.queues):
-        yield first, None
-        return
-    time.sleep(METRICS_SAMPLE_SECONDS)
-    yield sampler.sample(), first
 
 
 def _eta(row: dict[str, Any]) -> str:

@@ -15,9 +15,10 @@ from typing import Any
 
 from workers.links.counter import LinkCounter
 from workers.peers.redisconn import EvictionPolicyError, check_noeviction, connect
+from workers.peers.registry import Registration
 from workers.readapi import reader as readers
 from workers.readapi.app import LinksAPI
-from workers.settings import Settings
+from workers.settings import LINKS_API_PROGRAM, Settings
 from workers.web.server import ServeError, check_bindable, serve_asgi
 
 # Through the standard library's logging, which workers.runtime.logs renders as our JSON lines.
@@ -56,8 +57,13 @@ def serve(settings: Settings) -> None:
     except ServeError as exc:
         raise StartupError(str(exc)) from None
     log.info("links_api.listening", extra={"url": f"http://{host}:{port}/"})
+    # In the fleet's registry while it serves (README.rst, "The fleet across hosts").
+    registration = Registration(settings.redis_url, settings.host_name,
+                                LINKS_API_PROGRAM).start()
     try:
         reason = serve_asgi(api, host, port)
     except ServeError as exc:
         raise StartupError(str(exc)) from None
+    finally:
+        registration.stop()
     log.info("links_api.stopped", extra={"reason": reason})

@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from workers.peers.aws import AWS_ERRORS
+from workers.peers.registry import Registration
 from workers.runtime import health, metrics
 from workers.runtime.consumer import BatchResult, Consumer, Handled
 from workers.runtime.liveness import Lanes
@@ -73,6 +74,7 @@ class Daemon:
         # The gauge follows the lane that polled least recently: one stuck lane shows.
         metrics.LAST_POLL.labels(self.queue).set_function(self.lanes.oldest_poll)
         self._serve_metrics()
+        registration = self._register()
         consumer.heartbeat.on_death = self._heartbeat_died
         consumer.heartbeat.start()
         self.log.info("daemon.started", concurrency=consumer.concurrency, lanes=len(sizes))
@@ -91,6 +93,7 @@ class Daemon:
         # Nothing is queued after a warm stop, unless a lane died meanwhile and left its
         # batch's unstarted handlers behind: those must not run with nobody to acknowledge.
         consumer.pool.shutdown(wait=True, cancel_futures=True)
+        registration.stop()  # a warm stop leaves the registry at once
         self.log.info("daemon.stopped", **vars(consumer.totals))
         return EXIT_LANE_DIED if self._lane_died else 0  # a lane may die during a warm stop too
 
@@ -104,6 +107,20 @@ class Daemon:
             self.log.info("metrics.serving", host=host, port=port)
         except OSError as exc:  # a taken port costs the metrics, never the daemon
             self.log.error("metrics.unavailable", host=host, port=port, error=str(exc))
+
+    def _register(self) -> Registration:
+        """This daemon's entry in the fleet's registry, refreshed by a thread of its own from
+        the figures the daemon keeps anyway: nothing of it is on the message path."""
+        return Registration(self.settings.redis_url, self.settings.host_name, self.queue,
+                            queue=self.queue, snapshot=self.figures, log=self.log).start()
+
+    def figures(self) -> dict[str, Any]:
+        totals = self.consumer.totals
+        return {"last_poll_at": self.lanes.oldest_poll(),
+                "handled": totals.received - totals.returned,
+                "failed": totals.retried + totals.not_dead_lettered,
+                "dead_lettered": totals.dead_lettered,
+                "in_flight": self.consumer.heartbeat.holding()}
 
     def _stop_after_lane_death(self, lanes: list[threading.Thread]) -> None:
         """The other lanes finish warmly, for as long as supervisord would give a stop; then the

@@ -57,6 +57,10 @@ class Heartbeat:
             for m in messages:
                 self._held.pop(m.receipt_handle, None)
 
+    def holding(self) -> int:
+        """Messages received and not yet acknowledged (the registry's in_flight)."""
+        return len(self._held)
+
     def beat(self, now: float | None = None) -> int:
         """Extends those past half their timeout; returns how many SQS extended."""
         now = time.monotonic() if now is None else now
