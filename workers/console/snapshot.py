@@ -1,0 +1,110 @@
+"""The queues' figures, sampled once per interval and shared by every page and stream of a
+console: however many pages are open, SQS is asked once per ``WORKERS_CONSOLE_REFRESH``
+(one GetQueueAttributes per queue and per DLQ), and not at all while nobody looks.
+
+A sample is workers.ops.stats' (the depths, CloudWatch's age of the oldest message at most
+once a minute, and this host's daemons' handled counts from their /metrics); the rate is the
+handled counts' growth since the sample before. The fleet registry's figures replace the local
+daemons' once it exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator, Callable
+
+from starlette.concurrency import run_in_threadpool
+
+from workers.ops.stats import Sample, Sampler
+
+Rows = list[dict[str, Any]]
+
+
+def rows(current: Sample, previous: Sample | None) -> Rows:
+    """GET /api/queues's rows (SPEC): one per logical queue."""
+    before = {q.queue: q for q in previous.queues} if previous else {}
+    elapsed = current.monotonic - previous.monotonic if previous else 0.0
+    out = []
+    for q in current.queues:
+        rate = None
+        if q.queue in before and elapsed > 0:
+            common = q.daemons.keys() & before[q.queue].daemons.keys()
+            handled = sum(q.daemons[p] - before[q.queue].daemons[p] for p in common)
+            rate = round(max(0.0, handled) / elapsed, 3)
+        out.append({
+            "queue": q.queue,
+            "visible": q.depth.visible if q.depth else None,
+            "in_flight": q.depth.in_flight if q.depth else None,
+            "delayed": q.depth.delayed if q.depth else None,
+            "dlq": q.dlq.total if q.dlq else None,
+            "oldest_age_s": q.oldest_seconds,
+            "processes": len(q.daemons),
+            "handled_per_s": rate,
+        })
+    return out
+
+
+class Snapshots:
+    """The latest sample, refreshed at most once per ``refresh`` seconds, on demand or, while
+    any stream is open, by one ticker for all of them."""
+
+    def __init__(self, sample: Callable[[], Sample], refresh: float,
+                 on_sample: Callable[[], None] = lambda: None):
+        self.sample = sample
+        self.refresh = refresh
+        self.on_sample = on_sample
+        self.version = 0
+        self._data: Rows = []
+        self._at = -float("inf")
+        self._previous: Sample | None = None
+        self._lock = asyncio.Lock()
+        self._changed = asyncio.Condition()
+        self._streams = 0
+        self._ticker: asyncio.Task | None = None
+
+    @classmethod
+    def of(cls, sampler: Sampler, refresh: float, **kw: Any) -> "Snapshots":
+        return cls(sampler.sample, refresh, **kw)
+
+    async def latest(self) -> Rows:
+        """The current figures: the last sample's if younger than the interval."""
+        async with self._lock:
+            if time.monotonic() - self._at >= self.refresh:
+                await self._take()
+            return self._data
+
+    async def _take(self) -> None:
+        current = await run_in_threadpool(self.sample)
+        self._data, self._previous = rows(current, self._previous), current
+        self._at = time.monotonic()
+        self.on_sample()
+        async with self._changed:
+            self.version += 1
+            self._changed.notify_all()
+
+    async def stream(self) -> AsyncIterator[Rows]:
+        """Every new sample, from the current one, until the consumer stops."""
+        self._streams += 1
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.create_task(self._tick())
+        try:
+            seen = self.version
+            yield await self.latest()
+            while True:
+                async with self._changed:
+                    await self._changed.wait_for(lambda: self.version > seen)
+                    seen = self.version
+                yield self._data
+        finally:
+            self._streams -= 1
+
+    async def _tick(self) -> None:
+        """One sample per interval while any stream is open."""
+        while self._streams > 0:
+            started = time.monotonic()
+            try:
+                await self.latest()
+            except Exception:  # SQS away: the streams keep their last figures; try again
+                pass
+            await asyncio.sleep(max(0.0, self.refresh - (time.monotonic() - started)))
