@@ -10,7 +10,7 @@ import time
 from typing import Iterator
 
 import pytest
-from argon2 import PasswordHasher
+from console_proc import OPERATOR, VIEWER, add_users
 from starlette.testclient import TestClient
 
 from helpers import queue_depth, wait_until
@@ -20,10 +20,6 @@ from workers.console.sessions import COOKIE
 from workers.peers.sqs import ERROR_ATTRIBUTE
 from workers.settings import Settings
 
-OPERATOR, VIEWER = ("olga", "operator-pass-1"), ("victor", "viewer-pass-1")
-# Cheap argon2id parameters (each hash carries its own): the tests sign in often, and the
-# defaults cost a second of CPU on a loaded machine.
-QUICK = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 GETS = ["/api/session", "/api/queues", "/api/queues/post-sent/history", "/api/dlq/post-sent",
         "/api/tasks", "/api/tasks/abc", "/api/publish/u1", "/api/links?url=buffer.com",
         "/api/ratelimits", "/api/audit", "/api/stream", "/api/nope"]
@@ -33,8 +29,7 @@ POSTS = ["/api/dlq/post-sent/replay", "/api/dlq/post-sent/purge", "/api/tasks/ab
 @pytest.fixture
 def users(tmp_path) -> tuple[str, dict[str, str]]:
     path = tmp_path / "users"
-    access.add_user(path, OPERATOR[0], "operator", OPERATOR[1], QUICK)
-    access.add_user(path, VIEWER[0], "viewer", VIEWER[1], QUICK)
+    add_users(path)
     tokens = {role: access.add_token(path, f"ci-{role}", role) for role in access.ROLES}
     return str(path), tokens
 

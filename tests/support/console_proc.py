@@ -10,18 +10,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from argon2 import PasswordHasher
 
-from helpers import workers_cmd
 from workers import devstack
+from workers.console import access
 
 OPERATOR, VIEWER = ("olga", "operator-pass-1"), ("victor", "viewer-pass-1")
+# Cheap argon2id parameters (each hash carries its own): the tests sign in often, and the
+# defaults cost a second of CPU on a loaded machine. `workers console adduser` is tested
+# with the defaults in tests/test_console_live.py.
+QUICK = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 
 
-def add_users(env: dict[str, str]) -> None:
+def add_users(path: str | Path) -> None:
+    """The operator and the viewer of the tests, in the users file at ``path``."""
     for (name, password), role in ((OPERATOR, "operator"), (VIEWER, "viewer")):
-        done = workers_cmd("console", "adduser", name, "--role", role, env=env,
-                           stdin=password + "\n")
-        assert done.returncode == 0, done.stderr
+        access.add_user(path, name, role, password, QUICK)
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, AsyncIterator
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -132,7 +132,7 @@ async def dlq(request: Request) -> Response:
 
 @guard()
 async def task_list(request: Request) -> Response:
-    return JSONResponse({"tasks": await run_in_threadpool(console_of(request).tasks.list)})
+    return JSONResponse({"tasks": await run_in_threadpool(console_of(request).tasks.latest)})
 
 
 @guard()
@@ -221,7 +221,7 @@ async def audit(request: Request) -> Response:
 async def stream(request: Request) -> Response:
     snapshots = console_of(request).snapshots
 
-    async def events():  # type: ignore[no-untyped-def]
+    async def events() -> AsyncIterator[str]:
         async for rows in snapshots.stream():
             yield f"event: queues\ndata: {json.dumps({'queues': rows})}\n\n"
 

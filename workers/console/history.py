@@ -45,8 +45,8 @@ class History:
 
     def points(self, queue: str, minutes: int, now: float | None = None) -> list[dict[str, Any]]:
         since = (now or time.time()) - minutes * MINUTE
-        return [json.loads(raw) for raw in
-                self.client.zrangebyscore(key(queue), since, "+inf")]
+        found: list[Any] = self.client.zrangebyscore(key(queue), since, "+inf")
+        return [json.loads(raw) for raw in found]
 
 
 def current_minute(now: float | None = None) -> int:

@@ -124,14 +124,14 @@ async def dlq_page(request: Request) -> Response:
     text = request.query_params.get("q", "")
     limit = api.int_param(request, "limit", api.DEFAULT_LIMIT, 1, api.MAX_SCAN)
     found = await run_in_threadpool(api.search, console, queue, text, limit)
-    tasks = [t for t in await run_in_threadpool(console.tasks.list) if t["queue"] == queue]
+    tasks = [t for t in await run_in_threadpool(console.tasks.latest) if t["queue"] == queue]
     return render(request, "dlq.html", queue=queue, q=text, limit=limit, found=found,
                   tasks=tasks[:10])
 
 
 @guard(page=True)
 async def tasks_page(request: Request) -> Response:
-    tasks = await run_in_threadpool(request.app.state.console.tasks.list)
+    tasks = await run_in_threadpool(request.app.state.console.tasks.latest)
     return render(request, "tasks.html", tasks=tasks)
 
 

@@ -92,12 +92,16 @@ class Snapshots:
             seen = self.version
             yield await self.latest()
             while True:
-                async with self._changed:
-                    await self._changed.wait_for(lambda: self.version > seen)
-                    seen = self.version
+                seen = await self._next(seen)
                 yield self._data
         finally:
             self._streams -= 1
+
+    async def _next(self, seen: int) -> int:
+        """Waits for a sample newer than version ``seen``; its version."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.version > seen)
+            return self.version
 
     async def _tick(self) -> None:
         """One sample per interval while any stream is open."""

@@ -87,13 +87,13 @@ class Tasks:
         """Records the task and its frozen selection, then runs it in the background."""
         task_id = uuid.uuid4().hex[:12]
         now = time.time()
-        fields = {"id": task_id, "kind": "replay", "queue": queue, "state": RUNNING,
+        fields: dict[str, Any] = {"id": task_id, "kind": "replay", "queue": queue, "state": RUNNING,
                   "moved": 0, "total": len(ids), "started_at": now, "finished_at": "",
                   "user": user, "q": text, "rate": rate or "", "error": ""}
         pipe = self.client.pipeline(transaction=False)
         if ids:
             pipe.hset(key(task_id) + ":ids", mapping=dict.fromkeys(ids, PENDING))
-        pipe.hset(key(task_id), mapping=fields)
+        pipe.hset(key(task_id), mapping={k: v for k, v in fields.items()})
         pipe.zadd(INDEX, {task_id: now})
         pipe.zremrangebyrank(INDEX, 0, -KEEP_TASKS - 1)
         pipe.execute()
@@ -105,9 +105,13 @@ class Tasks:
         fields = self.client.hgetall(key(task_id))
         return _task(fields) if fields else None
 
-    def list(self) -> list[dict[str, Any]]:
-        ids = [_s(i) for i in self.client.zrevrange(INDEX, 0, KEEP_TASKS - 1)]
-        return [t for t in map(self.get, ids) if t is not None]
+    def latest(self) -> list[dict[str, Any]]:
+        """The latest KEEP_TASKS tasks, newest first."""
+        return [t for t in map(self.get, self._ids()) if t is not None]
+
+    def _ids(self) -> list[str]:
+        found: list[Any] = self.client.zrevrange(INDEX, 0, KEEP_TASKS - 1)
+        return [_s(i) for i in found]
 
     def cancel(self, task_id: str) -> dict[str, Any] | None:
         """Asks the runner to stop between batches; what it moved stays moved."""
@@ -121,10 +125,10 @@ class Tasks:
     def adopt(self) -> list[str]:
         """Resumes every running task whose runner's lease lapsed; returns their ids."""
         adopted = []
-        for task_id in (_s(i) for i in self.client.zrevrange(INDEX, 0, KEEP_TASKS - 1)):
+        for task_id in self._ids():
             if task_id in self._threads and self._threads[task_id].is_alive():
                 continue
-            state = self.client.hget(key(task_id), "state")
+            state: Any = self.client.hget(key(task_id), "state")
             if state is not None and _s(state) == RUNNING and self._claim(task_id):
                 self.log.info("console.task_resumed", task=task_id)
                 self._run_in_thread(task_id)
