@@ -32,8 +32,9 @@ def test_run_local_counts_sample_events_and_stops_what_it_started():
     # which supervisord starts last: no duration to guess. --duration is the safety net.
     proc = subprocess.Popen([sys.executable, str(REPO / "bin" / "run-local"), "--duration", "40",
                              "--rate", "10", "--run-dir", str(run_dir),
-                             "--api-port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--api-port", "0", "--console-port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    read = lines_of(proc.stdout)
     try:
         wait_until(lambda: (run_dir / "env").exists(), timeout=60)
         env = {**env_of(run_dir / "env"), "PATH": "/usr/bin:/bin"}
@@ -55,15 +56,31 @@ def test_run_local_counts_sample_events_and_stops_what_it_started():
                 return False
 
         wait_until(served, timeout=60, interval=0.5)
+        # The console runs too, its sample operator's password printed once
+        password = wait_until(lambda: next((m[1] for line in read if (m := re.search(
+            r"as operator, password (\S+)", line))), None), timeout=10)
+        console = f"http://127.0.0.1:{env['WORKERS_CONSOLE_PORT']}"
+
+        def signed_in() -> bool:
+            try:
+                session = requests.Session()
+                session.post(f"{console}/login", data={"username": "operator",
+                                                       "password": password}, timeout=10)
+                return session.get(f"{console}/api/queues", timeout=10).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(signed_in, timeout=60, interval=0.5)
         # The counts came from publish events: posts went out on the networks' stand-ins, each
         # update once though every 5th event repeats one.
         posts = Control(env["WORKERS_TWITTER_API_URL"]).posts()
         texts = [p["text"].split(" http")[0] for p in posts]
         assert texts and len(texts) == len(set(texts))
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
     finally:
         stop(proc)
+    out = "".join(read)
     assert proc.returncode == 0, out
     assert "daemon.stopped" in out
     pids = [int(pid) for pid in re.findall(r"with pid (\d+)",
@@ -109,7 +126,8 @@ def test_a_stop_with_a_dead_stdout_still_stops_everything(how):
     # Given `make run | tee run.log`, the fleet up and logging through the pipe
     run_dir = Path(tempfile.mkdtemp(prefix="wrl"))
     proc = subprocess.Popen([sys.executable, str(REPO / "bin" / "run-local"), "--rate", "5",
-                             "--run-dir", str(run_dir)], stdout=subprocess.PIPE,
+                             "--run-dir", str(run_dir), "--console-port", "0"],
+                            stdout=subprocess.PIPE,
                             stderr=open(run_dir / "stderr.log", "ab"), start_new_session=True)
     try:
         log = run_dir / "supervisord.log"
