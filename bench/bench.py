@@ -39,6 +39,7 @@ from typing import Any
 
 import backfillbench
 import clusterbench
+import consolebench
 import consumers
 import hoturl
 import peervenv
@@ -69,7 +70,7 @@ DURABILITY_BATCHES = {False: 300, True: 20}
 # What real SQS adds to a call that loopback moto does not.
 DELAY_MS = 10.0
 PARTS = (*consumers.KINDS, "delayed", "standin", "reads", "redis", "hot", "durability",
-         "backfill", "cluster", "read", "soak", "publish")
+         "backfill", "cluster", "read", "soak", "publish", "console")
 # Who runs on the stand-in in --quick: the bare loop's ceiling and ours, for their ratio.
 QUICK_STANDIN_KINDS = ("bare", "ours")
 # Behind each of these delays on the stand-in (with 'delayed'): what real SQS adds to a call
@@ -321,6 +322,12 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         result["soak"] = run_soak(args, workdir)
         log(soak.line(result["soak"]) if "growth" in result["soak"]
             else f"soak: skipped: {result['soak']['skipped']}")
+    if "console" in parts:
+        streams = " and ".join(map(str, consolebench.STREAMS))
+        log(f"console: SQS requests/s of one console with {streams} "
+            "open streams, at a counting proxy...")
+        result["console"] = consolebench.measure(workdir)
+        log("\n".join(consolebench.lines(result["console"])))
     if len(parts) == len(PARTS):
         result["figures"] = report.figures(result["throughput"]["ours"],
                                            result["throughput"]["naive"], result["redis"],

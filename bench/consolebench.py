@@ -109,3 +109,12 @@ def measure(workdir: Path) -> dict[str, Any]:
             if service is not None:
                 service.stop()
         redis.discard()
+
+
+def lines(result: dict[str, Any]) -> list[str]:
+    """The part's figures, a line per number of streams."""
+    return [f"console: {run['streams']:>2} stream(s): {run['requests']} GetQueueAttributes in "
+            f"{run['snapshots']} snapshots, {run['requests_per_s']:g} requests/s"
+            for run in result["runs"]] + [
+        "console: " + ("the same SQS requests whatever the streams" if len(
+            {r["requests"] for r in result["runs"]}) == 1 else "NOT the same requests")]
