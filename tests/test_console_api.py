@@ -122,6 +122,10 @@ def test_signing_in_gives_an_httponly_strict_cookie_and_the_session(anon):
     assert f"{COOKIE}=" in cookie and "httponly" in cookie and "samesite=strict" in cookie
     session = anon.get("/api/session").json()
     assert session["user"] == "olga" and session["role"] == "operator"
+    # No other site may frame the console's pages (clickjacking its buttons)
+    page = anon.get("/dlq/post-sent")
+    assert page.status_code == 200 and "frame-ancestors 'none'" in page.headers[
+        "content-security-policy"]
     assert len(session["csrf_token"]) >= 32
     # Signing out ends the session on the server, not only in this browser
     assert anon.post("/logout", data={"csrf_token": session["csrf_token"]},

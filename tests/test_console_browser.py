@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 from console_proc import OPERATOR, VIEWER, ConsoleProcess, add_users, start_console
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from helpers import queue_depth, wait_until
 from workers.peers.sqs import ERROR_ATTRIBUTE
@@ -65,15 +65,13 @@ def test_an_operator_finds_a_dead_letter_replays_it_and_sees_it_counted(
         # Given an operator on the queues page, live
         sign_in(page, console, OPERATOR)
         dlq_cell = 'tr[data-queue="post-sent"] td[data-k="dlq"]'
-        page.wait_for_function(f"document.querySelector('{dlq_cell}').textContent.trim() === '0'",
-                               timeout=30_000)
+        expect(page.locator(dlq_cell)).to_have_text("0", timeout=30_000)
         # When a post that failed while Redis was away lands in the DLQ, beside another
         dead_letter(sqs, dlq, {"update_id": "u-dead", "profile_id": "p1", "url": URL},
                     "redis: connection refused")
         dead_letter(sqs, dlq, {"update_id": "u-other", "profile_id": "p1"}, "something else")
         # Then the page shows it arrive, without a reload
-        page.wait_for_function(f"document.querySelector('{dlq_cell}').textContent.trim() === '2'",
-                               timeout=30_000)
+        expect(page.locator(dlq_cell)).to_have_text("2", timeout=30_000)
         # When they search its dead letters for the link, and replay what matches
         page.click(f"{dlq_cell} a")
         page.fill("input[name=q]", "REPLAYED-once")

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -130,6 +131,36 @@ def _is_form(request: Request) -> bool:
     return kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data"))
 
 
+# Every answer: no framing (a console's buttons must not be clickjacked), scripts, styles and
+# connections only from the console itself (the vendored libraries included).
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; img-src 'self' data:; "
+                               "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+}
+
+
+class SecurityHeaders:
+    """ASGI middleware adding SECURITY_HEADERS to every answer (streams included)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+        self.headers = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.headers]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 async def refused(request: Request, exc: Exception) -> Response:
     status = getattr(exc, "status_code", 500)
     detail = getattr(exc, "detail", "") or "error"
@@ -172,7 +203,8 @@ def build(settings: Settings, users: Users, redis: Client | None = None,
     routes = [*api.routes, *pages.routes, Route("/health", health), Route("/metrics", metrics),
               Mount("/static", StaticFiles(directory=static), name="static")]
     app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={HTTPException: refused})
+                    exception_handlers={HTTPException: refused},
+                    middleware=[Middleware(SecurityHeaders)])
     app.state.console = console
     return app
 
