@@ -32,7 +32,7 @@ function liveQueues() {
   const names = JSON.parse(document.getElementById("queue-names").textContent);
   const depth = chart(document.getElementById("depth-chart"), names, "messages");
   const rate = chart(document.getElementById("rate-chart"), names, "handled/s");
-  const keep = 300;  // points on screen: 10 minutes at 2 s
+  const keep = 400;  // points on screen: an hour of history and some minutes live
   const data = {t: [], depth: names.map(() => []), rate: names.map(() => [])};
   let source = null;
 
@@ -64,6 +64,26 @@ function liveQueues() {
     document.getElementById("live").dataset.updated = String(t);
   }
 
+  // The last hour from the history (a point a minute), then live points as they come.
+  async function seed() {
+    const answers = await Promise.all(names.map(q =>
+      fetch(`/api/queues/${q}/history?minutes=60`, {credentials: "same-origin"})
+        .then(r => r.ok ? r.json() : {points: []})));
+    const times = [...new Set(answers.flatMap(a => a.points.map(p => p.t)))].sort((a, b) => a - b);
+    if (!times.length || data.t.length) return;
+    data.t.push(...times);
+    answers.forEach((answer, i) => {
+      const at = new Map(answer.points.map(p => [p.t, p]));
+      for (const t of times) {
+        const p = at.get(t);
+        data.depth[i].push(p ? (p.visible || 0) + (p.in_flight || 0) : null);
+        data.rate[i].push(p ? Math.round((p.handled || 0) / 60 * 100) / 100 : null);
+      }
+    });
+    depth.setData([data.t].concat(data.depth));
+    rate.setData([data.t].concat(data.rate));
+  }
+
   function open() {
     if (source) return;
     source = new EventSource("/api/stream");
@@ -72,7 +92,7 @@ function liveQueues() {
   function close() { if (source) { source.close(); source = null; } }
   // A hidden tab costs nothing: its stream is closed until it is shown again.
   document.addEventListener("visibilitychange", () => document.hidden ? close() : open());
-  if (!document.hidden) open();
+  seed().finally(() => { if (!document.hidden) open(); });
 }
 
 // -- a queue's history --------------------------------------------------------------------------
