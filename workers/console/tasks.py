@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 from workers.ops.dlq import MOVED, PENDING, DeadLetters
 from workers.peers.redisconn import Client
@@ -93,7 +93,7 @@ class Tasks:
         pipe = self.client.pipeline(transaction=False)
         if ids:
             pipe.hset(key(task_id) + ":ids", mapping=dict.fromkeys(ids, PENDING))
-        pipe.hset(key(task_id), mapping={k: v for k, v in fields.items()})
+        pipe.hset(key(task_id), mapping=cast("dict[Any, Any]", fields))  # key type: invariant
         pipe.zadd(INDEX, {task_id: now})
         pipe.zremrangebyrank(INDEX, 0, -KEEP_TASKS - 1)
         pipe.execute()
