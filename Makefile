@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock upgrade redis browser loadgen standin run test fuzz chaos fleet bench lint clean
+.PHONY: help install lock upgrade redis browser loadgen standin run test fuzz chaos fleet bench lint clean screenshots vendor
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -74,6 +74,12 @@ fleet: install redis  ## hosts as network namespaces (root): one dies, one is cu
 
 bench: install redis loadgen standin  ## throughput, SQS requests, CPU and Redis memory, side by side with baselines
 	$(PY) bench/bench.py
+
+screenshots: install redis browser  ## the console with sample data: a screenshot of each page into docs/screenshots/
+	$(PY) bin/console-screenshots
+
+vendor:  ## re-fetch the console's htmx and uPlot (npm pack) at the versions pinned in workers/console/static/vendor/manifest.json
+	python3 bin/vendor-console-js
 
 lint: install  ## ruff, and mypy on the package (configured in setup.cfg)
 	$(VENV)/bin/ruff check workers tests bench bin

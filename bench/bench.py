@@ -41,6 +41,7 @@ from typing import Any
 
 import backfillbench
 import clusterbench
+import consolebench
 import consumers
 import fleetbench
 import hoturl
@@ -73,7 +74,7 @@ DURABILITY_BATCHES = {False: 300, True: 20}
 # What real SQS adds to a call that loopback moto does not.
 DELAY_MS = 10.0
 PARTS = (*consumers.KINDS, "delayed", "standin", "reads", "redis", "hot", "durability",
-         "backfill", "cluster", "read", "soak", "publish", "tracing", "fleet")
+         "backfill", "cluster", "read", "soak", "publish", "tracing", "fleet", "console")
 # The fleet across hosts: one backlog drained by 1, 2 and 3 hosts (network namespaces, root).
 FLEET_MESSAGES = {False: 60_000, True: 2_000}  # --quick: only with --only fleet
 FLEET_HOSTS = (1, 2, 3)
@@ -348,6 +349,12 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         result["soak"] = run_soak(args, workdir)
         log(soak.line(result["soak"]) if "growth" in result["soak"]
             else f"soak: skipped: {result['soak']['skipped']}")
+    if "console" in parts:
+        streams = " and ".join(map(str, consolebench.STREAMS))
+        log(f"console: SQS requests/s of one console with {streams} "
+            "open streams, at a counting proxy...")
+        result["console"] = consolebench.measure(workdir)
+        log("\n".join(consolebench.lines(result["console"])))
     if len(parts) == len(PARTS):
         result["figures"] = report.figures(result["throughput"]["ours"],
                                            result["throughput"]["naive"], result["redis"],

@@ -36,7 +36,8 @@ def test_run_local_counts_sample_events_and_signals_together_stop_all_it_started
     # the read API, which supervisord starts last: no duration to guess. --duration is the
     # safety net.
     tag = new_tag()
-    proc = run_local(run_dir, tag, "--duration", "120", "--rate", "10", "--api-port", "0")
+    proc = run_local(run_dir, tag, "--duration", "120", "--rate", "10", "--api-port", "0",
+                     "--console-port", "0")
     try:
         wait_until(lambda: (run_dir / "env").exists(), timeout=90)
         env = {**env_of(run_dir / "env"), "PATH": "/usr/bin:/bin"}
@@ -47,7 +48,8 @@ def test_run_local_counts_sample_events_and_signals_together_stop_all_it_started
                                  env=env, capture_output=True, text=True).stdout
             return all(int(line.split("\t")[0]) > 0 for line in out.splitlines()) and bool(out)
 
-        wait_until(counted, timeout=90, interval=0.5)
+        # Eight programs (the console too) start at once: on a loaded machine, a while
+        wait_until(counted, timeout=120, interval=0.5)
 
         def served() -> bool:  # the read API, under the same supervisord, reads the same count
             api = f"http://127.0.0.1:{env['WORKERS_LINKS_API_PORT']}/1/links/shares.json"
@@ -58,6 +60,21 @@ def test_run_local_counts_sample_events_and_signals_together_stop_all_it_started
                 return False
 
         wait_until(served, timeout=90, interval=0.5)
+        # The console runs too, its sample operator's password printed once
+        password = wait_until(lambda: next((m[1] for line in out_lines(run_dir) if (
+            m := re.search(r"as operator, password (\S+)", line))), None), timeout=10)
+        console = f"http://127.0.0.1:{env['WORKERS_CONSOLE_PORT']}"
+
+        def signed_in() -> bool:
+            try:
+                session = requests.Session()
+                session.post(f"{console}/login", data={"username": "operator",
+                                                       "password": password}, timeout=10)
+                return session.get(f"{console}/api/queues", timeout=10).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(signed_in, timeout=60, interval=0.5)
         # The counts came from publish events: posts went out on the networks' stand-ins, each
         # update once though every 5th event repeats one.
         posts = Control(env["WORKERS_TWITTER_API_URL"]).posts()
@@ -74,6 +91,7 @@ def test_run_local_counts_sample_events_and_signals_together_stop_all_it_started
     # Then every process it started is gone, the whole fleet down to the read API ...
     assert any("supervisord" in argv for argv in started.values()), started
     assert any("links serve" in argv for argv in started.values()), started
+    assert any(argv.endswith("workers console") for argv in started.values()), started
     assert tagged(tag) == {}, out[-3000:]
     pids = [int(pid) for pid in re.findall(r"with pid (\d+)",
                                            (run_dir / "supervisord.log").read_text())]
@@ -118,7 +136,8 @@ def test_a_stop_with_a_dead_stdout_still_stops_everything(how):
     # Given `make run | tee run.log`, the fleet up and logging through the pipe
     run_dir = Path(tempfile.mkdtemp(prefix="wrl"))
     proc = subprocess.Popen([sys.executable, str(REPO / "bin" / "run-local"), "--rate", "5",
-                             "--run-dir", str(run_dir)], stdout=subprocess.PIPE,
+                             "--run-dir", str(run_dir), "--console-port", "0"],
+                            stdout=subprocess.PIPE,
                             stderr=open(run_dir / "stderr.log", "ab"), start_new_session=True)
     try:
         log = run_dir / "supervisord.log"
@@ -172,6 +191,11 @@ def listens(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def out_lines(run_dir: Path) -> list[str]:
+    """What run-local printed so far."""
+    return (run_dir / "out.log").read_text(errors="replace").splitlines()
 
 
 def run_local(run_dir: Path, tag: str, *args: str) -> subprocess.Popen:

@@ -300,6 +300,61 @@ def dlq_purge(settings: Settings, queue: str, yes: bool) -> None:
     click.echo(f"purged {letters.dlq_name} (about {letters.purge()} message(s))")
 
 
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def console(ctx: click.Context) -> None:
+    """The operators' web console on WORKERS_CONSOLE_HOST:WORKERS_CONSOLE_PORT (127.0.0.1:8070)
+    until SIGTERM. Needs WORKERS_CONSOLE_USERS, written by `console adduser`. See README.rst,
+    "The console"."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from workers.console.serve import StartupError, serve
+
+    try:
+        serve(ctx.obj)
+    except StartupError as exc:
+        raise Failure(str(exc)) from None
+
+
+def _users_file(settings: Settings) -> str:
+    if not settings.console_users:
+        raise Failure("WORKERS_CONSOLE_USERS is not set: name the console's users file")
+    return settings.console_users
+
+
+@console.command("adduser")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["viewer", "operator"]), required=True,
+              help="viewer reads; operator also replays, purges and cancels.")
+@click.pass_obj
+def console_adduser(settings: Settings, name: str, role: str) -> None:
+    """Add NAME to the users file, or replace its password and role; the password is read
+    from stdin (its first line) and kept only as an argon2 hash."""
+    from workers.console.access import AccessError, add_user
+
+    password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        add_user(_users_file(settings), name, role, password)
+    except AccessError as exc:
+        raise Failure(str(exc)) from None
+    click.echo(f"{name} ({role}) written to {settings.console_users}", err=True)
+
+
+@console.command("token")
+@click.argument("name")
+@click.option("--role", type=click.Choice(["viewer", "operator"]), required=True)
+@click.pass_obj
+def console_token(settings: Settings, name: str, role: str) -> None:
+    """Print a new API token for NAME, once (only its hash is kept): send it as
+    `Authorization: Bearer TOKEN` to /api/."""
+    from workers.console.access import AccessError, add_token
+
+    try:
+        click.echo(add_token(_users_file(settings), name, role))
+    except AccessError as exc:
+        raise Failure(str(exc)) from None
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per sample.")
 @click.option("--watch", type=click.FloatRange(min=0.1), is_flag=False, flag_value=5.0,

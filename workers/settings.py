@@ -115,6 +115,14 @@ DEFAULT_SHARES_MAX_AGE = 600
 LINKS_API_PROGRAM = "links-api"
 LINKS_API_PROCS = 1
 
+# `workers console` (SPEC, "The console"): loopback unless told otherwise, as the read API; it
+# needs a users file (WORKERS_CONSOLE_USERS) and refuses to start without one. One snapshot of
+# the queues every 2 s is live enough for a person and costs 10 GetQueueAttributes per
+# interval, however many pages are open.
+DEFAULT_CONSOLE_HOST = "127.0.0.1"
+DEFAULT_CONSOLE_PORT = 8070
+DEFAULT_CONSOLE_REFRESH = 2
+
 
 def default_procs() -> dict[str, int]:
     """Processes per program until `workers scale` says otherwise (WORKERS_<QUEUE>_PROCS):
@@ -197,6 +205,10 @@ class Settings:
     shares_max_age: int = DEFAULT_SHARES_MAX_AGE
     analytics_delay: int = DEFAULT_ANALYTICS_DELAY
     publish_lease: int = DEFAULT_PUBLISH_LEASE
+    console_host: str = DEFAULT_CONSOLE_HOST
+    console_port: int = DEFAULT_CONSOLE_PORT
+    console_users: str | None = None
+    console_refresh: int = DEFAULT_CONSOLE_REFRESH
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -305,6 +317,11 @@ VARIABLES: tuple[Variable, ...] = (
              "seconds between a post going out and its first engagement fetch"),
     Variable("WORKERS_PUBLISH_LEASE", "publish_lease", Int(1, 3600),
              "seconds a daemon holds an update it is posting; past it, another may resolve it"),
+    Variable("WORKERS_CONSOLE_HOST", "console_host", Text(), "the console's address"),
+    Variable("WORKERS_CONSOLE_PORT", "console_port", Int(0, 65535), "its port"),
+    Variable("WORKERS_CONSOLE_USERS", "console_users", Text(), "its users and tokens file"),
+    Variable("WORKERS_CONSOLE_REFRESH", "console_refresh", Int(1, 60),
+             "seconds between two snapshots of the queues"),
 )
 
 

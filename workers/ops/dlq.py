@@ -1,4 +1,4 @@
-"""Dead-letter tooling: list, peek at, replay and purge each queue's ``-dlq``.
+"""Dead-letter tooling: list, peek at, search, replay and purge each queue's ``-dlq``.
 
 ``replay`` never loses a message. Where SQS runs a message-move task, SQS moves the messages
 itself. Elsewhere (moto, or with ``--limit``) it copies: a batch is received from the DLQ
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from botocore.exceptions import ClientError
 
@@ -54,6 +54,13 @@ BODY_PREVIEW_CHARS = 200
 AUTO, TASK, COPY = "auto", "task", "copy"
 METHODS = (AUTO, TASK, COPY)
 
+# How many dead letters a search (or a filtered replay's selection) reads at most: each is
+# received and given back, and moto's receive costs grow with the queue's depth.
+MAX_SCAN = 1000
+# A message of a frozen selection: still to move, or sent to the queue (its DLQ copy may remain
+# if the delete did not happen: it is then deleted, never sent again).
+PENDING, MOVED = "pending", "moved"
+
 Progress = Callable[[str], None]
 
 
@@ -63,6 +70,36 @@ class DLQError(RuntimeError):
 
 class TaskUnsupported(Exception):
     """The endpoint does not run SQS's message-move task (moto does not)."""
+
+
+@dataclass(frozen=True)
+class Search:
+    """The dead letters whose body or reason contains a text: the first ``limit`` of them,
+    how many matched, and how many were read."""
+
+    messages: list[Message]
+    matched: int
+    scanned: int
+
+
+class Selection(Protocol):
+    """A frozen set of dead letters by message id (a replay task keeps it in Redis)."""
+
+    def states(self, ids: Sequence[str]) -> list[str | None]:
+        """PENDING, MOVED, or None (not selected) for each id."""
+
+    def mark_moved(self, ids: Sequence[str]) -> None:
+        """These were sent to the queue: never send them again."""
+
+
+@dataclass
+class Pass:
+    """What one pass of a selected replay did."""
+
+    moved: int = 0
+    failed: int = 0
+    stale: int = 0  # copies of messages moved earlier, deleted now
+    errors: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -147,6 +184,59 @@ class DeadLetters:
                 return
             received += len(batch)
             yield batch
+
+    def search(self, text: str = "", limit: int = 50, scan: int = MAX_SCAN) -> Search:
+        """Dead letters whose body or reason contains ``text`` (case-insensitive), left in
+        the DLQ. A DLQ has no redrive policy, so the receive count a peek adds moves nothing."""
+        scanned = self.peek(scan)
+        found = [m for m in scanned if matches(m, text)]
+        return Search(found[:limit], len(found), len(scanned))
+
+    def move_selected(self, selection: Selection, *, batch: int = SQS_BATCH_MAX,
+                      pace: Callable[[int], None] = lambda n: None,
+                      stop: Callable[[], bool] = lambda: False,
+                      visibility: int = REPLAY_VISIBILITY_SECONDS) -> Pass:
+        """One pass over the DLQ moving the selected messages back to the queue: send, mark
+        moved, then delete, so a pass killed anywhere loses none and a message is sent at
+        most once more (a kill between the send and the mark). Others met on the way (dead
+        letters not selected, among them a selected one that failed again and came back
+        with a new id) are held hidden until the pass ends, then given back, so the pass
+        ends even while dead letters keep coming."""
+        result, held = Pass(), []
+        try:
+            while not stop():
+                got = self.client.receive(batch, RECEIVE_WAIT_SECONDS, url=self.dlq_url,
+                                          visibility=visibility)
+                if not got:
+                    break
+                states = selection.states([m.id for m in got])
+                todo = [m for m, s in zip(got, states, strict=True) if s == PENDING]
+                stale = [m for m, s in zip(got, states, strict=True) if s == MOVED]
+                held += [m for m, s in zip(got, states, strict=True) if s is None]
+                if todo:
+                    pace(len(todo))
+                sent = self._send_selected(todo, selection, result)
+                self.client.delete(sent + stale, url=self.dlq_url)
+                result.stale += len(stale)
+        finally:
+            if held:
+                self.client.change_visibility([(m, 0) for m in held], url=self.dlq_url)
+        return result
+
+    def _send_selected(self, todo: list[Message], selection: Selection,
+                       result: Pass) -> list[Message]:
+        if not todo:
+            return []
+        refused = self.client.send_failures([m.body for m in todo], url=self.url,
+                                            attributes=[original_attributes(m) for m in todo])
+        for error in refused.values():
+            if error not in result.errors:
+                result.errors.append(error)
+        sent = [m for i, m in enumerate(todo) if i not in refused]
+        selection.mark_moved([m.id for m in sent])
+        result.moved += len(sent)
+        result.failed += len(refused)
+        return sent
 
     # -- replay ---------------------------------------------------------------------------
 
@@ -311,19 +401,36 @@ def render_overview(summaries: Sequence[DLQSummary], now: float) -> str:
 def describe(message: Message, now: float) -> dict[str, Any]:
     """What an operator wants to know about a dead letter, as plain data."""
     attrs = message.attributes
-    receives = _string(attrs.get(RECEIVES_ATTRIBUTE))
     return {
         "id": message.id,
-        # The receives in the source queue when our daemon dead-lettered it; else SQS's count
-        # (which a redrive keeps, and which each peek raises by one).
-        "receive_count": int(receives) if receives else message.receive_count,
-        "error": _string(attrs.get(ERROR_ATTRIBUTE)),
+        "receive_count": receives(message),
+        "error": reason(message),
         "queue": _string(attrs.get(QUEUE_ATTRIBUTE)),
         "age_seconds": _age(message.sent_timestamp_ms, now),
         "attributes": {name: _string(value) for name, value in attrs.items()
                        if not name.startswith("workers.")},
         "body": message.body,
     }
+
+
+def reason(message: Message) -> str | None:
+    """Why our daemon dead-lettered it; None when SQS's redrive did (receives ran out)."""
+    return _string(message.attributes.get(ERROR_ATTRIBUTE))
+
+
+def receives(message: Message) -> int:
+    """The receives in the source queue when our daemon dead-lettered it; else SQS's count
+    (which a redrive keeps, and which each peek raises by one)."""
+    count = _string(message.attributes.get(RECEIVES_ATTRIBUTE))
+    return int(count) if count and count.isdigit() else message.receive_count
+
+
+def matches(message: Message, text: str) -> bool:
+    """Whether its body or its reason contains ``text``, ignoring case; '' matches all."""
+    if not text:
+        return True
+    needle = text.casefold()
+    return needle in message.body.casefold() or needle in (reason(message) or "").casefold()
 
 
 def render_messages(messages: Sequence[Message], now: float) -> str:

@@ -1,0 +1,226 @@
+"""The console's Starlette app: what it is wired to, who is asking, and what each may do.
+
+Deny by default: every route but /login, /health, /metrics and the static files goes through
+``guard``, which finds the principal (a session cookie, or ``Authorization: Bearer``), refuses
+a cookie POST without its session's CSRF token, and checks the role. Pages redirect to /login;
+the API answers 401 and every other refusal as JSON ``{"error": ...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hmac
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from workers.console import history, snapshot, tasks
+from workers.console.access import OPERATOR, VIEWER, Principal, Users
+from workers.console.audit import Audit
+from workers.console.sessions import COOKIE, Sessions
+from workers.links.counter import LinkCounter
+from workers.ops.dlq import DeadLetters
+from workers.ops.stats import Sampler
+from workers.peers import aws
+from workers.peers.redisconn import Client, connect
+from workers.runtime import logs
+from workers.settings import Settings
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Refused(HTTPException):
+    """A refusal with its reason: JSON on the API, a short page elsewhere."""
+
+
+@dataclass
+class Console:
+    """What the routes use, made once when the app is built."""
+
+    settings: Settings
+    redis: Client
+    users: Users
+    sqs: Any = None
+    sessions: Sessions = field(init=False)
+    audit: Audit = field(init=False)
+    history: history.History = field(init=False)
+    tasks: tasks.Tasks = field(init=False)
+    snapshots: snapshot.Snapshots = field(init=False)
+    counter: LinkCounter = field(init=False)
+    metrics: CollectorRegistry = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sqs = self.sqs or aws.client(self.settings, pool=20)
+        self.sessions = Sessions(self.redis)
+        self.audit = Audit(self.redis)
+        self.history = history.History(self.redis)
+        self.tasks = tasks.Tasks(self.redis, self.letters, on_end=self._task_ended)
+        self.metrics = CollectorRegistry()
+        samples = Counter("workers_console_snapshots", "Snapshots of the queues taken from SQS",
+                          registry=self.metrics)
+        self.snapshots = snapshot.Snapshots.of(Sampler(self.settings, self.sqs),
+                                               self.settings.console_refresh,
+                                               on_sample=samples.inc)
+        self.counter = LinkCounter(self.redis, self.settings.link_buckets)
+
+    def letters(self, queue: str) -> DeadLetters:
+        return DeadLetters(self.settings, queue, self.sqs)
+
+    def _task_ended(self, task: dict[str, Any]) -> None:
+        self.audit.record(task["user"], "replay.end", task["queue"], task["state"],
+                          task=task["id"], moved=task["moved"], total=task["total"])
+
+
+def principal(request: Request) -> Principal | None:
+    console: Console = request.app.state.console
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return console.users.token(header[7:].strip())
+    session = console.sessions.get(request.cookies.get(COOKIE))
+    if session is None:
+        return None
+    role = console.users.role_of(session.user)
+    return Principal(session.user, role, "session") if role else None
+
+
+async def csrf_ok(request: Request) -> bool:
+    console: Console = request.app.state.console
+    session = console.sessions.get(request.cookies.get(COOKIE))
+    if session is None:
+        return False
+    sent = request.headers.get("x-csrf-token")
+    if sent is None and _is_form(request):
+        sent = (await request.form()).get("csrf_token")  # type: ignore[assignment]
+    return isinstance(sent, str) and hmac.compare_digest(sent, session.csrf)
+
+
+def guard(role: str = VIEWER, page: bool = False) -> Callable[[Handler], Handler]:
+    """Only for a principal of ``role`` (an operator may do what a viewer may)."""
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def guarded(request: Request) -> Response:
+            who = await run_in_threadpool(principal, request)
+            if who is None:
+                if page:
+                    return RedirectResponse("/login", status_code=303)
+                raise Refused(401, "sign in, or send Authorization: Bearer TOKEN")
+            if request.method == "POST" and who.via == "session" and not await csrf_ok(request):
+                raise Refused(403, "missing or wrong CSRF token (X-CSRF-Token)")
+            if role == OPERATOR and not who.operator:
+                raise Refused(403, f"{who.user} is a viewer: only an operator may do this")
+            request.state.who = who
+            return await handler(request)
+        return guarded
+    return wrap
+
+
+def _is_form(request: Request) -> bool:
+    kind = request.headers.get("content-type", "")
+    return kind.startswith(("application/x-www-form-urlencoded", "multipart/form-data"))
+
+
+# Every answer: no framing (a console's buttons must not be clickjacked), scripts, styles and
+# connections only from the console itself (the vendored libraries included).
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; img-src 'self' data:; "
+                               "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+}
+
+
+class SecurityHeaders:
+    """ASGI middleware adding SECURITY_HEADERS to every answer (streams included)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+        self.headers = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *self.headers]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+async def refused(request: Request, exc: Exception) -> Response:
+    status = getattr(exc, "status_code", 500)
+    detail = getattr(exc, "detail", "") or "error"
+    if request.url.path.startswith("/api/") or "text/html" not in request.headers.get("accept",
+                                                                                       ""):
+        return JSONResponse({"error": detail}, status, headers=getattr(exc, "headers", None))
+    return PlainTextResponse(f"{status}: {detail}", status)
+
+
+async def health(request: Request) -> Response:
+    console: Console = request.app.state.console
+    try:
+        await run_in_threadpool(console.redis.ping)
+    except Exception:
+        return JSONResponse({"status": "redis unavailable"}, 503)
+    return JSONResponse({"status": "ok"})
+
+
+async def metrics(request: Request) -> Response:
+    console: Console = request.app.state.console
+    return Response(generate_latest(console.metrics),
+                    media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def build(settings: Settings, users: Users, redis: Client | None = None,
+          sqs: Any = None) -> Starlette:
+    """The app; ``users`` must be readable (the console refuses to start otherwise)."""
+    from workers.console import api, pages
+
+    users.check_readable()
+    console = Console(settings, redis or connect(settings.redis_url), users, sqs)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        background = asyncio.create_task(_background(console))
+        yield
+        background.cancel()
+
+    static = str(resources.files("workers.console") / "static")
+    routes = [*api.routes, *pages.routes, Route("/health", health), Route("/metrics", metrics),
+              Mount("/static", StaticFiles(directory=static), name="static")]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: refused},
+                    middleware=[Middleware(SecurityHeaders)])
+    app.state.console = console
+    return app
+
+
+async def _background(console: Console) -> None:
+    """Resumes replay tasks left by a killed console, and writes the minute's history point
+    when no other console has."""
+    log = logs.get(program="console")
+    while True:
+        try:
+            await run_in_threadpool(console.tasks.adopt)
+            minute = history.current_minute()
+            if await run_in_threadpool(console.history.claim, minute):
+                rows = await console.snapshots.latest()
+                await run_in_threadpool(console.history.record, minute, rows)
+        except Exception as exc:  # Redis or SQS away: try again at the next round
+            log.warning("console.background_failed", error=f"{type(exc).__name__}: {exc}")
+        await asyncio.sleep(tasks.ADOPT_SECONDS)
+
