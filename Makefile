@@ -61,7 +61,7 @@ run: install redis  ## the whole fleet on a local stack (moto, redis-server, sup
 TEST_WORKERS ?= 2
 
 test: install redis browser loadgen standin  ## every test: unit and integration against real local servers
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not long" $(PYTEST_ARGS)
 
 fuzz: install redis  ## 5,000 random bad bodies through a live daemon; prints the figures
 	WORKERS_FUZZ_BODIES=5000 $(PY) -m pytest tests/test_bad_input.py -k live_daemon --timeout 1800
@@ -70,7 +70,7 @@ chaos: install redis  ## 20,000 events through the fleet while daemons, Redis, S
 	WORKERS_CHAOS_EVENTS=20000 $(PY) -m pytest tests/chaos/test_chaos.py -k under_chaos --timeout 1200
 
 fleet: install redis  ## hosts as network namespaces (root): one dies, one is cut off for 20 s; counts exact
-	WORKERS_FLEET_LONG=1 $(PY) -m pytest tests/test_hosts.py --timeout 1800
+	$(PY) -m pytest tests/test_hosts.py -m long --timeout 1800
 
 bench: install redis loadgen standin  ## throughput, SQS requests, CPU and Redis memory, side by side with baselines
 	$(PY) bench/bench.py
