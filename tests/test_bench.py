@@ -32,13 +32,18 @@ def sane(value: object) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+# The quick run is one process of minutes (every part, small), done once for the module, on one
+# pytest worker while the other runs the rest of the suite.
+pytestmark = pytest.mark.timeout(900)
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench.py"), "--quick",
                            "--json-out", str(out)],
                           # Building the peers' virtualenv on a fresh clone is part of it.
-                          capture_output=True, text=True, timeout=480, cwd=REPO,
+                          capture_output=True, text=True, timeout=840, cwd=REPO,
                           env={k: v for k, v in os.environ.items() if k != "AWS_ENDPOINT_URL"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(Path(out).read_text()), proc.stdout

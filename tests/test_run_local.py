@@ -91,7 +91,7 @@ def test_run_local_counts_sample_events_and_signals_together_stop_all_it_started
     # Then every process it started is gone, the whole fleet down to the read API ...
     assert any("supervisord" in argv for argv in started.values()), started
     assert any("links serve" in argv for argv in started.values()), started
-    assert any(argv.endswith("workers console") for argv in started.values()), started
+    assert any(argv.strip().endswith("workers console") for argv in started.values()), started
     assert tagged(tag) == {}, out[-3000:]
     pids = [int(pid) for pid in re.findall(r"with pid (\d+)",
                                            (run_dir / "supervisord.log").read_text())]
