@@ -17,13 +17,16 @@ from helpers import queue_depth, wait_until
 from workers.console import access
 from workers.console.app import build
 from workers.console.sessions import COOKIE
+from workers.ops import fleet
+from workers.peers.registry import Registration
 from workers.peers.sqs import ERROR_ATTRIBUTE
 from workers.settings import Settings
 
 GETS = ["/api/session", "/api/queues", "/api/queues/post-sent/history", "/api/dlq/post-sent",
         "/api/tasks", "/api/tasks/abc", "/api/publish/u1", "/api/links?url=buffer.com",
-        "/api/ratelimits", "/api/audit", "/api/stream", "/api/nope"]
-POSTS = ["/api/dlq/post-sent/replay", "/api/dlq/post-sent/purge", "/api/tasks/abc/cancel"]
+        "/api/ratelimits", "/api/audit", "/api/fleet", "/api/stream", "/api/nope"]
+POSTS = ["/api/dlq/post-sent/replay", "/api/dlq/post-sent/purge", "/api/tasks/abc/cancel",
+         "/api/fleet/scale"]
 
 
 @pytest.fixture
@@ -338,3 +341,109 @@ def test_purge_needs_the_queues_name_and_every_action_is_audited(operator, sqs, 
 def test_health_and_metrics_answer_without_a_user_as_the_other_programs_do(anon):
     assert anon.get("/health").json() == {"status": "ok"}
     assert "workers_console_snapshots_total" in anon.get("/metrics").text
+
+
+# -- the fleet --------------------------------------------------------------------------------
+
+FIGURES = {"last_poll_at": 1_796_000_000.5, "handled": 120, "failed": 3, "dead_lettered": 2,
+           "in_flight": 7}
+
+
+@pytest.fixture
+def registered(settings: Settings, redis_client) -> list[Registration]:
+    """Two processes on two hosts, written once through the registry's own refresh (its
+    thread is never started: the entries last their 15 s, longer than a test)."""
+    entries = [Registration(settings.redis_url, "worker-1", "post-sent", queue="post-sent",
+                            snapshot=lambda: FIGURES),
+               Registration(settings.redis_url, "worker-2", "links-api")]
+    for entry in entries:
+        entry.refresh()
+    fleet.set_wanted(redis_client, "worker-1", "post-sent", 2)
+    return entries
+
+
+def test_the_fleet_lists_the_registered_processes_by_host(viewer, registered):
+    answer = viewer.get("/api/fleet")
+    assert answer.status_code == 200
+    found = answer.json()
+    assert set(found) == {"processes", "hosts"}
+    by_id = {p["id"]: p for p in found["processes"]}
+    assert set(by_id) == {r.id for r in registered}
+    daemon = by_id[registered[0].id]
+    assert {k: daemon[k] for k in ("host", "program", "queue", *FIGURES)} == {
+        "host": "worker-1", "program": "post-sent", "queue": "post-sent", **FIGURES}
+    assert daemon["stale"] is False
+    assert found["hosts"] == [
+        {"host": "worker-1", "wanted": {"post-sent": 2}, "running": {"post-sent": 1}},
+        {"host": "worker-2", "wanted": {}, "running": {"links-api": 1}}]
+
+
+def test_an_operator_scales_a_host_and_it_is_audited(operator, registered, redis_client):
+    answer = operator.post("/api/fleet/scale",
+                           json={"host": "worker-2", "queue": "links-api", "processes": 3})
+    assert answer.status_code == 202
+    [worker2] = [h for h in fleet.hosts(redis_client) if h["host"] == "worker-2"]
+    assert worker2["wanted"] == {"links-api": 3}
+    # The form of the page works as well (a form field for the CSRF token)
+    token = operator.headers.pop("X-CSRF-Token")
+    assert operator.post("/api/fleet/scale", data={
+        "host": "worker-1", "queue": "post-sent", "processes": "0", "csrf_token": token},
+    ).status_code == 202
+    assert fleet.wanted(redis_client, "worker-1") == {"post-sent": 0}
+    entries = operator.get("/api/audit").json()["entries"]
+    assert [(e["user"], e["action"], e["target"], e["result"]) for e in entries[:2]] == [
+        ("olga", "scale", "worker-1/post-sent", "set"),
+        ("olga", "scale", "worker-2/links-api", "set")]
+    assert entries[1]["processes"] == 3
+
+
+def test_scaling_is_refused_to_a_viewer_without_csrf_and_for_a_bad_body(
+        viewer, operator, users, anon, registered, redis_client):
+    before = {h["host"]: h["wanted"] for h in fleet.hosts(redis_client)}
+    body = {"host": "worker-1", "queue": "post-sent", "processes": 5}
+    refused = viewer.post("/api/fleet/scale", json=body)
+    assert refused.status_code == 403 and "viewer" in refused.json()["error"]
+    as_viewer = {"Authorization": f"Bearer {users[1]['viewer']}"}
+    assert anon.post("/api/fleet/scale", json=body, headers=as_viewer).status_code == 403
+    assert anon.post("/api/fleet/scale", json=body).status_code == 401
+    token = operator.headers.pop("X-CSRF-Token")
+    for sent in ({}, {"X-CSRF-Token": "forged"}):
+        answer = operator.post("/api/fleet/scale", json=body, headers=sent)
+        assert answer.status_code == 403 and "csrf" in answer.json()["error"].lower()
+    operator.headers["X-CSRF-Token"] = token
+    refusals = [
+        ({"host": "worker-1", "queue": "post-sent", "processes": -1}, 400),
+        ({"host": "worker-1", "queue": "post-sent", "processes": 100}, 400),
+        ({"host": "worker-1", "queue": "post-sent", "processes": "many"}, 400),
+        ({"host": "worker-1", "queue": "post-sent"}, 400),
+        ({"host": "", "queue": "post-sent", "processes": 1}, 400),
+        ({**body, "surprise": 1}, 400),
+        ({"host": "worker-1", "queue": "nope", "processes": 1}, 404),
+        # as `workers scale --host`, a host the fleet does not know (a typo) is refused
+        ({"host": "wroker-1", "queue": "post-sent", "processes": 1}, 400),
+    ]
+    for sent, status in refusals:
+        answer = operator.post("/api/fleet/scale", json=sent)
+        assert answer.status_code == status, (sent, answer.text)
+        assert set(answer.json()) == {"error"}, answer.text
+    assert "no host 'wroker-1' in the fleet" in operator.post(
+        "/api/fleet/scale", json={**body, "host": "wroker-1"}).json()["error"]
+    not_json = operator.post("/api/fleet/scale", content=b"{not json",
+                             headers={"content-type": "application/json"})
+    assert not_json.status_code == 400
+    assert {h["host"]: h["wanted"] for h in fleet.hosts(redis_client)} == before
+    assert fleet.wanted(redis_client, "wroker-1") is None
+    assert operator.get("/api/audit").json()["entries"][0]["result"] == "refused: unknown host"
+
+
+def test_the_fleet_page_shows_processes_and_a_form_only_to_an_operator(operator, viewer,
+                                                                        registered):
+    page = operator.get("/fleet")
+    assert page.status_code == 200
+    assert '<a href="/fleet" aria-current="page">Fleet</a>' in page.text.replace(" >", ">")
+    for entry in registered:
+        assert f'data-id="{entry.id}"' in page.text
+    assert 'class="scale inline" data-host="worker-1" data-queue="post-sent"' in page.text
+    seen = viewer.get("/fleet")
+    assert registered[0].id in seen.text and "worker-2" in seen.text
+    assert 'class="scale' not in seen.text and "scaling is an operator's" in seen.text

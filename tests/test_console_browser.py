@@ -16,6 +16,7 @@ from console_proc import OPERATOR, VIEWER, ConsoleProcess, add_users, start_cons
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from helpers import queue_depth, wait_until
+from workers.ops import fleet
 from workers.peers.sqs import ERROR_ATTRIBUTE
 
 CHROMIUM = "/usr/bin/chromium"
@@ -115,6 +116,33 @@ def test_a_viewer_is_offered_nothing_it_may_not_do(browser, console, sqs, dlq):
             body: JSON.stringify({confirm: 'post-sent'})})).status""")
         assert status == 403
         assert queue_depth(sqs, dlq) == 1
+        # The fleet's page shows the processes but no form to scale them
+        page.goto(f"{console.url}/fleet")
+        page.wait_for_selector("table.processes tr[data-id]")
+        assert page.locator("form.scale").count() == 0
+    finally:
+        page.close()
+
+
+def test_an_operator_sees_the_fleet_and_sets_a_hosts_count(browser, console, redis_client):
+    # Given the console registered in the fleet, and its host wanting one push daemon
+    [me] = wait_until(lambda: [p for p in fleet.processes(redis_client)
+                               if p["program"] == "console"], 30)
+    fleet.set_wanted(redis_client, me["host"], "push", 1)
+    page = browser.new_page()
+    try:
+        sign_in(page, console, OPERATOR)
+        page.click("nav a[href='/fleet']")
+        # Then the page lists the console's own process under its host
+        row = page.locator(f'section[data-host="{me["host"]}"] tr[data-id="{me["id"]}"]')
+        expect(row).to_contain_text("console")
+        # When the operator sets push to 2 on that host, through the page's form
+        form = page.locator(f'form.scale[data-host="{me["host"]}"][data-queue="push"]')
+        form.locator("input[name=processes]").fill("2")
+        form.locator("button").click()
+        expect(form.locator("output")).to_contain_text("wanted 2", timeout=10_000)
+        # Then the host's wanted count is 2 in Redis, where its workers-scale reads it
+        assert fleet.wanted(redis_client, me["host"]) == {"push": 2}
     finally:
         page.close()
 

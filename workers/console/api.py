@@ -18,7 +18,9 @@ from workers.console.access import OPERATOR
 from workers.console.app import Console, Refused, guard
 from workers.console.sessions import COOKIE
 from workers.links.urls import InvalidURL, normalize_key
+from workers.ops import fleet
 from workers.ops.dlq import MAX_SCAN, DeadLetters, reason, receives
+from workers.ops.scale import PROGRAMS
 from workers.runtime.message import Message
 from workers.social.publications import attempt_key, published_key
 
@@ -38,6 +40,14 @@ class ReplayBody(BaseModel):
     limit: int | None = Field(None, ge=1, le=MAX_SCAN)
     rate: float | None = Field(None, gt=0, le=MAX_RATE)
     dry_run: bool = False
+
+
+class ScaleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str = Field(min_length=1, max_length=255)
+    queue: str = Field(min_length=1, max_length=100)
+    # As `workers scale QUEUE N`.
+    processes: int = Field(ge=0, le=99)
 
 
 class PurgeBody(BaseModel):
@@ -210,6 +220,18 @@ async def ratelimits(request: Request) -> Response:
     return JSONResponse({"limits": await run_in_threadpool(rate_limits, console_of(request))})
 
 
+def fleet_now(console: Console) -> dict[str, Any]:
+    """Every registered process and each host's wanted and running counts, as `workers fleet
+    --json`."""
+    live = fleet.processes(console.redis)
+    return {"processes": live, "hosts": fleet.hosts(console.redis, live)}
+
+
+@guard()
+async def fleet_view(request: Request) -> Response:
+    return JSONResponse(await run_in_threadpool(fleet_now, console_of(request)))
+
+
 @guard()
 async def audit(request: Request) -> Response:
     limit = int_param(request, "limit", 100, 1, 10_000)
@@ -285,6 +307,30 @@ async def cancel(request: Request) -> Response:
     return JSONResponse(found, 202)
 
 
+def do_scale(console: Console, body: ScaleBody, user: str) -> None:
+    """Sets the wanted count, as `workers scale QUEUE N --host H` (the host's workers-scale
+    applies it); a host the fleet does not know is refused as it refuses it."""
+    target = f"{body.host}/{body.queue}"
+    try:
+        fleet.check_host(console.redis, body.host)
+    except fleet.FleetError as exc:
+        console.audit.record(user, "scale", target, "refused: unknown host")
+        raise Refused(400, str(exc)) from None
+    fleet.set_wanted(console.redis, body.host, body.queue, body.processes)
+    console.audit.record(user, "scale", target, "set", processes=body.processes)
+
+
+@guard(OPERATOR)
+async def scale(request: Request) -> Response:
+    body = await body_of(request, ScaleBody)
+    if body.queue not in PROGRAMS:
+        raise Refused(404, f"unknown queue {body.queue[:100]!r}; the programs: "
+                           f"{', '.join(PROGRAMS)}")
+    await run_in_threadpool(do_scale, console_of(request), body, request.state.who.user)
+    return JSONResponse({"host": body.host, "queue": body.queue,
+                         "processes": body.processes}, 202)
+
+
 @guard()
 async def unknown(request: Request) -> Response:
     raise Refused(404, "no such API route")
@@ -307,6 +353,8 @@ routes = [
     Route("/api/publish/{update_id}", publish),
     Route("/api/links", links),
     Route("/api/ratelimits", ratelimits),
+    Route("/api/fleet", fleet_view),
+    Route("/api/fleet/scale", scale, methods=["POST"]),
     Route("/api/audit", audit),
     Route("/api/stream", stream),
     Route("/api/{rest:path}", unknown, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),

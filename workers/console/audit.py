@@ -1,5 +1,5 @@
-"""Every action on the console (login, failed login, logout, replay, purge, cancel): time,
-user, action, target, result. A JSON log line, and a Redis list newest first, kept to the
+"""Every action on the console (login, failed login, logout, replay, purge, cancel, scale):
+time, user, action, target, result. A JSON log line, and a Redis list newest first, kept to the
 latest AUDIT_KEEP, so the audit log survives a restart and every console shows the same."""
 
 from __future__ import annotations

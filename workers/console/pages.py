@@ -7,6 +7,7 @@ slots in after "Queues")."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
@@ -22,14 +23,17 @@ from workers.console import api
 from workers.console.access import Principal
 from workers.console.app import Console, Refused, csrf_ok, guard, principal
 from workers.console.sessions import COOKIE, SESSION_SECONDS
+from workers.ops.scale import PROGRAMS
+from workers.ops.tables import format_age
 
-NAV = [("/", "Queues"), ("/dlq", "Dead letters"), ("/tasks", "Tasks"),
+NAV = [("/", "Queues"), ("/fleet", "Fleet"), ("/dlq", "Dead letters"), ("/tasks", "Tasks"),
        ("/publish", "Publications"), ("/links", "Links"), ("/ratelimits", "Rate limits"),
        ("/audit", "Audit log")]
 
 _templates = Environment(
     loader=FileSystemLoader(str(resources.files("workers.console") / "templates")),
     autoescape=select_autoescape(["html"]))
+_templates.filters["age"] = lambda seconds: format_age(max(0.0, float(seconds)))
 _templates.filters["when"] = lambda t: (
     "" if t is None else datetime.fromtimestamp(float(t), timezone.utc).strftime(
         "%Y-%m-%d %H:%M:%S UTC"))
@@ -113,6 +117,17 @@ async def history_page(request: Request) -> Response:
 
 
 @guard(page=True)
+async def fleet_page(request: Request) -> Response:
+    found = await run_in_threadpool(api.fleet_now, request.app.state.console)
+    by_host = [{**host, "processes": [p for p in found["processes"] if p["host"] == host["host"]],
+                # every program it runs or should run: those `workers scale` sets first
+                "programs": [p for p in PROGRAMS if p in host["wanted"] or p in host["running"]]
+                + sorted(set(host["running"]) - set(PROGRAMS))}
+               for host in found["hosts"]]
+    return render(request, "fleet.html", hosts=by_host, programs=PROGRAMS, now=time.time())
+
+
+@guard(page=True)
 async def dlq_index(request: Request) -> Response:
     return RedirectResponse(f"/dlq/{QUEUES[0]}", status_code=303)
 
@@ -172,6 +187,7 @@ routes = [
     Route("/logout", logout, methods=["POST"]),
     Route("/", queues_page),
     Route("/queues/{queue}", history_page),
+    Route("/fleet", fleet_page),
     Route("/dlq", dlq_index),
     Route("/dlq/{queue}", dlq_page),
     Route("/tasks", tasks_page),

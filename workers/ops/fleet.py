@@ -95,6 +95,16 @@ def running(client: Client, host: str, program: str) -> int:
                if e["host"] == host and e["program"] == program and not e["stale"])
 
 
+def check_host(client: Client, host: str) -> None:
+    """Raises FleetError unless ``host`` is in the fleet (has wanted counts or a live process):
+    a typo would otherwise leave counts for a host that never comes."""
+    names = [h["host"] for h in hosts(client)]
+    if host not in names:
+        raise FleetError(f"no host {host[:100]!r} in the fleet (known: "
+                         f"{', '.join(names) or 'none'}); a host joins when its workers-scale "
+                         "or a process of it starts")
+
+
 def scale(redis_url: str, host: str, program: str, n: int, timeout: float,
           known: bool = False, sleep: Callable[[float], None] = time.sleep) -> str:
     """``workers scale``: sets the count, then waits until ``host``'s registry shows it. Unless
@@ -102,10 +112,8 @@ def scale(redis_url: str, host: str, program: str, n: int, timeout: float,
     counts for a host that never comes."""
     try:
         client = connect(redis_url)
-        names = [h["host"] for h in hosts(client)]
-        if not known and host not in names:
-            raise FleetError(f"no host {host!r} in the fleet (known: {', '.join(names) or 'none'})"
-                             "; a host joins when its workers-scale or a process of it starts")
+        if not known:
+            check_host(client, host)
         set_wanted(client, host, program, n)
     except REDIS_ERRORS as exc:
         raise FleetError(f"Redis is not reachable ({type(exc).__name__}: {exc}): the wanted "
@@ -167,5 +175,5 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-__all__ = ["FleetError", "as_json", "hosts", "processes", "redis_now", "render", "running",
-           "scale", "seed_wanted", "set_wanted", "wanted"]
+__all__ = ["FleetError", "as_json", "check_host", "hosts", "processes", "redis_now", "render",
+           "running", "scale", "seed_wanted", "set_wanted", "wanted"]

@@ -1,5 +1,5 @@
 // The console's own script: the live queues (one EventSource, closed while the tab is hidden),
-// the history chart, and the actions (replay, purge, cancel), each a POST carrying the
+// the history chart, and the actions (replay, purge, cancel, scale), each a POST carrying the
 // session's CSRF token. Nothing is fetched from any host but the console's.
 "use strict";
 
@@ -141,6 +141,17 @@ function actions() {
         status === 200 ? `purged about ${data.purged}` : data.error;
     });
   }
+  document.addEventListener("submit", async event => {
+    const form = event.target.closest("form.scale");
+    if (!form) return;
+    event.preventDefault();
+    const {host, queue} = form.dataset;
+    const processes = Number(new FormData(form).get("processes"));
+    const {status, data} = await post("/api/fleet/scale", {host, queue, processes});
+    form.querySelector("output").textContent = status === 202
+      ? `wanted ${processes}; ${host} applies it within 5 s` : data.error;
+    if (status === 202) form.closest("tr").querySelector('[data-k="wanted"]').textContent = processes;
+  });
   document.addEventListener("click", async event => {
     const button = event.target.closest("button.cancel");
     if (!button) return;
