@@ -1,0 +1,1 @@
+"""What the workers use from outside: Redis, SQS, AWS, HTTP, mail, the networks."""
