@@ -61,3 +61,15 @@ def test_a_send_slower_than_its_lease_still_holds_off_a_second_delivery(redis_cl
     assert marks.once("sent:t:5", slow_send) == "once"
     assert sends == []
     assert marks.once("sent:t:5", lambda: "again") is None
+
+
+def test_a_mark_the_send_once_code_before_claims_wrote_is_honoured(redis_client):
+    # Given marks a daemon of the version before left: a send done, and one in flight
+    redis_client.set("sent:t:6", "sent", ex=60)
+    redis_client.set("sent:t:7", "5f0c9a", ex=120)
+    marks, sends = SentMarks(redis_client), []
+    # Then an upgraded daemon sends neither again
+    assert marks.once("sent:t:6", lambda: sends.append(6)) is None
+    with pytest.raises(TransientError, match="being sent now"):
+        marks.once("sent:t:7", lambda: sends.append(7))
+    assert sends == []
