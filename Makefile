@@ -82,7 +82,7 @@ vendor:  ## re-fetch the console's htmx and uPlot (npm pack) at the versions pin
 	python3 bin/vendor-console-js
 
 lint: install  ## ruff, and mypy on the package (configured in setup.cfg)
-	$(VENV)/bin/ruff check workers tests bench bin
+	$(VENV)/bin/ruff check workers devstack tests bench bin
 	$(VENV)/bin/mypy
 
 clean:  ## remove the virtualenv and caches

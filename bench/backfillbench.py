@@ -28,7 +28,7 @@ import procstat
 import redis
 from botocore.config import Config
 
-from workers import devstack
+import devstack
 from workers.links.archive import Archive
 from workers.links.backfill import Backfill
 from workers.links.counter import LinkCounter

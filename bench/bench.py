@@ -39,6 +39,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import checkout_path  # noqa: F401  (first: devstack and tests/support on sys.path)
+
+# isort: split
 import backfillbench
 import clusterbench
 import consolebench
@@ -58,7 +61,7 @@ import standin
 import tracingbench
 import workload
 
-from workers import devstack
+import devstack
 from workers.settings import DEFAULT_CONCURRENCY
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

@@ -31,8 +31,8 @@ import workload
 from feeder import Feeder
 from scenario import BenchError, proxy_service, stop
 
-from workers import devstack
-from workers.devstack import awsproxy
+import devstack
+from devstack import awsproxy
 from workers.links.counter import LinkCounter
 from workers.ops.provision import create_queues
 from workers.peers.redisconn import connect

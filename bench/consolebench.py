@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import httpx
 
-from workers import devstack
-from workers.devstack import awsproxy
+import devstack
+from devstack import awsproxy
 
 STREAMS = (1, 50)
 # Snapshots counted per measure; a snapshot is one interval.

@@ -25,20 +25,22 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import checkout_path  # noqa: F401  (first: devstack and tests/support on sys.path)
+
+# isort: split
 import boto3
+import procstat
+import standin
+from feeder import Feeder
+
+import devstack
+from netns import Hosts
+from workers import QUEUES
+from workers.links.counter import LinkCounter
+from workers.peers import redisconn
+from workers.settings import procs_variable
 
 TOP = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TOP / "tests" / "support"))
-
-import procstat  # noqa: E402
-import standin  # noqa: E402
-from feeder import Feeder  # noqa: E402
-
-from netns import Hosts  # noqa: E402
-from workers import QUEUES, devstack  # noqa: E402
-from workers.links.counter import LinkCounter  # noqa: E402
-from workers.peers import redisconn  # noqa: E402
-from workers.settings import procs_variable  # noqa: E402
 
 # What real SQS adds to a call from the same region, at least.
 DELAY_MS = 5.0

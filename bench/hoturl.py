@@ -16,7 +16,7 @@ from typing import Any
 import procstat
 import redis
 
-from workers import devstack
+import devstack
 from workers.links.counter import LinkCounter
 
 URL = "viral.example.com/2026/the-post-everyone-shares"

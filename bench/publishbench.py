@@ -3,7 +3,7 @@
 Both drain the same number of publish events (20 profiles, the three networks in turn) from
 the fast SQS stand-in (ministack, bench/standin.py; moto's server when it is not installed,
 whose every call slows with the depth of the queues ours chains into), posting to the
-stand-ins of X, Facebook and LinkedIn (workers/devstack/networks.py) with ``latency_ms`` added
+stand-ins of X, Facebook and LinkedIn (devstack/networks/) with ``latency_ms`` added
 to every network answer, as a real API's round trip would. Ours runs `workers run publish`
 with its defaults (claim, record, chain post-sent and a delayed analytics, Pusher off); the
 baseline (bench/baselines/naive_publisher.py) only posts and deletes. What exactly once costs
@@ -29,8 +29,8 @@ import procstat
 import redis
 import standin
 
-from workers import devstack
-from workers.devstack.networks import Control
+import devstack
+from devstack.networks import Control
 from workers.ops import provision
 from workers.settings import Settings
 

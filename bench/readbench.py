@@ -23,22 +23,20 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import hostile  # the tests' hostile clients (tests/support): one definition of each attack
 import procstat
 import readservers
 import redis
 
-from workers import devstack
+import devstack
 from workers.links.counter import LinkCounter
 from workers.links.urls import normalize_key
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests" / "support"))
-import hostile  # noqa: E402  (the tests' hostile clients: one definition of each attack)
 
 SCRIPT = HERE / "wrk" / "shares.lua"
 PIPELINE = 10_000

@@ -18,9 +18,12 @@ import tarfile
 from io import BytesIO
 from pathlib import Path
 
+import checkout_path  # noqa: F401  (first: devstack and tests/support on sys.path)
+
+# isort: split
 import procstat
 
-from workers import devstack
+import devstack
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

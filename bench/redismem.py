@@ -22,7 +22,7 @@ import procstat
 import redis
 from workload import WORDS
 
-from workers import devstack
+import devstack
 from workers.links.counter import LinkCounter
 from workers.settings import DEFAULT_LINK_BUCKETS, IDEMPOTENCY_TTL_SECONDS
 

@@ -19,10 +19,13 @@ import statistics
 import time
 from typing import Any
 
+import checkout_path  # noqa: F401  (first: devstack and tests/support on sys.path)
+
+# isort: split
 import procstat
 import redis
 
-from workers import devstack
+import devstack
 from workers.links.counter import LinkCounter
 from workers.peers import redisconn
 

@@ -24,8 +24,8 @@ import redis
 from feeder import Feeder
 from workload import Workload
 
-from workers import devstack
-from workers.devstack import awsproxy
+import devstack
+from devstack import awsproxy
 from workers.links.counter import LinkCounter
 from workers.ops.provision import create_queues
 from workers.settings import Settings

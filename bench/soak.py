@@ -14,7 +14,7 @@ from typing import Any
 import procstat
 import scenario
 
-from workers.devstack import awsproxy
+from devstack import awsproxy
 from workers.links.counter import LinkCounter
 
 # How often RSS is read (/proc/PID/status, the daemon's whole tree).

@@ -21,8 +21,8 @@ import procstat
 import scenario
 import workload
 
-from workers import devstack
-from workers.devstack.otlp import OTLPReceiver
+import devstack
+from devstack.otlp import OTLPReceiver
 
 # Off, on, off, on: a machine others share drifts; alternating spreads the drift over both.
 # (--quick: once each, to show the part works, not to measure.)

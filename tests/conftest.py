@@ -13,8 +13,8 @@ import boto3
 import pytest
 import redis
 
+import devstack
 from helpers import start_daemon
-from workers import devstack
 from workers.ops import provision
 from workers.peers import redisconn
 from workers.settings import Settings

@@ -109,3 +109,12 @@ def test_an_invalid_event_is_refused_in_our_words_not_pydantics(env, sqs, queues
                        '"created_at": "soon"}', env=env)
     assert done.stderr == ("error: invalid post-sent event: created_at: must be Unix seconds, "
                            "as a number or a numeric string\n")
+
+
+def test_send_refuses_an_unknown_service_in_one_line(env, sqs, queues, prefix):
+    event = '{"update_id": "1", "profile_id": "2", "service": "myspace", "service_update_id": "9"}'
+    done = workers_cmd("send", "analytics", event, env=env)
+    assert done.returncode == 1
+    assert done.stderr == ("error: invalid analytics event: service: unknown service 'myspace' "
+                           "(known: facebook, linkedin, twitter)\n")
+    assert drain(sqs, queues[prefix + "analytics"]) == []

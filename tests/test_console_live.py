@@ -10,10 +10,11 @@ import sys
 
 from console_proc import OPERATOR, add_users, start_console
 
+import devstack
+from devstack import awsproxy
 from helpers import REPO, queue_depth, wait_until, workers_cmd
-from workers import QUEUES, devstack
+from workers import QUEUES
 from workers.console.tasks import LEASE_SECONDS
-from workers.devstack import awsproxy
 
 sys.path.insert(0, str(REPO / "bench"))
 import consolebench  # noqa: E402

@@ -9,8 +9,8 @@ import time
 import pytest
 import redis
 
+import devstack
 from helpers import ON_SINGLE_AND_CLUSTER, alive, drain, log_events, queue_depth, wait_until
-from workers import devstack
 from workers.links.counter import LinkCounter
 from workers.peers.sqs import ERROR_ATTRIBUTE
 

@@ -15,9 +15,9 @@ import boto3
 import pytest
 from aiosmtpd.controller import Controller
 
+import devstack
 from helpers import drain, log_events, process_all, queue_depth, send, start_daemon, wait_until
 from moto_api import sent_emails
-from workers import devstack
 from workers.peers import rendering
 from workers.peers.mail import SMTPMailer, build_message
 from workers.peers.sent import SentMarks

@@ -16,8 +16,8 @@ import pytest
 import redis
 from tcpswitch import TCPSwitch
 
+import devstack
 from helpers import drain, feed, log_events, queue_depth, wait_until
-from workers import devstack
 from workers.links.counter import LinkCounter
 from workers.peers import redisconn
 

@@ -6,8 +6,8 @@ import urllib.request
 
 import pytest
 
+import devstack
 from helpers import log_events, start_daemon, wait_until
-from workers import devstack
 from workers.runtime.health import port_for, serve
 from workers.runtime.liveness import Lanes
 

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+import devstack
 from helpers import feed, queue_depth, wait_until
 from netns import Hosts, RigError
-from workers import QUEUES, devstack
+from workers import QUEUES
 from workers.links.counter import LinkCounter
 from workers.ops import fleet
 from workers.peers import redisconn

@@ -12,10 +12,11 @@ import pytest
 from aiosmtpd.controller import Controller
 from botocore.stub import Stubber
 
+import devstack
+from devstack.httpfake import Request
+from devstack.networks import Networks
 from helpers import drain, send, workers_cmd
-from workers import devstack, social
-from workers.devstack.httpfake import Request
-from workers.devstack.networks import Networks
+from workers import social
 from workers.peers.mail import SESMailer, build_message
 from workers.peers.sqs import ERROR_ATTRIBUTE
 from workers.runtime.consumer import Consumer

@@ -18,9 +18,10 @@ import pytest
 import redis
 import requests
 
+import devstack
 from helpers import Fleet, wait_until, workers_cmd
 from links_api import API, start_api
-from workers import QUEUES, devstack
+from workers import QUEUES
 from workers.links.counter import LinkCounter
 from workers.links.urls import normalize_url
 from workers.peers import redisconn

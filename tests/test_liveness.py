@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
+import devstack
 from helpers import REPO, alive, log_events, wait_until
-from workers import devstack
 from workers.runtime.health import MAX_CONNECTIONS, REQUEST_SECONDS, port_for
 
 RIGGED = REPO / "tests" / "support" / "rigged_daemon.py"

@@ -1,4 +1,4 @@
-"""The stand-ins of X, Facebook and LinkedIn (workers.devstack.networks): what the publish queue
+"""The stand-ins of X, Facebook and LinkedIn (devstack.networks): what the publish queue
 relies on, in the networks' own shapes: posting, duplicate answers, recent posts, rate limits,
 the faults of "exactly once" tests, and the control API of a stand-in in its own process."""
 
@@ -13,16 +13,16 @@ import urllib.error
 import pytest
 import requests
 
-from helpers import wait_until
-from workers import devstack
-from workers.devstack.networks import (
+import devstack
+from devstack.networks import (
     DUPLICATE_WINDOW_SECONDS,
     RATE_WINDOW_SECONDS,
     Account,
     Control,
     Networks,
-    tco,
 )
+from devstack.networks.twitter import tco
+from helpers import wait_until
 
 X_TOKEN, FB_TOKEN, LI_TOKEN = "x-token-SECRET", "fb-token-SECRET", "li-token-SECRET"
 ACCOUNTS = [

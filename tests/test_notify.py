@@ -10,9 +10,9 @@ import pytest
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
+import devstack
 from fakes import FakePusher
 from helpers import log_events, queue_depth, wait_until
-from workers import devstack
 from workers.links.counter import LinkCounter
 from workers.peers.notify import Notifier
 from workers.settings import Settings

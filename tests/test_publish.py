@@ -10,10 +10,11 @@ import time
 
 import pytest
 
+import devstack
+from devstack.networks import Account, Networks
 from fakes import FakePusher
 from helpers import drain, log_events, process_all, queue_depth, send, wait_until
-from workers import devstack, social
-from workers.devstack.networks import Account, Networks
+from workers import social
 from workers.links.counter import LinkCounter
 from workers.peers.notify import Notifier
 from workers.peers.sqs import ERROR_ATTRIBUTE

@@ -10,10 +10,10 @@ import uuid
 import boto3
 import pytest
 
+import devstack
 from fakes import FakeServer, Request
 from helpers import drain, log_events, process_all, queue_depth, send, start_daemon, wait_until
 from moto_api import published
-from workers import devstack
 from workers.peers.sqs import ERROR_ATTRIBUTE
 from workers.queues.push import check_target, describe_target, sns_message
 from workers.runtime.consumer import Consumer

@@ -14,8 +14,8 @@ import pytest
 import requests
 from hostile import SHARES, siege
 
+import devstack
 from links_api import API, start_api
-from workers import devstack
 
 # SPEC: a process stays within this of its resident size at rest, whatever one client sends.
 MEMORY_BOUND_MIB = 64

@@ -12,9 +12,9 @@ import pytest
 import redis
 from tcpswitch import TCPSwitch
 
+import devstack
+from devstack import free_port
 from helpers import drain, log_events, queue_depth, wait_until, workers_cmd
-from workers import devstack
-from workers.devstack import free_port
 from workers.links.counter import LinkCounter, ReplicasBehind
 from workers.peers import redisconn
 from workers.runtime.consumer import Consumer

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from devstack import free_port
+from devstack.networks import Control
 from helpers import REPO, alive, wait_until
 from workers import QUEUES
-from workers.devstack import free_port
-from workers.devstack.networks import Control
 from workers.settings import Settings
 
 

@@ -11,9 +11,9 @@ import logging
 import pytest
 import structlog
 
+from devstack.networks import Account, Networks
 from helpers import drain
 from workers import social
-from workers.devstack.networks import Account, Networks
 from workers.peers.sqs import ERROR_ATTRIBUTE
 from workers.runtime import logs
 from workers.runtime.consumer import Consumer

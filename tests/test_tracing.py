@@ -1,5 +1,5 @@
 """Tracing (SPEC.md, "Tracing"): spans exported over OTLP/HTTP to a real receiver on a loopback
-port (workers/devstack/otlp.py decodes them with opentelemetry-proto), from real daemons against
+port (devstack/otlp.py decodes them with opentelemetry-proto), from real daemons against
 moto, redis-server and the networks' stand-ins; context carried in message attributes and in
 AWSTraceHeader; nothing at all with tracing off.
 
@@ -23,11 +23,11 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Sink
 from prometheus_client import REGISTRY
 
+from devstack import free_port
+from devstack.networks import Account, Networks
+from devstack.otlp import OTLPReceiver, Span, tree
 from fakes import FakePusher
 from helpers import log_events, wait_until, workers_cmd
-from workers.devstack import free_port
-from workers.devstack.networks import Account, Networks
-from workers.devstack.otlp import OTLPReceiver, Span, tree
 from workers.ops.dlq import DeadLetters
 from workers.peers.aws import client
 from workers.producer import Producer

@@ -21,8 +21,8 @@ What breaks, for real and never through a hook in the daemons' code:
 * **the SQS endpoint** (the fault proxy every AWS client of the fleet goes through): refuses
   connections for a few seconds and drops the open ones; moto, behind it, keeps its state.
 * **the S3 link archive**: the proxy fails a fraction of PutObject calls with 503 or 500, so
-  some archive writes fail and their messages come back (see workers/devstack/awsproxy.py).
-* **the social networks** (their stand-ins, workers/devstack/networks.py, as a process): a
+  some archive writes fail and their messages come back (see devstack/awsproxy.py).
+* **the social networks** (their stand-ins, devstack/networks/, as a process): a
   create call answers 5xx or times out *after* creating the post, answers 5xx or drops the
   connection before, or is rate limited; publish must resolve each without posting twice.
 """
@@ -48,6 +48,7 @@ import boto3
 import redis
 from tcpswitch import TCPSwitch
 
+import devstack
 from chaos_checks import (
     Figures,
     check_archive,
@@ -59,10 +60,10 @@ from chaos_checks import (
     check_queue,
 )
 from chaos_workload import SEED, Workload, publish_accounts, publish_token
+from devstack import awsproxy
+from devstack.networks import Control
 from helpers import DeadLetters, Fleet, queue_depth, wait_until
-from workers import QUEUES, devstack
-from workers.devstack import awsproxy
-from workers.devstack.networks import Control
+from workers import QUEUES
 from workers.links.counter import LinkCounter
 from workers.ops import provision
 from workers.settings import DEFAULT_MAX_RECEIVES, Settings, procs_variable

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from chaos_workload import SEED, Workload
+from devstack.networks import Control
 from helpers import queue_depth
-from workers.devstack.networks import Control
 from workers.links import archive
 from workers.links.counter import LinkCounter
 from workers.peers.sqs import ERROR_ATTRIBUTE

@@ -12,7 +12,7 @@ from pathlib import Path
 import requests
 from argon2 import PasswordHasher
 
-from workers import devstack
+import devstack
 from workers.console import access
 
 OPERATOR, VIEWER = ("olga", "operator-pass-1"), ("victor", "viewer-pass-1")

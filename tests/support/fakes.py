@@ -2,7 +2,7 @@
 
 ``FakePusher`` checks every request's signature with the app secret as Pusher's HTTP API does,
 and records the events it accepted. The social networks' stand-in is in the package
-(``workers.devstack.networks``), since the local stack runs it too; so is ``FakeServer``.
+(``devstack.networks``), since the local stack runs it too; so is ``FakeServer``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.devstack.httpfake import FakeServer, Reply, Request
+from devstack.httpfake import FakeServer, Reply, Request
 
 __all__ = ["FakePusher", "FakeServer", "Request"]
 

@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers import devstack
+import devstack
 
 
 @dataclass

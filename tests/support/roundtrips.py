@@ -11,7 +11,7 @@ import selectors
 import socket
 import threading
 
-from workers.devstack import free_port
+from devstack import free_port
 
 CHUNK = 65536
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import threading
 
-from workers.devstack import free_port
+from devstack import free_port
 
 # A pump reads this much at a time: enough for a pipeline of Redis commands.
 CHUNK = 65536

@@ -18,8 +18,9 @@ def analytics(event: Analytics, deps: Deps) -> dict[str, Any]:
     token = deps.credentials.token(event.profile_id, event.service)
     counts = deps.social[event.service].engagement(event.service_update_id, token)
     fetched_at = int(time.time())
-    fields = {**counts, "service": event.service, "service_update_id": event.service_update_id,
-              "profile_id": event.profile_id}
+    fields: dict[str, str | int] = {**counts, "service": event.service,
+                                    "service_update_id": event.service_update_id,
+                                    "profile_id": event.profile_id}
     try:
         stored = deps.engagement.store(event.update_id, fields, fetched_at)
     except REDIS_ERRORS as exc:

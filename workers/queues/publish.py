@@ -9,7 +9,7 @@ README.rst, "Publishing exactly once", lists each crash point and what the next 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 from pydantic import model_validator
 
@@ -20,7 +20,7 @@ from workers.queues import before_ack, queue
 from workers.runtime import tracing
 from workers.runtime.deps import Deps
 from workers.runtime.errors import PermanentError, TransientError
-from workers.runtime.events import Event, Id
+from workers.runtime.events import SERVICES, Event, Id, Service
 from workers.social.posting import (
     Created,
     Draft,
@@ -47,7 +47,7 @@ CLOCK_MARGIN_SECONDS = 60
 class Publish(Event):
     update_id: Id
     profile_id: Id
-    service: Literal["twitter", "facebook", "linkedin"]
+    service: Service
     text: str
     link: str | None = None
     target: str | None = None
@@ -58,11 +58,9 @@ class Publish(Event):
             raise ValueError("text must not be empty")
         if len(self.text) > MAX_TEXT_CHARS:
             raise ValueError(f"text is longer than {MAX_TEXT_CHARS} characters")
-        if self.service == "facebook" and not self.target:
-            raise ValueError("target (the page id) is required for facebook")
-        if self.service == "linkedin" and not (self.target or "").startswith("urn:li:"):
-            raise ValueError("target (the author URN, urn:li:person:... or "
-                             "urn:li:organization:...) is required for linkedin")
+        needed = SERVICES[self.service]  # the network's own rule, from its registration
+        if needed and not (self.target and self.target.startswith(needed.prefix)):
+            raise ValueError(f"target ({needed.what}) is required for {self.service}")
         return self
 
 

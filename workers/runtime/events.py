@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,7 +31,41 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"\S
 Text = Annotated[str, StringConstraints(max_length=100_000)]
 # A post never names thousands of links; a bound keeps one event's work bounded.
 MAX_URLS_PER_EVENT = 1000
-SERVICES = ("twitter", "facebook", "linkedin")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a publish event's ``target`` must be on a network that posts where it is told."""
+
+    what: str  # said in the refusal: "target (WHAT) is required for NETWORK"
+    prefix: str = ""  # a non-empty target that starts with this
+
+
+# The social networks an event may name as its ``service``, each with its publish target's rule
+# (None: it posts as its token's owner). Each network's adapter module registers itself
+# (``@network``, workers/social/base.py), so a new network changes no schema here; core imports
+# no adapter: whatever decodes these events has imported the networks (the analytics and
+# publish queues' modules use them).
+SERVICES: dict[str, Target | None] = {}
+
+
+def register_service(name: str, target: Target | None = None) -> None:
+    """Lets events name ``name`` as their ``service`` (a network's adapter module calls it)."""
+    if name != name.lower() or not name.isidentifier():
+        raise ValueError(f"a service is a lowercase identifier, not {name!r}")
+    SERVICES[name] = target
+
+
+def _registered(name: str) -> str:
+    if not SERVICES:  # a program bug, not a bad event: never dead-letter on it
+        raise RuntimeError("no social network is registered: import workers.social first")
+    if name not in SERVICES:
+        raise ValueError(f"unknown service {name!r} (known: {', '.join(sorted(SERVICES))})")
+    return name
+
+
+# A registered network's name.
+Service = Annotated[str, AfterValidator(_registered)]
 
 
 class InvalidEvent(PermanentError):
@@ -85,7 +121,7 @@ class PostSent(Event):
 class Analytics(Event):
     update_id: Id
     profile_id: Id
-    service: Literal["twitter", "facebook", "linkedin"]
+    service: Service
     service_update_id: Id
 
 

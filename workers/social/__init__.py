@@ -1,38 +1,52 @@
 """The social networks' APIs behind one interface (``SocialAPI.engagement``, and
 ``Poster.create`` / ``find`` for publishing), the access tokens they need
 (``CredentialStore``), each update's publication (``Publications``) and the networks' rate
-limits shared by the fleet (``RateLimits``)."""
+limits shared by the fleet (``RateLimits``).
+
+Each network is one module here (twitter.py, facebook.py, linkedin.py) whose adapter registers
+itself (``@network``, base.py); importing this package imports every module of it, so every
+network is registered wherever any of it is used. docs/networks.rst: adding a network.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 import requests
 
 from workers.peers import httpclient
 from workers.settings import Settings
-from workers.social.base import Engagement, SocialAPI
+from workers.social.base import NETWORKS, Engagement, SocialAPI
 from workers.social.credentials import CredentialStore, RedisCredentials
-from workers.social.facebook import Facebook
-from workers.social.linkedin import LinkedIn
 from workers.social.posting import Poster
 from workers.social.publications import Publications
 from workers.social.ratelimits import RateLimits
-from workers.social.twitter import Twitter
 
 
 def apis(settings: Settings, session: requests.Session | None = None,
          **options: Any) -> dict[str, Poster]:
-    """One adapter per service of ``events.SERVICES``, sharing one connection pool."""
+    """One adapter per registered network, sharing one connection pool."""
     session = session or httpclient.session()
-    return {
-        "twitter": Twitter(settings.twitter_api_url, session, **options),
-        "facebook": Facebook(settings.facebook_api_url, session,
-                             version=settings.facebook_api_version, **options),
-        "linkedin": LinkedIn(settings.linkedin_api_url, session,
-                             version=settings.linkedin_api_version, **options),
-    }
+    built: dict[str, Poster] = {}
+    for name, net in NETWORKS.items():
+        given = {keyword: getattr(settings, attribute)
+                 for keyword, attribute in net.settings.items()}
+        adapter = net.adapter(getattr(settings, net.url_setting), session, **given, **options)
+        if not isinstance(adapter, Poster):  # publish posts through every network
+            raise TypeError(f"network {name}: {net.adapter.__name__} is not a Poster")
+        built[name] = adapter
+    return built
 
 
-__all__ = ["CredentialStore", "Engagement", "Poster", "Publications", "RateLimits",
+def _register_every_network() -> None:
+    """Imports each module of this package: a network's registers its adapter."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+
+
+_register_every_network()
+
+__all__ = ["NETWORKS", "CredentialStore", "Engagement", "Poster", "Publications", "RateLimits",
            "RedisCredentials", "SocialAPI", "apis"]

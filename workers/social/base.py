@@ -3,6 +3,9 @@
 Each network is a small subclass saying where to ask (``request``) and how to read the answer
 (``parse``); this class does the HTTP call and turns every failure into the runtime's two kinds:
 429, 5xx, timeouts and connection errors are transient, the rest of 4xx permanent.
+
+Each network's module registers its subclass with ``@network(name, ...)``: events may then name
+it as their ``service`` and ``workers.social.apis`` builds it from the settings it names.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ from __future__ import annotations
 import email.utils
 import time
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping, TypeVar
 
 import requests
 
 from workers.peers import httpclient
 from workers.runtime.errors import PermanentError, TransientError
+from workers.runtime.events import Target, register_service
 from workers.text import redact as text_redact
 
 # Connect: just over TCP's 3 s SYN retransmit, as requests advises. Read: a busy post's counts
@@ -118,6 +123,37 @@ class SocialAPI(ABC):
         message = " ".join((message or response.reason or "").split())
         message = redact(message, token)[: httpclient.MAX_ERROR_TEXT]
         return f"{self.service} api {response.status_code} for {what}: {message}"
+
+
+@dataclass(frozen=True)
+class Network:
+    """A registered network: its adapter, and the Settings attributes it is built with."""
+
+    name: str
+    adapter: type[SocialAPI]
+    url_setting: str  # the base URL's attribute (WORKERS_<NAME>_API_URL)
+    # Constructor keyword -> Settings attribute, for what else it needs (an API version).
+    settings: Mapping[str, str] = field(default_factory=dict)
+
+
+# Every network, by name, as its module registered it.
+NETWORKS: dict[str, Network] = {}
+API = TypeVar("API", bound="SocialAPI")
+
+
+def network(name: str, *, target: Target | None = None, url_setting: str = "",
+            settings: Mapping[str, str] | None = None) -> Callable[[type[API]], type[API]]:
+    """Registers the decorated adapter as network ``name``. ``target``: what a publish event
+    must say of where to post (None: the token's owner posts); ``url_setting``: the Settings
+    attribute of its base URL (default ``<name>_api_url``); ``settings``: constructor keyword
+    to Settings attribute, for anything else it is built with."""
+    def register(adapter: type[API]) -> type[API]:
+        register_service(name, target)
+        adapter.service = name
+        NETWORKS[name] = Network(name, adapter, url_setting or f"{name}_api_url",
+                                 dict(settings or {}))
+        return adapter
+    return register
 
 
 def redact(text: str, token: str) -> str:

@@ -9,8 +9,9 @@ from urllib.parse import quote
 import requests
 
 from workers.runtime.errors import PermanentError
+from workers.runtime.events import Target
 from workers.settings import DEFAULT_FACEBOOK_API_VERSION
-from workers.social.base import dig
+from workers.social.base import dig, network
 from workers.social.posting import Draft, Duplicate, Poster, created_since, same_text
 
 # Totals only: ``limit(0)`` asks for no reaction or comment objects, just their summaries.
@@ -26,9 +27,9 @@ DUPLICATE_CODE = 506
 RECENT_POSTS = 100
 
 
+@network("facebook", target=Target("the page id"),
+         settings={"version": "facebook_api_version"})
 class Facebook(Poster):
-    service = "facebook"
-
     def __init__(self, base_url: str, *args: Any, version: str = DEFAULT_FACEBOOK_API_VERSION,
                  **kwargs: Any):
         super().__init__(base_url, *args, **kwargs)

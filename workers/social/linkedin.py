@@ -12,16 +12,18 @@ from urllib.parse import quote
 import requests
 
 from workers.runtime.errors import PermanentError
+from workers.runtime.events import Target
 from workers.settings import DEFAULT_LINKEDIN_API_VERSION
-from workers.social.base import dig
+from workers.social.base import dig, network
 from workers.social.posting import Draft, Duplicate, Poster
 
 _URN = re.compile(r"urn:li:(?:share|ugcPost):[0-9]+")
 
 
+@network("linkedin", target=Target("the author URN, urn:li:person:... or "
+                                   "urn:li:organization:...", prefix="urn:li:"),
+         settings={"version": "linkedin_api_version"})
 class LinkedIn(Poster):
-    service = "linkedin"
-
     def __init__(self, base_url: str, *args: Any, version: str = DEFAULT_LINKEDIN_API_VERSION,
                  **kwargs: Any):
         super().__init__(base_url, *args, **kwargs)

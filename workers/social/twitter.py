@@ -9,7 +9,7 @@ from urllib.parse import quote
 import requests
 
 from workers.runtime.errors import PermanentError, TransientError
-from workers.social.base import dig, network_now, parse_retry_after
+from workers.social.base import dig, network, network_now, parse_retry_after
 from workers.social.posting import Draft, Duplicate, Poster, created_since, same_text
 
 # X's answer to a text its author posted already (403), the only sign it gives.
@@ -18,9 +18,8 @@ DUPLICATE_TEXT = "duplicate content"
 RECENT_TWEETS = 100
 
 
+@network("twitter")
 class Twitter(Poster):
-    service = "twitter"
-
     def request(self, post_id: str) -> tuple[str, dict[str, str], dict[str, str]]:
         return f"/2/tweets/{quote(post_id, safe='')}", {"tweet.fields": "public_metrics"}, {}
 

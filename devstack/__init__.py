@@ -1,7 +1,12 @@
 """Local stand-ins for the real stack, each a real process on a free loopback port:
 moto's server (SQS, S3, SNS, SES over HTTP), redis-server, the social networks' stand-ins
-(``networks.py``) and, for the bench, ministack (an SQS much faster than moto's). Used by
-``make run``, the tests and the bench."""
+(``networks/``) and, for the bench, ministack (an SQS much faster than moto's). Used by
+``make run``, the tests and the bench.
+
+Not part of the product: this package sits beside ``workers/`` in the checkout, and the wheel
+leaves it out. The tests find it through pytest's ``pythonpath``, bin/ and bench/ scripts put
+the checkout on ``sys.path``, and the stand-ins started as ``python -m devstack...`` get it on
+``PYTHONPATH`` (``module_env``)."""
 
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+# The checkout that holds this package (it is not installed).
+CHECKOUT = Path(__file__).resolve().parent.parent
 # Credentials moto accepts; real AWS never sees them.
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                     "AWS_DEFAULT_REGION": "us-east-1"}
@@ -84,6 +91,13 @@ class Service:
         return self.proc is not None and self.proc.poll() is None
 
 
+def module_env() -> dict[str, str]:
+    """Our environment with the checkout first on PYTHONPATH: what a ``python -m devstack.X``
+    process needs to import this package, which is not installed."""
+    path = os.pathsep.join(filter(None, (str(CHECKOUT), os.environ.get("PYTHONPATH"))))
+    return {**os.environ, "PYTHONPATH": path}
+
+
 def moto_server(port: int | None = None, log_path: Path | None = None) -> Service:
     port = port or free_port()
     argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
@@ -92,13 +106,13 @@ def moto_server(port: int | None = None, log_path: Path | None = None) -> Servic
 
 def networks_server(accounts: Path | None = None, port: int | None = None,
                     log_path: Path | None = None, extra: Sequence[str] = ()) -> Service:
-    """The stand-ins of X, Facebook and LinkedIn on one port (``workers.devstack.networks``),
+    """The stand-ins of X, Facebook and LinkedIn on one port (``devstack.networks``),
     driven through ``networks.Control``; ``accounts`` is a JSON file (default: samples)."""
     port = port or free_port()
-    argv = [sys.executable, "-m", "workers.devstack.networks", "--port", str(port), *extra]
+    argv = [sys.executable, "-m", "devstack.networks", "--port", str(port), *extra]
     if accounts is not None:
         argv += ["--accounts", str(accounts)]
-    return Service("networks", argv, port, log_path)
+    return Service("networks", argv, port, log_path, env=module_env())
 
 
 def ministack_server(venv: Path, port: int | None = None,

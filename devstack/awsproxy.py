@@ -21,7 +21,7 @@ Every request is forwarded upstream unchanged, except for what it is told to do:
   upstream keeps running, and so keeps its queues. ``GET /stats`` returns what the proxy did.
 
 Run as its own process, so its CPU and GIL stay out of the figures of what it serves, and
-stopped by its PID: ``python -m workers.devstack.awsproxy --port P --upstream-port M ...``;
+stopped by its PID: ``python -m devstack.awsproxy --port P --upstream-port M ...``;
 :func:`service` builds that command line.
 """
 
@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from workers.devstack import Service
+from devstack import Service, module_env
 
 COUNTS_PATH = "/__bench/counts"
 # Hop-by-hop headers describe one connection, not the request; Expect is answered here (the
@@ -458,7 +458,7 @@ def service(port: int, upstream_port: int, log_path: Path | None = None, *, coun
             name: str = "awsproxy") -> Service:
     """The proxy as a Service, not started yet (so it can be stopped whatever happens to its
     start). With a ``control_port``, wait for that port too before using it."""
-    argv = [sys.executable, "-m", "workers.devstack.awsproxy", "--port", str(port),
+    argv = [sys.executable, "-m", "devstack.awsproxy", "--port", str(port),
             "--upstream-port", str(upstream_port)]
     if count:
         argv.append("--count")
@@ -469,7 +469,7 @@ def service(port: int, upstream_port: int, log_path: Path | None = None, *, coun
     if s3_faults:
         argv += ["--s3-faults", "--s3-flaky-rate", str(s3_flaky_rate),
                  "--s3-doomed-rate", str(s3_doomed_rate), "--seed", str(seed)]
-    return Service(name, argv, port, log_path)
+    return Service(name, argv, port, log_path, env=module_env())
 
 
 def main(args: list[str] | None = None) -> None:

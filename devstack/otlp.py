@@ -17,7 +17,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 from opentelemetry.proto.trace.v1.trace_pb2 import Status as ProtoStatus
 
-from workers.devstack.httpfake import FakeServer, Reply, Request
+from devstack.httpfake import FakeServer, Reply, Request
 
 KINDS = {getattr(ProtoSpan, f"SPAN_KIND_{k}"): k for k in
          ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")}

@@ -1,0 +1,98 @@
+"""Adding a network is one module: an adapter registered with ``@network`` is built by
+``apis()`` and may be named as events' ``service``, no other file touched; and every network
+has its stand-in (docs/networks.rst)."""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import pytest
+
+from devstack import networks as standins
+from workers import social
+from workers.runtime import events
+from workers.runtime.events import InvalidEvent, Target, validate
+from workers.settings import Settings
+from workers.social.base import NETWORKS, network
+from workers.social.posting import Poster
+
+ANALYTICS = {"update_id": "u1", "profile_id": "p1", "service_update_id": "9"}
+PUBLISH = {"update_id": "u1", "profile_id": "p1", "text": "Hello"}
+
+
+@pytest.fixture
+def registries() -> Iterator[None]:
+    """The registries as they are, put back after the test: its network leaves no trace."""
+    services, networks = dict(events.SERVICES), dict(NETWORKS)
+    yield
+    events.SERVICES.clear()
+    events.SERVICES.update(services)
+    NETWORKS.clear()
+    NETWORKS.update(networks)
+
+
+class WithURL:
+    """Settings with one more attribute: the field a new network adds to Settings."""
+
+    def __init__(self, settings: Settings, **more: Any):
+        self._settings, self._more = settings, more
+
+    def __getattr__(self, name: str) -> Any:
+        return self._more[name] if name in self._more else getattr(self._settings, name)
+
+
+def test_a_registered_network_is_built_by_apis_and_named_by_events(registries):
+    # Given a network's module: its adapter, registered with where it posts and its settings
+    @network("mastodon", target=Target("the instance URL", prefix="https://"),
+             settings={"visibility": "mastodon_visibility"})
+    class Mastodon(Poster):
+        def __init__(self, base_url: str, *args: Any, visibility: str = "", **kwargs: Any):
+            super().__init__(base_url, *args, **kwargs)
+            self.visibility = visibility
+
+        def request(self, post_id: str) -> tuple[str, dict[str, str], dict[str, str]]:
+            return f"/api/v1/statuses/{post_id}", {}, {}
+
+        def parse(self, body: dict[str, Any], post_id: str) -> dict[str, Any]:
+            return {"likes": body.get("favourites_count"), "comments": body.get("replies_count")}
+
+    settings = WithURL(Settings(), mastodon_api_url="http://mastodon.test",
+                       mastodon_visibility="unlisted")
+
+    # When the adapters are built, and events name it
+    built = social.apis(settings)  # type: ignore[arg-type]
+    analytics = validate("analytics", {**ANALYTICS, "service": "mastodon"})
+
+    # Then it is among them, built from the settings it named, beside every other network
+    assert isinstance(built["mastodon"], Mastodon) and built["mastodon"].service == "mastodon"
+    assert built["mastodon"].base_url == "http://mastodon.test"
+    assert built["mastodon"].visibility == "unlisted"
+    assert {"twitter", "facebook", "linkedin"} < set(built)
+    # ... an event may name it, and a publish event needs the target its registration says
+    assert analytics.service == "mastodon"  # type: ignore[attr-defined]
+    with pytest.raises(InvalidEvent, match=r"target \(the instance URL\) is required for "
+                                           "mastodon"):
+        validate("publish", {**PUBLISH, "service": "mastodon", "target": "mastodon.test"})
+    validate("publish", {**PUBLISH, "service": "mastodon", "target": "https://mastodon.test"})
+
+
+def test_an_unregistered_service_is_an_invalid_event_naming_the_known_ones():
+    with pytest.raises(InvalidEvent) as raised:
+        validate("publish", {**PUBLISH, "service": "myspace"})
+    assert raised.value.reason == ("invalid publish event: service: unknown service 'myspace' "
+                                   "(known: facebook, linkedin, twitter)")
+
+
+def test_the_registered_networks_are_what_events_accept():
+    assert set(events.SERVICES) == set(NETWORKS) == {"twitter", "facebook", "linkedin"}
+
+
+def test_every_network_has_its_setting_and_its_standin():
+    settings = Settings()
+    for name, registered in NETWORKS.items():
+        assert isinstance(getattr(settings, registered.url_setting), str), name
+        for attribute in registered.settings.values():
+            assert hasattr(settings, attribute), (name, attribute)
+    assert set(standins.SERVICES) == set(NETWORKS)  # make run and the tests post to each
+    assert set(standins.api_env("http://x")) == {f"WORKERS_{n.upper()}_API_URL" for n in NETWORKS}
+    assert {a.service for a in standins.sample_accounts()} == set(NETWORKS)
