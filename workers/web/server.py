@@ -1,5 +1,6 @@
-"""Serving an ASGI app: the read API (``workers links serve``) and the operators' console run
-on this, so the HTTP server, its limits, the shared port and the warm stop are chosen once.
+"""Serving an app: the read API (``workers links serve``, through granian's RSGI) and the
+operators' console (an ASGI app) run on this, so the HTTP server, its limits, the shared port
+and the warm stop are chosen once.
 
 The server is granian (Rust: hyper parses HTTP/1.1, tokio does the I/O), embedded in this
 process on uvloop, where the app and its Redis client run. The project parses no HTTP itself.
@@ -56,8 +57,10 @@ class ServeError(Exception):
 
 
 def serve_asgi(app: Any, host: str, port: int, *, limits: Limits = Limits()) -> str:
-    """Serves ``app`` (ASGI 3, lifespan included) on ``host:port`` until a warm stop; returns
-    why it stopped (``SIGTERM``, ``SIGINT``, ``parent.died``). ServeError when it cannot."""
+    """Serves ``app`` on ``host:port`` until a warm stop: through RSGI when it has
+    ``__rsgi__`` (its ``aclose()`` awaited once the server stopped), else as ASGI 3, lifespan
+    included. Returns why it stopped (``SIGTERM``, ``SIGINT``, ``parent.died``); ServeError
+    when it cannot."""
     check_bindable(host, port)
     shutdown = Shutdown()
     shutdown.watch_parent()
@@ -79,10 +82,11 @@ def check_bindable(host: str, port: int) -> None:
 
 async def _serve(app: Any, host: str, port: int, limits: Limits, shutdown: Shutdown) -> str:
     loop = asyncio.get_running_loop()
+    interface = Interfaces.RSGI if hasattr(app, "__rsgi__") else Interfaces.ASGI
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, shutdown.request, sig.name)
     server = Server(
-        app, address=host, port=port, interface=Interfaces.ASGI, http=HTTPModes.http1,
+        app, address=host, port=port, interface=interface, http=HTTPModes.http1,
         websockets=False, backlog=LISTEN_BACKLOG, backpressure=limits.in_flight,
         http1_settings=HTTP1Settings(header_read_timeout=int(limits.head_timeout_s * 1000),
                                      keep_alive=True, max_buffer_size=limits.head_bytes),
@@ -99,4 +103,6 @@ async def _serve(app: Any, host: str, port: int, limits: Limits, shutdown: Shutd
         await asyncio.wait_for(serving, limits.graceful_s)
     except asyncio.TimeoutError:
         pass  # answers still unwritten after the grace period are dropped with the process
+    if interface is Interfaces.RSGI and hasattr(app, "aclose"):
+        await app.aclose()  # RSGI has no lifespan of its own
     return await stopped
