@@ -3,7 +3,6 @@ once per session and stopped by PID; a fresh queue prefix per test, so tests nev
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import subprocess
 import uuid
@@ -112,7 +111,7 @@ def requeue(settings: Settings, sqs, queues):
     `workers queues create` run with the daemons' environment would: a daemon started with
     its own WORKERS_MAX_RECEIVES dead-letters by the queue's redrive policy, not by its own."""
     def requeue(**changes) -> None:
-        provision.create_queues(dataclasses.replace(settings, **changes), sqs)
+        provision.create_queues(settings.model_copy(update=changes), sqs)
     return requeue
 
 

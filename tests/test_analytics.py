@@ -3,7 +3,6 @@ consumer step by step (429, 401/404, 5xx, timeouts), and a real `workers run ana
 
 from __future__ import annotations
 
-import dataclasses
 import email.utils
 import json
 import time
@@ -72,9 +71,9 @@ def api_env(fake: Networks) -> dict[str, str]:
 
 
 def apis(fake: Networks, **options) -> dict[str, social.SocialAPI]:
-    return social.apis(dataclasses.replace(
-        Settings(), twitter_api_url=fake.url, facebook_api_url=fake.url,
-        linkedin_api_url=fake.url), **options)
+    return social.apis(Settings().model_copy(update={
+        "twitter_api_url": fake.url, "facebook_api_url": fake.url,
+        "linkedin_api_url": fake.url}), **options)
 
 
 # -- the adapters ------------------------------------------------------------------------------
@@ -231,7 +230,7 @@ def stack(settings, fake_api, redis_client, sqs, queues, prefix):
     """A consumer of the analytics queue whose networks are the fake; tokens in Redis."""
     for service, token in TOKENS.items():
         redis_client.hset("creds:p1", service, token)
-    settings = dataclasses.replace(settings, **{f"{s}_api_url": fake_api.url for s in TOKENS})
+    settings = settings.model_copy(update={f"{s}_api_url": fake_api.url for s in TOKENS})
     deps = Deps(settings)
     deps.social = apis(fake_api, timeout=0.5)
     consumer = Consumer("analytics", settings, deps=deps, concurrency=1)

@@ -1,6 +1,5 @@
 """The link archive in S3 (moto's server): batched, before deletion, never missing a link."""
 
-import dataclasses
 import json
 import time
 
@@ -30,7 +29,7 @@ def s3(settings):
 
 @pytest.fixture
 def archived(settings, bucket):
-    return dataclasses.replace(settings, archive_bucket=bucket)
+    return settings.model_copy(update={"archive_bucket": bucket})
 
 
 def all_records(s3, bucket):

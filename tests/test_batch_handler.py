@@ -1,7 +1,6 @@
 """A queue's batch handler: one call per batch (post-sent: one Redis round trip for every
 event), each message still failing or succeeding on its own; against moto and redis-server."""
 
-import dataclasses
 import json
 from urllib.parse import urlsplit
 
@@ -43,7 +42,7 @@ def test_post_sent_counts_a_whole_batch_in_one_round_trip(settings, sqs, source,
                                                           round_trips):
     # Given a consumer whose Redis is reached through a proxy that counts round trips, once
     # it has connected, read Redis's clock and loaded its script (once a process, not a batch)
-    proxied = dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{round_trips.port}/0")
+    proxied = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{round_trips.port}/0"})
     consumer = Consumer("post-sent", proxied)
     assert consumer.batch_handler is post_sent_batch
     sqs.send_message(QueueUrl=source, MessageBody=post("warm-up", "https://c.com"))

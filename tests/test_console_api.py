@@ -4,7 +4,6 @@ route's answer and every refusal, the dead letters' search and the filtered, fro
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from typing import Iterator
@@ -40,7 +39,7 @@ def users(tmp_path) -> tuple[str, dict[str, str]]:
 @pytest.fixture
 def app(settings: Settings, queues, redis_client, users):
     path, _ = users
-    console = dataclasses.replace(settings, console_users=path, console_refresh=1)
+    console = settings.model_copy(update={"console_users": path, "console_refresh": 1})
     return build(console, access.Users(path))
 
 

@@ -5,7 +5,6 @@ moto's SES and a real SMTP server (aiosmtpd on a free loopback port), and a real
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import email
 import threading
 from email import policy
@@ -103,7 +102,7 @@ def ses(settings):
 
 @pytest.fixture
 def ses_settings(settings, ses) -> Settings:
-    return dataclasses.replace(settings, email_from=SENDER)
+    return settings.model_copy(update={"email_from": SENDER})
 
 
 @pytest.fixture
@@ -158,9 +157,9 @@ def smtp_server():
 
 @pytest.fixture
 def smtp_settings(settings, smtp_server) -> Settings:
-    return dataclasses.replace(settings, email_from=SENDER, email_backend="smtp",
-                               smtp_host="127.0.0.1", smtp_port=smtp_server.port,
-                               smtp_starttls=False)
+    return settings.model_copy(update={
+        "email_from": SENDER, "email_backend": "smtp", "smtp_host": "127.0.0.1",
+        "smtp_port": smtp_server.port, "smtp_starttls": False})
 
 
 def reason_of(sqs, dlq: str) -> str:
@@ -205,7 +204,7 @@ def test_a_template_that_cannot_render_goes_to_the_dlq(ses_settings, sqs, source
 
 
 def test_ses_rejecting_the_message_is_permanent(ses_settings, sqs, source, dlq, to):
-    unverified = dataclasses.replace(ses_settings, email_from="someone@unverified.example.org")
+    unverified = ses_settings.model_copy(update={"email_from": "someone@unverified.example.org"})
     send(sqs, source, {"to": to, "subject": "Hi", "text": "hello"})
     assert Consumer("email", unverified).process_batch(wait_seconds=1).dead_lettered == 1
     assert reason_of(sqs, dlq).startswith("ses MessageRejected:")
@@ -250,7 +249,7 @@ def test_smtp_5xx_is_permanent_and_4xx_transient(smtp_settings, sqs, source, dlq
 def test_smtp_server_unusable_is_retried_not_deleted(smtp_settings, sqs, source, dlq, to, change):
     if "smtp_port" in change:
         change = {"smtp_port": devstack.free_port()}
-    settings = dataclasses.replace(smtp_settings, **change)
+    settings = smtp_settings.model_copy(update=change)
     send(sqs, source, {"to": to, "subject": "Hi", "text": "hello"})
     result = Consumer("email", settings).process_batch(wait_seconds=1)
     assert (result.retried, result.succeeded) == (1, 0)
@@ -298,7 +297,7 @@ def quits_badly():
 def test_a_mail_accepted_then_a_421_to_quit_counts_as_sent(smtp_settings, quits_badly, sqs,
                                                            source, to):
     # Given an SMTP server that accepts the data (250) and answers QUIT with 421
-    settings = dataclasses.replace(smtp_settings, smtp_port=quits_badly.port)
+    settings = smtp_settings.model_copy(update={"smtp_port": quits_badly.port})
     send(sqs, source, {"to": to, "subject": "Hi", "text": "hello"})
     # When the consumer sends the email
     result = Consumer("email", settings).process_batch(wait_seconds=1)
@@ -343,7 +342,7 @@ def test_an_email_that_fails_after_ses_took_it_is_not_retried_by_boto3(ses_setti
 
     ses_fake = AcceptsThenFails().start()
     try:
-        deps = Deps(dataclasses.replace(ses_settings, endpoint_url=ses_fake.url))
+        deps = Deps(ses_settings.model_copy(update={"endpoint_url": ses_fake.url}))
         send(sqs, source, {"to": to, "subject": "Hi", "text": "hello"})
         result = Consumer("email", ses_settings, deps=deps).process_batch(wait_seconds=1)
     finally:
@@ -354,8 +353,8 @@ def test_an_email_that_fails_after_ses_took_it_is_not_retried_by_boto3(ses_setti
 
 def test_redis_away_before_an_email_is_transient_and_sends_nothing(smtp_settings, smtp_server,
                                                                    sqs, source, to):
-    away = Deps(dataclasses.replace(smtp_settings,
-                                    redis_url=f"redis://127.0.0.1:{devstack.free_port()}/0"))
+    away = Deps(smtp_settings.model_copy(
+        update={"redis_url": f"redis://127.0.0.1:{devstack.free_port()}/0"}))
     send(sqs, source, {"to": to, "subject": "Hi", "text": "hello"})
     result = Consumer("email", smtp_settings, deps=away).process_batch(wait_seconds=1)
     assert (result.retried, result.succeeded) == (1, 0)
@@ -387,7 +386,7 @@ def slow_server():
 def test_an_smtp_send_slower_than_its_claim_s_lease_is_not_sent_again_beside_it(
         smtp_settings, slow_server, sqs, source, to, redis_client):
     # Given two daemons' consumers with a one-second send lease, and a relay that holds DATA
-    settings = dataclasses.replace(smtp_settings, smtp_port=slow_server.port)
+    settings = smtp_settings.model_copy(update={"smtp_port": slow_server.port})
     consumers = []
     for _ in range(2):
         deps = Deps(settings)

@@ -4,7 +4,6 @@ token a network echoes in a 200, escape sequences in dead letters shown by `dlq 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import boto3
@@ -48,9 +47,9 @@ def test_an_smtp_refusal_quoting_the_recipient_leaves_the_address_out(
         settings, queues, prefix, sqs, quoting_relay, capsys):
     # Given a relay whose refusal names the recipient
     to = f"ada.{prefix}@example.com"
-    smtp = dataclasses.replace(settings, email_from=SENDER, email_backend="smtp",
-                               smtp_host="127.0.0.1", smtp_port=quoting_relay,
-                               smtp_starttls=False)
+    smtp = settings.model_copy(update={
+        "email_from": SENDER, "email_backend": "smtp", "smtp_host": "127.0.0.1",
+        "smtp_port": quoting_relay, "smtp_starttls": False})
     send(sqs, queues[prefix + "email"], {"to": to, "subject": "Hi", "text": "hello"})
     # When the email is handled and dead-lettered
     assert Consumer("email", smtp).process_batch(wait_seconds=1).dead_lettered == 1
@@ -102,7 +101,7 @@ class EchoingTwitter(Networks):
 def test_a_twitter_error_in_a_200_never_carries_the_token():
     fake = EchoingTwitter().start()
     try:
-        api = social.apis(dataclasses.replace(Settings(), twitter_api_url=fake.url))["twitter"]
+        api = social.apis(Settings().model_copy(update={"twitter_api_url": fake.url}))["twitter"]
         with pytest.raises(PermanentError) as raised:
             api.engagement("1460323737035677698", "tw-token-SECRET-9z")
     finally:

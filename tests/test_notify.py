@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -26,7 +25,7 @@ def fake_pusher():
 
 
 def pusher_settings(fake: FakePusher, **changes) -> Settings:
-    return dataclasses.replace(Settings.from_env(fake.env()), **changes)
+    return Settings.from_env(fake.env()).model_copy(update=changes)
 
 
 def failures(event: str) -> float:
@@ -68,7 +67,7 @@ def test_a_pusher_outage_is_logged_and_counted_never_raised(fake_pusher, outage)
     if outage == "answers 500":
         fake_pusher.fail(500)
     elif outage == "not listening":
-        settings = dataclasses.replace(settings, pusher_port=devstack.free_port())
+        settings = settings.model_copy(update={"pusher_port": devstack.free_port()})
     else:
         fake_pusher.hanging = True
     notifier = Notifier.from_settings(settings, timeout=0.3)

@@ -4,7 +4,6 @@ moto's server, a real redis-server and the stand-ins of X, Facebook and LinkedIn
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 
@@ -63,9 +62,9 @@ class Stack:
         self.dlq = queues[prefix + "publish-dlq"]
         for service, token in TOKENS.items():
             redis_client.hset("creds:p1", service, token)
-        self.settings = dataclasses.replace(
-            settings, analytics_delay=0, publish_lease=60,
-            **{f"{s}_api_url": networks.url for s in SERVICES})
+        self.settings = settings.model_copy(update={
+            "analytics_delay": 0, "publish_lease": 60,
+            **{f"{s}_api_url": networks.url for s in SERVICES}})
         self.deps = Deps(self.settings)
         # Timeouts short enough for a test of one; the behaviour is the same at 10 s.
         self.deps.social = social.apis(self.settings, timeout=1.0)
@@ -106,10 +105,10 @@ def stack(settings, networks, sqs, queues, prefix, redis_client):
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_a_post_goes_out_once_and_starts_the_pipeline(stack, service, pusher, redis_client):
-    stack.deps.notifier = Notifier.from_settings(dataclasses.replace(
-        stack.settings, pusher_app_id=pusher.app_id, pusher_key=pusher.key,
-        pusher_secret=pusher.secret, pusher_host="127.0.0.1", pusher_port=pusher.port,
-        pusher_ssl=False))
+    stack.deps.notifier = Notifier.from_settings(stack.settings.model_copy(update={
+        "pusher_app_id": pusher.app_id, "pusher_key": pusher.key,
+        "pusher_secret": pusher.secret, "pusher_host": "127.0.0.1", "pusher_port": pusher.port,
+        "pusher_ssl": False}))
     stack.send(service)
     assert stack.step().succeeded == 1
     [post] = stack.networks.posts(service)
@@ -131,7 +130,7 @@ def test_a_post_goes_out_once_and_starts_the_pipeline(stack, service, pusher, re
 
 
 def test_analytics_waits_its_delay(stack):
-    stack.consumer.deps.settings = dataclasses.replace(stack.settings, analytics_delay=900)
+    stack.consumer.deps.settings = stack.settings.model_copy(update={"analytics_delay": 900})
     stack.send("twitter")
     assert stack.step().succeeded == 1
     attributes = stack.sqs.get_queue_attributes(
@@ -151,8 +150,8 @@ def test_the_same_update_enqueued_twice_goes_out_once(stack):
 
 def test_a_post_whose_chaining_failed_is_chained_by_the_next_delivery_not_posted_again(
         stack, capsys):
-    away = dataclasses.replace(stack.settings,
-                               endpoint_url=f"http://127.0.0.1:{devstack.free_port()}")
+    away = stack.settings.model_copy(
+        update={"endpoint_url": f"http://127.0.0.1:{devstack.free_port()}"})
     stack.deps.producer = Producer(away)  # SQS unreachable once the post went out
     stack.send("facebook")
     assert stack.step().retried == 1

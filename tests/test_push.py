@@ -3,7 +3,6 @@ real `workers run push` daemon."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import uuid
 
@@ -128,8 +127,8 @@ def test_a_push_sns_refuses_goes_to_the_dlq_with_the_reason(settings, sqs, sourc
 
 
 def test_sns_unreachable_is_retried_not_deleted(settings, sqs, source, dlq, endpoint):
-    away = Deps(dataclasses.replace(
-        settings, endpoint_url=f"http://127.0.0.1:{devstack.free_port()}"))
+    away = Deps(settings.model_copy(
+        update={"endpoint_url": f"http://127.0.0.1:{devstack.free_port()}"}))
     send(sqs, source, push_event(endpoint()))
     result = Consumer("push", settings, deps=away).process_batch(wait_seconds=1)
     assert (result.retried, result.dead_lettered) == (1, 0)
@@ -191,7 +190,7 @@ def test_a_push_to_a_topic_goes_to_the_dlq_and_reaches_no_subscriber(settings, s
 def test_a_push_to_a_topic_is_published_where_topics_are_allowed(settings, sqs, source, topic):
     arn, inbox = topic
     send(sqs, source, push_event(arn))
-    allowed = dataclasses.replace(settings, push_allow_topics=True)
+    allowed = settings.model_copy(update={"push_allow_topics": True})
     assert Consumer("push", allowed).process_batch(wait_seconds=1).succeeded == 1
     assert wait_until(lambda: drain(sqs, inbox), timeout=10)
 
@@ -264,7 +263,7 @@ def test_a_publish_that_fails_after_sns_took_it_is_not_retried_by_boto3(settings
                                                                         endpoint,
                                                                         accepts_then_fails):
     # Given an SNS that takes the publish and then answers 500
-    deps = Deps(dataclasses.replace(settings, endpoint_url=accepts_then_fails.url))
+    deps = Deps(settings.model_copy(update={"endpoint_url": accepts_then_fails.url}))
     send(sqs, source, push_event(endpoint()))
     # When the consumer handles the push
     result = Consumer("push", settings, deps=deps).process_batch(wait_seconds=1)
@@ -276,8 +275,8 @@ def test_a_publish_that_fails_after_sns_took_it_is_not_retried_by_boto3(settings
 def test_redis_away_before_a_publish_is_transient_and_publishes_nothing(settings, sqs, source,
                                                                         endpoint):
     arn = endpoint()
-    away = Deps(dataclasses.replace(settings,
-                                    redis_url=f"redis://127.0.0.1:{devstack.free_port()}/0"))
+    away = Deps(settings.model_copy(
+        update={"redis_url": f"redis://127.0.0.1:{devstack.free_port()}/0"}))
     send(sqs, source, push_event(arn))
     result = Consumer("push", settings, deps=away).process_batch(wait_seconds=1)
     assert (result.retried, result.succeeded) == (1, 0)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import workers
 from workers import queues
+from workers.ops import scale
 from workers.queues.publish import Publish
 from workers.runtime.events import Analytics, Email, PostSent, Push
 from workers.runtime.health import port_for
@@ -56,7 +57,7 @@ def test_metrics_ports_are_each_queues_own_and_stay_where_they_were():
 
 def test_default_processes_come_from_the_declarations():
     settings = Settings.from_env({"WORKERS_PUSH_PROCS": "3", "WORKERS_EMAIL_MAX_PROCS": "x"})
-    assert {p: settings.procs_for(p) for p in (*workers.QUEUES, LINKS_API_PROGRAM)} == {
+    assert {p: settings.procs_for(p, n) for p, n in scale.DEFAULT_PROCS.items()} == {
         "post-sent": 2, "analytics": 1, "push": 3, "email": 1, "publish": 1,
         LINKS_API_PROGRAM: 1}
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-from dataclasses import replace
 
 import pytest
 import redis
@@ -213,7 +212,7 @@ def test_a_full_redis_makes_events_wait_and_count_once_when_memory_returns(
 def test_too_few_replicas_hold_the_batch_back_and_one_lets_it_go(redis_servers, settings, sqs,
                                                                  source):
     primary = redis_servers()
-    waiting = replace(settings, redis_url=url_of(primary), redis_wait_replicas=1)
+    waiting = settings.model_copy(update={"redis_url": url_of(primary), "redis_wait_replicas": 1})
     consumer = Consumer("post-sent", waiting)
     sqs.send_message(QueueUrl=source, MessageBody=event("u1", "https://a.com"))
     sqs.send_message(QueueUrl=source, MessageBody=event("u2", "https://a.com"))

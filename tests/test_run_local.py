@@ -18,7 +18,7 @@ import requests
 from devstack import free_port
 from devstack.networks import Control
 from helpers import REPO, alive, wait_until
-from workers import QUEUES
+from workers.queues import declared
 from workers.settings import Settings
 
 
@@ -147,7 +147,7 @@ def test_a_stop_with_a_dead_stdout_still_stops_everything(how):
         wait_until(lambda: (run_dir / "env").exists(), timeout=90)
         env = env_of(run_dir / "env")
         settings = Settings.from_env(env)
-        daemons = sum(settings.procs_for(queue) for queue in QUEUES)
+        daemons = sum(settings.procs_for(q.name, q.procs) for q in declared())
         wait_until(lambda: sum('"daemon.started"' in line for line in read) >= daemons,
                    timeout=90, interval=0.5)
         supervisord = int((run_dir / "supervisord.pid").read_text())

@@ -4,7 +4,6 @@ carries one anyway fails permanently, its reason masked in every escaping."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 
@@ -52,9 +51,9 @@ def networks():
 
 
 def poster(networks: Networks, service: str = "twitter") -> social.Poster:
-    return social.apis(dataclasses.replace(
-        Settings(), twitter_api_url=networks.url, facebook_api_url=networks.url,
-        linkedin_api_url=networks.url), timeout=2.0)[service]
+    return social.apis(Settings().model_copy(update={
+        "twitter_api_url": networks.url, "facebook_api_url": networks.url,
+        "linkedin_api_url": networks.url}), timeout=2.0)[service]
 
 
 @pytest.mark.parametrize("token", SPOILED, ids=repr)
@@ -103,7 +102,7 @@ def test_a_publish_event_with_a_spoiled_token_is_dead_lettered_at_once_naming_th
     # Given a profile whose stored token ends in a newline, and a daemon's log on stdout
     redis_client.hset("creds:p1", "twitter", SECRET + "\n")
     json_logs()
-    settings = dataclasses.replace(settings, twitter_api_url=networks.url)
+    settings = settings.model_copy(update={"twitter_api_url": networks.url})
     deps = Deps(settings)
     deps.social = social.apis(settings, timeout=2.0)
     consumer = Consumer("publish", settings, deps=deps, concurrency=1)

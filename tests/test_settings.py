@@ -1,40 +1,44 @@
-"""Settings.from_env is computed from one table of variables, which README.rst lists."""
+"""Settings.from_env reads the variables its fields declare, and docs/configuration.rst's table is
+generated from those fields."""
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 
-from workers.settings import VARIABLES, Settings, SettingsError
+from workers.settings import VARIABLES, Settings, SettingsError, rst_table
 
-README = Path(__file__).resolve().parent.parent / "README.rst"
-
-
-def readme_variables() -> list[str]:
-    """The first column of README's configuration table."""
-    section = README.read_text().split("\nConfiguration\n=============\n")[1]
-    table = section.split("\n\n")[1]  # the paragraph after the first is the table
-    return re.findall(r"^``([A-Z0-9_]+)``", table, re.MULTILINE)
+CONFIGURATION = Path(__file__).resolve().parent.parent / "docs" / "configuration.rst"
 
 
-def test_readme_lists_exactly_the_variables_from_env_reads():
-    listed = readme_variables()
-    assert len(listed) == len(set(listed))
-    assert set(listed) == {v.name for v in VARIABLES}
+def test_the_configuration_page_holds_the_table_generated_from_the_settings():
+    page = CONFIGURATION.read_text()
+    listed = page.split("\n.. BEGIN GENERATED")[1].split("\n", 1)[1].split("\n.. END GENERATED")[0]
+    assert listed.strip() == rst_table().strip(), (
+        "docs/configuration.rst's table is not the settings': run bin/settings-table")
+
+
+def test_the_table_lists_every_variable_once():
+    first_column = re.findall(r"^``(\S+)``", rst_table(), re.MULTILINE)
+    assert sorted(first_column) == sorted([*VARIABLES, "WORKERS_<PROGRAM>_PROCS"])
 
 
 def test_every_setting_but_the_procs_family_has_its_variable():
-    fields = {f.name for f in dataclasses.fields(Settings)}
-    assert {v.field for v in VARIABLES} == fields - {"procs"}
-    assert len({v.name for v in VARIABLES}) == len(VARIABLES)
+    fields = set(Settings.model_fields)
+    assert set(VARIABLES.values()) == fields - {"procs"}
+    assert all(Settings.model_fields[f].description for f in fields)
 
 
 def test_unset_and_empty_variables_take_the_defaults():
-    empty = {v.name: "" for v in VARIABLES}
+    empty = {name: "" for name in VARIABLES}
     assert Settings.from_env({}) == Settings.from_env(empty) == Settings()
+
+
+def test_only_the_declared_names_are_read():
+    assert Settings.from_env({"max_receives": "0", "region": "x", "aws_default_region": "y",
+                              "procs": '{"push": 9}'}) == Settings()
 
 
 @pytest.mark.parametrize(("env", "says"), [
@@ -45,6 +49,7 @@ def test_unset_and_empty_variables_take_the_defaults():
     ({"WORKERS_EMAIL_BACKEND": "Fax"}, "WORKERS_EMAIL_BACKEND must be one of ses, smtp, not 'fax'"),
     ({"WORKERS_POST_SENT_PROCS": "100"},
      "WORKERS_POST_SENT_PROCS must be between 0 and 99, not 100"),
+    ({"PUSHER_PORT": "70000"}, "PUSHER_PORT must be between 0 and 65535, not 70000"),
 ])
 def test_a_value_we_cannot_use_is_one_line_naming_the_variable(env, says):
     with pytest.raises(SettingsError) as raised:
@@ -61,6 +66,13 @@ def test_values_read_by_kind():
     assert settings.smtp_starttls is True  # a typo never turns TLS off
     assert (settings.push_allow_topics, settings.email_backend) == (True, "smtp")
     assert settings.wait_seconds == 5
+
+
+def test_procs_are_found_by_name_and_fall_back_on_the_default_given():
+    settings = Settings.from_env({"WORKERS_PUSH_PROCS": "3", "WORKERS_EMAIL_MAX_PROCS": "x",
+                                  "WORKERS_LINKS_API_PROCS": ""})
+    assert settings.procs == {"push": 3}
+    assert (settings.procs_for("push", 1), settings.procs_for("links-api", 1)) == (3, 1)
 
 
 def test_repr_masks_the_redis_password_and_hides_secrets():

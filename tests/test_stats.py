@@ -1,6 +1,5 @@
 """`workers stats`: the numbers against moto's server, the scaling advice as pure functions."""
 
-import dataclasses
 import json
 import signal
 import subprocess
@@ -164,7 +163,7 @@ def test_stats_measures_the_rate_of_the_fleets_daemons_from_any_host(settings, e
     # Given a daemon on one host, idle at first, and stats on another
     source = queues[prefix + "post-sent"]
     daemons("post-sent", environment={**env, "WORKERS_HOST_NAME": "worker-1"})
-    sampler = Sampler(dataclasses.replace(settings, host_name="ops-1"))
+    sampler = Sampler(settings.model_copy(update={"host_name": "ops-1"}))
 
     def rows():
         return {r["queue"]: r for r in report(sampler.sample(), None, 300, 20)["queues"]}

@@ -9,7 +9,6 @@ request is read from the request itself, before it leaves botocore."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import subprocess
@@ -353,9 +352,9 @@ def test_an_email_s_send_is_a_client_span_beneath_its_process_span(traced, setti
     smtp = Controller(Sink(), hostname="127.0.0.1", port=free_port())
     smtp.start()
     try:
-        chosen = dataclasses.replace(settings, email_from=sender, email_backend=backend,
-                                     smtp_host="127.0.0.1", smtp_port=smtp.port,
-                                     smtp_starttls=False)
+        chosen = settings.model_copy(update={
+            "email_from": sender, "email_backend": backend, "smtp_host": "127.0.0.1",
+            "smtp_port": smtp.port, "smtp_starttls": False})
         sqs.send_message(QueueUrl=queues[prefix + "email"], MessageBody=json.dumps(
             {"to": "ada@example.com", "subject": "Weekly report", "text": "hello"}))
         # When a consumer sends it

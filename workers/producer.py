@@ -12,7 +12,7 @@ from typing import Any, Iterable, Sequence
 from workers.peers.aws import client
 from workers.peers.sqs import SQSQueue
 from workers.runtime.events import Event, InvalidEvent, validate
-from workers.settings import Settings, check_queue
+from workers.settings import Settings, SettingsError
 
 # Entries SQS refused in a batch (throttling, internal errors) are sent again this many times.
 SEND_ATTEMPTS = 3
@@ -60,9 +60,17 @@ class Producer:
 
     def _queue(self, queue: str) -> SQSQueue:
         if queue not in self._queues:
-            self._queues[queue] = SQSQueue(self._sqs, self.settings.queue_name(check_queue(queue)),
+            self._queues[queue] = SQSQueue(self._sqs, self.settings.queue_name(_known(queue)),
                                            topic=queue)
         return self._queues[queue]
+
+
+def _known(queue: str) -> str:
+    from workers import QUEUES  # lazily: the registry loads every handler
+
+    if queue not in QUEUES:
+        raise SettingsError(f"unknown queue {queue!r}; expected one of: {', '.join(QUEUES)}")
+    return queue
 
 
 def encode_all(queue: str, events: Iterable[dict[str, Any] | Event]) -> list[str]:

@@ -1,22 +1,31 @@
-"""Settings, resolved once from the environment (12-factor) and passed down explicitly."""
+"""Settings, resolved once from the environment (12-factor) and passed down explicitly.
+
+Every variable is declared once, as a field of ``Settings``: its name (``validation_alias``), its
+type and bounds, its default (a named constant below, with why) and what it is for
+(``description``). pydantic-settings reads them; a value we cannot use is a SettingsError of one
+line that names the variable. docs/configuration.rst's table is generated from these fields
+(bin/settings-table, or ``python -m workers.settings --rst``), and a test holds the two equal.
+This module imports nothing else of workers."""
 
 from __future__ import annotations
 
+import functools
+import itertools
 import os
 import re
 import socket
-from dataclasses import MISSING, Field, dataclass, field, fields
-from typing import Any, Mapping
+import sys
+import textwrap
+from typing import Annotated, Any, Final, Literal, Mapping
 
-from workers.envvars import (
-    Choice,
-    Flag,
-    Int,
-    LenientFlag,
-    OptionalInt,
-    SettingsError,
-    Text,
-    Variable,
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError, PydanticUseDefault
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
 )
 
 # SQS caps WaitTimeSeconds at 20; the longest wait means the fewest empty receives (each is billed).
@@ -57,8 +66,7 @@ DEFAULT_REDIS_WAIT_REPLICAS = 0
 REDIS_WAIT_TIMEOUT_MS = 2000
 # Email goes through Amazon SES unless WORKERS_EMAIL_BACKEND says smtp: SES is what production
 # runs, and it needs no server of ours.
-EMAIL_BACKENDS = ("ses", "smtp")
-DEFAULT_EMAIL_BACKEND = "ses"
+DEFAULT_EMAIL_BACKEND: Final = "ses"
 # A local relay (an MTA on the host) is the conventional default, as in most mail libraries.
 DEFAULT_SMTP_HOST = "localhost"
 # The message submission port (RFC 6409): where providers expect STARTTLS and a login.
@@ -122,16 +130,6 @@ LINKS_API_PROCS = 1
 DEFAULT_CONSOLE_HOST = "127.0.0.1"
 DEFAULT_CONSOLE_PORT = 8070
 DEFAULT_CONSOLE_REFRESH = 2
-
-
-def default_procs() -> dict[str, int]:
-    """Processes per program until `workers scale` says otherwise (WORKERS_<QUEUE>_PROCS):
-    each queue's from its declaration (workers/queues/), and the read API's."""
-    from workers.queues import declared  # lazily: it loads every handler
-
-    return {**{q.name: q.procs for q in declared()}, LINKS_API_PROGRAM: LINKS_API_PROCS}
-
-
 # A published post's engagement is fetched this long after (SQS's DelaySeconds, at most 900):
 # right away it is all zeros; a quarter of an hour in, its first reactions show.
 DEFAULT_ANALYTICS_DELAY = 900
@@ -158,78 +156,274 @@ def default_supervisor_conf() -> str:
                         "supervisord.conf")
 
 
-@dataclass(frozen=True)
-class Settings:
-    region: str = "us-east-1"
-    endpoint_url: str | None = None
-    queue_prefix: str = ""
-    max_receives: int = DEFAULT_MAX_RECEIVES
-    visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    archive_bucket: str | None = None
-    link_buckets: int = DEFAULT_LINK_BUCKETS
-    redis_wait_replicas: int = DEFAULT_REDIS_WAIT_REPLICAS
-    metrics_port: int = 0
-    metrics_host: str = DEFAULT_METRICS_HOST
-    process_num: int = 0
-    pusher_app_id: str | None = None
-    pusher_key: str | None = None
-    pusher_secret: str | None = field(default=None, repr=False)  # a secret: never in a repr
-    pusher_cluster: str | None = None
-    pusher_host: str | None = None
-    pusher_port: int | None = None
-    pusher_ssl: bool = True
-    twitter_api_url: str = DEFAULT_TWITTER_API_URL
-    facebook_api_url: str = DEFAULT_FACEBOOK_API_URL
-    linkedin_api_url: str = DEFAULT_LINKEDIN_API_URL
-    facebook_api_version: str = DEFAULT_FACEBOOK_API_VERSION
-    linkedin_api_version: str = DEFAULT_LINKEDIN_API_VERSION
-    email_backend: str = DEFAULT_EMAIL_BACKEND
-    email_from: str | None = None
-    smtp_host: str = DEFAULT_SMTP_HOST
-    smtp_port: int = DEFAULT_SMTP_PORT
-    smtp_user: str | None = None
-    smtp_password: str | None = field(default=None, repr=False)  # a secret: never in a repr
-    smtp_starttls: bool = DEFAULT_SMTP_STARTTLS
-    push_allow_topics: bool = DEFAULT_PUSH_ALLOW_TOPICS
-    wait_seconds: int = LONG_POLL_SECONDS
-    run_dir: str = field(default_factory=default_run_dir)
-    scale_file: str | None = None  # default: run_dir/scale.json
-    # The host's name in the fleet's registry and its wanted counts (README.rst, "The fleet").
-    host_name: str = field(default_factory=socket.gethostname)
-    supervisor_conf: str = field(default_factory=default_supervisor_conf)
-    # What WORKERS_<PROGRAM>_PROCS set, by program; ``procs_for`` falls back on the defaults.
-    procs: Mapping[str, int] = field(default_factory=dict)
-    links_api_host: str = DEFAULT_LINKS_API_HOST
-    links_api_port: int = DEFAULT_LINKS_API_PORT
-    shares_max_age: int = DEFAULT_SHARES_MAX_AGE
-    analytics_delay: int = DEFAULT_ANALYTICS_DELAY
-    publish_lease: int = DEFAULT_PUBLISH_LEASE
-    console_host: str = DEFAULT_CONSOLE_HOST
-    console_port: int = DEFAULT_CONSOLE_PORT
-    console_users: str | None = None
-    console_refresh: int = DEFAULT_CONSOLE_REFRESH
+# The password of a URL: after the scheme's "//" and an optional user, up to the last "@"
+# before the host; or a ``password=`` query parameter (redis-py reads both).
+_URL_PASSWORD = re.compile(r"(?<=://)([^/@:]*:)[^/]*(?=@)")
+_QUERY_PASSWORD = re.compile(r"(?<=[?&]password=)[^&]*")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password, if any, as ``***``."""
+    return _QUERY_PASSWORD.sub("***", _URL_PASSWORD.sub(r"\1***", url))
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value we cannot use."""
+
+
+# How each kind of variable reads, beyond what pydantic does for a str or an int: an unset or
+# empty variable takes its field's default (``env_ignore_empty``), a whole number out of its
+# field's ``ge``/``le`` is refused.
+
+# Flag: true/false, yes/no, on/off, 1/0; anything else is refused.
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+# LenientFlag reads only these as false: anything else, even a typo, keeps it on, since it guards
+# TLS (PUSHER_SSL, WORKERS_SMTP_STARTTLS) and a typo must not turn it off.
+_OFF = ("0", "false", "no")
+
+
+def _flag(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    word = value.strip().lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    if not word:  # blanks, as an empty variable: the default
+        raise PydanticUseDefault()
+    raise PydanticCustomError("flag", "must be true or false, not {value}", {"value": repr(word)})
+
+
+def _lenient_flag(value: Any) -> Any:
+    return value.lower() not in _OFF if isinstance(value, str) else value
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+LenientFlag = Annotated[bool, BeforeValidator(_lenient_flag)]
+# A port where 0, like unset, means none: the library's own.
+OptionalPort = Annotated[int | None, AfterValidator(lambda port: port or None)]
+# The email backends (workers/peers/mail.py), whatever the case they are written in.
+EmailBackend = Annotated[Literal["ses", "smtp"], BeforeValidator(_lower)]
+# A supervisord program's processes on one host: a hundred is past any host's cores.
+MAX_PROCS = 99
+
+
+class Settings(BaseSettings):
+    """What a process needs to know of its environment. ``Settings.from_env()`` reads it;
+    ``Settings(...)`` is the defaults with the values given (a test's, a bench's), read from no
+    environment."""
+
+    model_config = SettingsConfigDict(frozen=True, case_sensitive=True, env_ignore_empty=True,
+                                      populate_by_name=True)
+
+    # -- AWS and the queues -----------------------------------------------------------------
+    region: str = Field(
+        "us-east-1", validation_alias="AWS_DEFAULT_REGION",
+        description="boto3's own variable: the region of the queues, the bucket, SES and SNS")
+    endpoint_url: str | None = Field(
+        None, validation_alias="AWS_ENDPOINT_URL",
+        description="boto3's own variable; unset: real AWS; the local stack's is moto's server")
+    queue_prefix: str = Field(
+        "", validation_alias="WORKERS_QUEUE_PREFIX", description="prefix of every SQS queue name")
+    max_receives: int = Field(
+        DEFAULT_MAX_RECEIVES, ge=1, le=1000, validation_alias="WORKERS_MAX_RECEIVES",
+        description="redrive ``maxReceiveCount``: receives before SQS dead-letters a message")
+    visibility_timeout: int = Field(
+        DEFAULT_VISIBILITY_TIMEOUT, ge=0, le=MAX_VISIBILITY_SECONDS,
+        validation_alias="WORKERS_VISIBILITY_TIMEOUT",
+        description="seconds a received message stays hidden (the heartbeat extends it while "
+                    "its handler runs); the base of the backoff")
+    wait_seconds: int = Field(
+        LONG_POLL_SECONDS, ge=1, le=LONG_POLL_SECONDS, validation_alias="WORKERS_WAIT_SECONDS",
+        description="the long poll; a warm stop waits it out, so lower means quicker stops "
+                    "and more (cheap) empty receives")
+    archive_bucket: str | None = Field(
+        None, validation_alias="WORKERS_ARCHIVE_BUCKET",
+        description="S3 bucket of the link archive; unset: no archive")
+
+    # -- Redis --------------------------------------------------------------------------------
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", validation_alias="REDIS_URL",
+        description="counters and idempotency keys; ``redis+cluster://host:port`` names a Redis "
+                    "Cluster, ``redis+sentinel://host:port[,host:port...]/service[/db]`` the "
+                    "primary Sentinel names (``rediss+`` for TLS)")
+    link_buckets: int = Field(
+        DEFAULT_LINK_BUCKETS, ge=1, le=2**32, validation_alias="WORKERS_LINK_BUCKETS",
+        description="counter hashes; changing it needs a rebuild from the archive")
+    redis_wait_replicas: int = Field(
+        DEFAULT_REDIS_WAIT_REPLICAS, ge=0, le=100, validation_alias="WORKERS_REDIS_WAIT_REPLICAS",
+        description="replicas that must have a batch's counts (``WAIT``) before its messages "
+                    "are deleted; 0: off")
+
+    # -- a process's /metrics and /health ---------------------------------------------------
+    metrics_port: int = Field(
+        0, ge=0, le=65000, validation_alias="WORKERS_METRICS_PORT",
+        description="base port of ``/metrics`` and ``/health``; 0: no endpoint")
+    metrics_host: str = Field(
+        DEFAULT_METRICS_HOST, validation_alias="WORKERS_METRICS_HOST",
+        description="where they listen; ``0.0.0.0`` for a Prometheus on another host")
+    process_num: int = Field(
+        0, ge=0, le=99, validation_alias="WORKERS_PROCESS_NUM",
+        description="the process's number among its program's (conf/supervisord.conf sets "
+                    "it): its metrics port")
+
+    # -- Pusher Channels (SPEC.md) ---------------------------------------------------------
+    pusher_app_id: str | None = Field(
+        None, validation_alias="PUSHER_APP_ID",
+        description="Pusher Channels, with ``PUSHER_KEY`` and ``PUSHER_SECRET``; unset: Pusher off")
+    pusher_key: str | None = Field(None, validation_alias="PUSHER_KEY", description="its key")
+    pusher_secret: str | None = Field(
+        None, validation_alias="PUSHER_SECRET", repr=False,
+        description="its secret: never logged")
+    pusher_cluster: str | None = Field(
+        None, validation_alias="PUSHER_CLUSTER", description="Pusher's cluster")
+    pusher_host: str | None = Field(
+        None, validation_alias="PUSHER_HOST", description="or a host instead (a local fake)")
+    pusher_port: OptionalPort = Field(
+        None, ge=0, le=65535, validation_alias="PUSHER_PORT",
+        description="and its port; 0: the library's")
+    pusher_ssl: LenientFlag = Field(
+        True, validation_alias="PUSHER_SSL",
+        description="``false``, ``no`` or ``0``: plain HTTP to ``PUSHER_HOST``")
+
+    # -- the social networks ----------------------------------------------------------------
+    twitter_api_url: str = Field(
+        DEFAULT_TWITTER_API_URL, validation_alias="WORKERS_TWITTER_API_URL",
+        description="Twitter/X API v2 base URL")
+    facebook_api_url: str = Field(
+        DEFAULT_FACEBOOK_API_URL, validation_alias="WORKERS_FACEBOOK_API_URL",
+        description="Graph API base URL")
+    linkedin_api_url: str = Field(
+        DEFAULT_LINKEDIN_API_URL, validation_alias="WORKERS_LINKEDIN_API_URL",
+        description="LinkedIn REST API base URL")
+    facebook_api_version: str = Field(
+        DEFAULT_FACEBOOK_API_VERSION, validation_alias="WORKERS_FACEBOOK_API_VERSION",
+        description="the Graph API's version")
+    linkedin_api_version: str = Field(
+        DEFAULT_LINKEDIN_API_VERSION, validation_alias="WORKERS_LINKEDIN_API_VERSION",
+        description="the ``LinkedIn-Version`` header")
+
+    # -- email and push -------------------------------------------------------------------
+    email_backend: EmailBackend = Field(
+        DEFAULT_EMAIL_BACKEND, validation_alias="WORKERS_EMAIL_BACKEND",
+        description="``ses`` or ``smtp``")
+    email_from: str | None = Field(
+        None, validation_alias="WORKERS_EMAIL_FROM",
+        description="the sender, a verified SES identity; unset: email waits for it")
+    smtp_host: str = Field(
+        DEFAULT_SMTP_HOST, validation_alias="WORKERS_SMTP_HOST",
+        description="SMTP relay (backend ``smtp``)")
+    smtp_port: int = Field(
+        DEFAULT_SMTP_PORT, ge=1, le=65535, validation_alias="WORKERS_SMTP_PORT",
+        description="its submission port")
+    smtp_user: str | None = Field(
+        None, validation_alias="WORKERS_SMTP_USER", description="its login; unset: none")
+    smtp_password: str | None = Field(
+        None, validation_alias="WORKERS_SMTP_PASSWORD", repr=False,
+        description="its password: never logged")
+    smtp_starttls: LenientFlag = Field(
+        DEFAULT_SMTP_STARTTLS, validation_alias="WORKERS_SMTP_STARTTLS",
+        description="refuse to send in clear text; only ``false``, ``no`` or ``0`` turn it off")
+    push_allow_topics: Flag = Field(
+        DEFAULT_PUSH_ALLOW_TOPICS, validation_alias="WORKERS_PUSH_ALLOW_TOPICS",
+        description="``true``: push may also publish to SNS topic ARNs (a broadcast)")
+
+    # -- supervisord, scaling and the fleet ---------------------------------------------------
+    run_dir: str = Field(
+        default_factory=default_run_dir, validation_alias="WORKERS_RUN_DIR",
+        json_schema_extra={"shown": "``/tmp/workers-$UID``"},
+        description="supervisord's socket, pid and logs (created 0700; ``/run/workers`` in "
+                    "production)")
+    scale_file: str | None = Field(
+        None, validation_alias="WORKERS_SCALE_FILE",
+        json_schema_extra={"shown": "``scale.json`` in the run dir"},
+        description="the counts last read from Redis, used when it is away at start")
+    host_name: str = Field(
+        default_factory=socket.gethostname, validation_alias="WORKERS_HOST_NAME",
+        json_schema_extra={"shown": "the hostname"},
+        description="this host in the fleet's registry and its wanted counts")
+    supervisor_conf: str = Field(
+        default_factory=default_supervisor_conf, validation_alias="WORKERS_SUPERVISOR_CONF",
+        json_schema_extra={"shown": "``conf/supervisord.conf``"},
+        description="supervisord's file, whose program templates ``workers scale`` writes from")
+    # Found by name in the environment (``from_env``), whatever the programs: knowing them
+    # means loading every handler, which only `workers scale` needs.
+    procs: dict[str, Annotated[int, Field(ge=0, le=MAX_PROCS)]] = Field(
+        default_factory=dict, json_schema_extra={
+            "variable": "WORKERS_<PROGRAM>_PROCS",
+            "shown": "the queue's declaration (``procs=``); ``links-api``: 1"},
+        description="processes of a program on this host until Redis has its counts (``workers "
+                    "scale``), e.g. ``WORKERS_POST_SENT_PROCS``")
+
+    # -- the read API and the console ---------------------------------------------------------
+    links_api_host: str = Field(
+        DEFAULT_LINKS_API_HOST, validation_alias="WORKERS_LINKS_API_HOST",
+        description="the read API's address (loopback: a load balancer or a CDN in front)")
+    links_api_port: int = Field(
+        DEFAULT_LINKS_API_PORT, ge=0, le=65535, validation_alias="WORKERS_LINKS_API_PORT",
+        description="its port, shared by every ``links serve`` process")
+    shares_max_age: int = Field(
+        DEFAULT_SHARES_MAX_AGE, ge=0, le=365 * 24 * 60 * 60,
+        validation_alias="WORKERS_SHARES_MAX_AGE",
+        description="seconds a count may be cached, its ``Cache-Control``")
+    console_host: str = Field(
+        DEFAULT_CONSOLE_HOST, validation_alias="WORKERS_CONSOLE_HOST",
+        description="the console's address")
+    console_port: int = Field(
+        DEFAULT_CONSOLE_PORT, ge=0, le=65535, validation_alias="WORKERS_CONSOLE_PORT",
+        description="its port")
+    console_users: str | None = Field(
+        None, validation_alias="WORKERS_CONSOLE_USERS",
+        description="its users and API tokens, hashed (``workers console adduser``); unset: "
+                    "the console refuses to start")
+    console_refresh: int = Field(
+        DEFAULT_CONSOLE_REFRESH, ge=1, le=60, validation_alias="WORKERS_CONSOLE_REFRESH",
+        description="seconds between two snapshots of the queues (one per interval for every "
+                    "open page)")
+
+    # -- publishing -------------------------------------------------------------------------
+    analytics_delay: int = Field(
+        DEFAULT_ANALYTICS_DELAY, ge=0, le=MAX_DELAY_SECONDS,
+        validation_alias="WORKERS_ANALYTICS_DELAY",
+        description="seconds from a post going out to its first engagement fetch")
+    publish_lease: int = Field(
+        DEFAULT_PUBLISH_LEASE, ge=1, le=3600, validation_alias="WORKERS_PUBLISH_LEASE",
+        description="seconds a daemon holds an update it is posting; past it, another may "
+                    "resolve it")
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        """Every variable of VARIABLES (an unset or empty one takes the field's default), and
-        the WORKERS_<PROGRAM>_PROCS found."""
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only the values given: ``from_env`` is where the environment is read.
+        return (init_settings,)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Every variable of the fields (an unset or empty one takes its default), and the
+        WORKERS_<PROGRAM>_PROCS found; os.environ unless ``env`` is given."""
         env = os.environ if env is None else env
-        defaults = {f.name: _default(f) for f in fields(cls)}
-        values = {v.field: v.kind.read(v.name, env.get(v.name), defaults[v.field])
-                  for v in VARIABLES}
-        return cls(**values, procs=_procs(env))
+        try:
+            return cls(**{**_Environment(cls, env)(), "procs": _procs(env)})
+        except ValidationError as error:
+            raise SettingsError(_explain(error.errors()[0])) from None
 
-    def __repr__(self) -> str:
+    def __repr_args__(self) -> Any:
         # Settings get logged and shown in tracebacks: REDIS_URL may carry a password
-        # (redis://:PASSWORD@host), so it shows masked; the other secrets not at all.
-        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self) if f.repr
-                          and f.name != "redis_url")
-        return f"Settings(redis_url={mask_url(self.redis_url)!r}, {shown})"
+        # (redis://:PASSWORD@host), so it shows masked; the other secrets (repr=False) not at all.
+        for name, value in super().__repr_args__():
+            yield name, mask_url(value) if name == "redis_url" else value
 
-    def procs_for(self, program: str) -> int:
-        """How many processes ``program`` runs until `workers scale` says otherwise."""
-        return self.procs.get(program, default_procs()[program])
+    def procs_for(self, program: str, default: int) -> int:
+        """How many processes ``program`` runs until `workers scale` says otherwise: its
+        WORKERS_<PROGRAM>_PROCS, else ``default`` (its declaration's, which the caller knows)."""
+        return self.procs.get(program, default)
 
     def queue_name(self, queue: str) -> str:
         """The SQS name of a logical queue."""
@@ -243,86 +437,19 @@ class Settings:
         return bool(self.pusher_app_id and self.pusher_key and self.pusher_secret)
 
 
-# The password of a URL: after the scheme's "//" and an optional user, up to the last "@"
-# before the host; or a ``password=`` query parameter (redis-py reads both).
-_URL_PASSWORD = re.compile(r"(?<=://)([^/@:]*:)[^/]*(?=@)")
-_QUERY_PASSWORD = re.compile(r"(?<=[?&]password=)[^&]*")
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' reading of the variables, from a mapping given (a test's, a child
+    process's environment) rather than os.environ always."""
 
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]):
+        self._env = env
+        super().__init__(settings_cls)
 
-def mask_url(url: str) -> str:
-    """``url`` with its password, if any, as ``***``."""
-    return _QUERY_PASSWORD.sub("***", _URL_PASSWORD.sub(r"\1***", url))
-
-
-def _default(f: Field) -> Any:
-    return f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
-
-
-# Settings.from_env reads exactly these (README.rst's configuration table lists them, and a test
-# holds the two together), plus WORKERS_<PROGRAM>_PROCS, one per supervisord program.
-VARIABLES: tuple[Variable, ...] = (
-    Variable("AWS_DEFAULT_REGION", "region", Text(), "boto3's own variable"),
-    Variable("AWS_ENDPOINT_URL", "endpoint_url", Text(), "boto3's own; moto's server locally"),
-    Variable("WORKERS_QUEUE_PREFIX", "queue_prefix", Text(), "prefix of every SQS queue name"),
-    Variable("WORKERS_MAX_RECEIVES", "max_receives", Int(1, 1000),
-             "redrive maxReceiveCount: receives before SQS dead-letters"),
-    Variable("WORKERS_VISIBILITY_TIMEOUT", "visibility_timeout", Int(0, MAX_VISIBILITY_SECONDS),
-             "seconds a received message stays hidden; the base of the backoff"),
-    Variable("REDIS_URL", "redis_url", Text(), "counters and idempotency keys"),
-    Variable("WORKERS_ARCHIVE_BUCKET", "archive_bucket", Text(), "S3 bucket of the link archive"),
-    Variable("WORKERS_LINK_BUCKETS", "link_buckets", Int(1, 2**32),
-             "counter hashes; changing it needs a rebuild"),
-    Variable("WORKERS_REDIS_WAIT_REPLICAS", "redis_wait_replicas", Int(0, 100),
-             "replicas that must have a batch's counts before its deletes"),
-    Variable("WORKERS_METRICS_PORT", "metrics_port", Int(0, 65000),
-             "base port of /metrics and /health; 0: none"),
-    Variable("WORKERS_METRICS_HOST", "metrics_host", Text(), "where they listen"),
-    Variable("WORKERS_PROCESS_NUM", "process_num", Int(0, 99),
-             "supervisord's process number (conf/supervisord.conf sets it): its metrics port"),
-    Variable("PUSHER_APP_ID", "pusher_app_id", Text(), "Pusher Channels; unset: Pusher off"),
-    Variable("PUSHER_KEY", "pusher_key", Text(), "Pusher Channels"),
-    Variable("PUSHER_SECRET", "pusher_secret", Text(), "Pusher Channels; a secret"),
-    Variable("PUSHER_CLUSTER", "pusher_cluster", Text(), "Pusher's cluster"),
-    Variable("PUSHER_HOST", "pusher_host", Text(), "or its host (a local fake)"),
-    Variable("PUSHER_PORT", "pusher_port", OptionalInt(0, 65535), "and port"),
-    Variable("PUSHER_SSL", "pusher_ssl", LenientFlag(), "false: plain HTTP to PUSHER_HOST"),
-    Variable("WORKERS_TWITTER_API_URL", "twitter_api_url", Text(), "Twitter/X API v2 base URL"),
-    Variable("WORKERS_FACEBOOK_API_URL", "facebook_api_url", Text(), "Graph API base URL"),
-    Variable("WORKERS_LINKEDIN_API_URL", "linkedin_api_url", Text(), "LinkedIn REST base URL"),
-    Variable("WORKERS_FACEBOOK_API_VERSION", "facebook_api_version", Text(), "Graph version"),
-    Variable("WORKERS_LINKEDIN_API_VERSION", "linkedin_api_version", Text(), "LinkedIn-Version"),
-    Variable("WORKERS_EMAIL_BACKEND", "email_backend", Choice(EMAIL_BACKENDS), "ses or smtp"),
-    Variable("WORKERS_EMAIL_FROM", "email_from", Text(), "sender; email waits for it"),
-    Variable("WORKERS_SMTP_HOST", "smtp_host", Text(), "SMTP relay (backend smtp)"),
-    Variable("WORKERS_SMTP_PORT", "smtp_port", Int(1, 65535), "its submission port"),
-    Variable("WORKERS_SMTP_USER", "smtp_user", Text(), "its login; unset: none"),
-    Variable("WORKERS_SMTP_PASSWORD", "smtp_password", Text(), "a secret: never logged"),
-    Variable("WORKERS_SMTP_STARTTLS", "smtp_starttls", LenientFlag(),
-             "refuse to send in clear text"),
-    Variable("WORKERS_PUSH_ALLOW_TOPICS", "push_allow_topics", Flag(),
-             "push may also publish to SNS topics (a broadcast)"),
-    Variable("WORKERS_WAIT_SECONDS", "wait_seconds", Int(1, LONG_POLL_SECONDS),
-             "long poll; a warm stop waits it out"),
-    Variable("WORKERS_RUN_DIR", "run_dir", Text(), "supervisord's socket, pid and logs"),
-    Variable("WORKERS_SCALE_FILE", "scale_file", Text(),
-             "the last counts from Redis, used when it is away at start"),
-    Variable("WORKERS_HOST_NAME", "host_name", Text(), "this host in the fleet's registry"),
-    Variable("WORKERS_SUPERVISOR_CONF", "supervisor_conf", Text(),
-             "supervisord's file, whose program templates `workers scale` writes from"),
-    Variable("WORKERS_LINKS_API_HOST", "links_api_host", Text(), "the read API's address"),
-    Variable("WORKERS_LINKS_API_PORT", "links_api_port", Int(0, 65535), "its port"),
-    Variable("WORKERS_SHARES_MAX_AGE", "shares_max_age", Int(0, 365 * 24 * 60 * 60),
-             "seconds a count may be cached"),
-    Variable("WORKERS_ANALYTICS_DELAY", "analytics_delay", Int(0, MAX_DELAY_SECONDS),
-             "seconds between a post going out and its first engagement fetch"),
-    Variable("WORKERS_PUBLISH_LEASE", "publish_lease", Int(1, 3600),
-             "seconds a daemon holds an update it is posting; past it, another may resolve it"),
-    Variable("WORKERS_CONSOLE_HOST", "console_host", Text(), "the console's address"),
-    Variable("WORKERS_CONSOLE_PORT", "console_port", Int(0, 65535), "its port"),
-    Variable("WORKERS_CONSOLE_USERS", "console_users", Text(), "its users and tokens file"),
-    Variable("WORKERS_CONSOLE_REFRESH", "console_refresh", Int(1, 60),
-             "seconds between two snapshots of the queues"),
-)
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # Only the variables declared: with populate_by_name, pydantic-settings would read a
+        # field's own name too (``max_receives``), which no one sets meaning it.
+        return {name: value for name, value in self._env.items()
+                if name in VARIABLES and (value != "" or not self.env_ignore_empty)}
 
 
 # WORKERS_POST_SENT_PROCS; not WORKERS_POST_SENT_MAX_PROCS, the process slots of before,
@@ -330,26 +457,132 @@ VARIABLES: tuple[Variable, ...] = (
 _PROCS_VARIABLE = re.compile(r"WORKERS_([A-Z0-9_]+)_PROCS")
 
 
-def _procs(env: Mapping[str, str]) -> dict[str, int]:
-    """Every WORKERS_<PROGRAM>_PROCS set, by program name. Found in the environment rather
-    than asked for each declared queue: reading the declarations imports every handler, which
-    commands other than `workers scale` need not pay for."""
+def _procs(env: Mapping[str, str]) -> dict[str, str]:
+    """Every WORKERS_<PROGRAM>_PROCS set, by program name, for Settings to validate."""
     found = {}
-    for name in env:
+    for name, value in env.items():
         match = _PROCS_VARIABLE.fullmatch(name)
-        if match and not match[1].endswith("_MAX") and env[name] != "":
-            found[match[1].lower().replace("_", "-")] = Int(0, 99).read(name, env[name], 0)
+        if match and not match[1].endswith("_MAX") and value != "":
+            found[match[1].lower().replace("_", "-")] = value
     return found
 
 
-def procs_variable(queue: str) -> str:
+def procs_variable(program: str) -> str:
     """WORKERS_POST_SENT_PROCS for post-sent."""
-    return f"WORKERS_{queue.upper().replace('-', '_')}_PROCS"
+    return f"WORKERS_{program.upper().replace('-', '_')}_PROCS"
 
 
-def check_queue(queue: str) -> str:
-    from workers import QUEUES  # lazily: the registry loads every handler
+# -- one line for a value we cannot use ----------------------------------------------------
 
-    if queue not in QUEUES:
-        raise SettingsError(f"unknown queue {queue!r}; expected one of: {', '.join(QUEUES)}")
-    return queue
+def _explain(error: Any) -> str:
+    """``error`` (one of a ValidationError's) as "VARIABLE must be ..., not VALUE"."""
+    loc, kind, value = error["loc"], error["type"], error["input"]
+    name = procs_variable(str(loc[1])) if loc[0] == "procs" else _variable_of(str(loc[0]))
+    if kind.startswith("int_"):
+        return f"{name} must be a whole number, not {value!r}"
+    if kind in ("greater_than_equal", "less_than_equal"):
+        low, high = _bounds(str(loc[0]))
+        return f"{name} must be between {low} and {high}, not {_number(value)}"
+    if kind == "literal_error":
+        choices = ", ".join(_constraints(str(loc[0]))["enum"])
+        return f"{name} must be one of {choices}, not {value!r}"
+    return f"{name} {error['msg']}" if kind == "flag" else f"{name}: {error['msg']}"
+
+
+def _variable_of(key: str) -> str:
+    """The variable of a field, named by its variable already or by its attribute."""
+    field = Settings.model_fields.get(key)
+    return str(field.validation_alias) if field and field.validation_alias else key
+
+
+def _constraints(key: str) -> dict[str, Any]:
+    """The JSON schema of the value of field ``key`` (named by its variable or its attribute):
+    its own, its Optional's, or its dict's values'."""
+    fields = _schema()["properties"]
+    schema = fields.get(key) or fields[_variable_of(key)]
+    schema = schema.get("additionalProperties") or schema
+    return next((s for s in schema.get("anyOf", ()) if s.get("type") != "null"), schema)
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    return Settings.model_json_schema()
+
+
+def _bounds(key: str) -> tuple[int, int]:
+    schema = _constraints(key)
+    return schema["minimum"], schema["maximum"]
+
+
+def _number(value: Any) -> Any:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return value
+
+
+# Every variable Settings reads, with its field: WORKERS_<PROGRAM>_PROCS aside.
+VARIABLES: dict[str, str] = {str(f.validation_alias): name
+                             for name, f in Settings.model_fields.items() if f.validation_alias}
+
+
+# -- docs/configuration.rst's table ----------------------------------------------------------
+
+def rst_table(width: int = 100) -> str:
+    """Every variable as an RST simple table (variable, default, meaning) ``width`` wide."""
+    rows = [("variable", "default", "meaning")] + [
+        (f"``{_variable(field)}``", _shown(field), _meaning(name, field))
+        for name, field in Settings.model_fields.items()]
+    first = max(len(row[0]) for row in rows)
+    second = max(24, *(len(word) for row in rows for word in row[1].split()))
+    widths = (first, second, width - first - second - 4)
+    border = "  ".join("=" * w for w in widths)
+    body = [line for row in rows[1:] for line in _lines(row, widths)]
+    return "\n".join([border, *_lines(rows[0], widths), border, *body, border]) + "\n"
+
+
+def _lines(row: tuple[str, str, str], widths: tuple[int, int, int]) -> list[str]:
+    """One row of the table: a variable's first line, then the lines that continue it."""
+    cells = [_wrap(text, width) for text, width in zip(row, widths, strict=True)]
+    return ["  ".join(part.ljust(width) for part, width in zip(parts, widths, strict=True)).rstrip()
+            for parts in itertools.zip_longest(*cells, fillvalue="")]
+
+
+# An inline literal is never cut across two lines: its spaces wait as NULs while the text wraps.
+_LITERAL = re.compile(r"``.+?``")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    protected = _LITERAL.sub(lambda literal: literal[0].replace(" ", "\0"), text)
+    return [line.replace("\0", " ") for line in textwrap.wrap(
+        protected, width, break_long_words=False, break_on_hyphens=False)]
+
+
+def _variable(field: FieldInfo) -> str:
+    return str(field.validation_alias or _extra(field)["variable"])
+
+
+def _extra(field: FieldInfo) -> dict[str, Any]:
+    return field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+
+
+def _shown(field: FieldInfo) -> str:
+    """A field's default as the table shows it."""
+    if "shown" in _extra(field):
+        return str(_extra(field)["shown"])
+    default = field.default
+    if default is None or default == "":
+        return "unset" if default is None else "empty"
+    return f"``{str(default).lower() if isinstance(default, bool) else default}``"
+
+
+def _meaning(name: str, field: FieldInfo) -> str:
+    schema = _constraints(name)
+    bounds = f" ({schema['minimum']} to {schema['maximum']})" if "minimum" in schema else ""
+    return f"{field.description}{bounds}"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--rst"]:
+        sys.exit("usage: python -m workers.settings --rst  (docs/configuration.rst's table)")
+    sys.stdout.write(rst_table())

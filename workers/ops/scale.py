@@ -34,10 +34,10 @@ from typing import Any, Callable
 import structlog
 from supervisor.xmlrpc import SupervisorTransport
 
-from workers import QUEUES
 from workers.ops import fleet, rundir
 from workers.peers.redisconn import REDIS_ERRORS, Client, connect
-from workers.settings import LINKS_API_PROGRAM, Settings
+from workers.queues import declared
+from workers.settings import LINKS_API_PROCS, LINKS_API_PROGRAM, Settings
 
 # States in which a process counts as running (or about to be, or about to be retried).
 UP = frozenset({"RUNNING", "STARTING", "BACKOFF"})
@@ -47,8 +47,10 @@ POLL_SECONDS = 0.2
 # (SPEC.md promises 5), for one HGETALL a second per host.
 WATCH_SECONDS = 1.0
 # What `workers scale` runs N of: each queue's daemons, and the read API's servers, which share
-# one port (SO_REUSEPORT), so adding one is starting a process like any daemon's.
-PROGRAMS = (*QUEUES, LINKS_API_PROGRAM)
+# one port (SO_REUSEPORT), so adding one is starting a process like any daemon's. Each runs
+# this many until WORKERS_<PROGRAM>_PROCS or Redis says otherwise: its queue's declaration's.
+DEFAULT_PROCS = {**{q.name: q.procs for q in declared()}, LINKS_API_PROGRAM: LINKS_API_PROCS}
+PROGRAMS = tuple(DEFAULT_PROCS)
 # The section conf/supervisord.conf holds each program's template in.
 TEMPLATE = "fleet-program:"
 # A process of ours: post-sent_00 (supervisord's group and process name alike).
@@ -138,9 +140,10 @@ class Scaler:
 
     def defaults(self) -> dict[str, int]:
         """The counts before Redis has any: the scale file's (the last read from Redis), else
-        WORKERS_<QUEUE>_PROCS."""
+        WORKERS_<PROGRAM>_PROCS, else the program's declaration."""
         saved = rundir.read_json(self.state) or {}
-        return {p: int(saved.get(p, self.settings.procs_for(p))) for p in PROGRAMS}
+        return {p: int(saved.get(p, self.settings.procs_for(p, default)))
+                for p, default in DEFAULT_PROCS.items()}
 
     def wanted(self) -> dict[str, int]:
         """This host's counts from Redis (seeded with ``defaults`` where it has none); while
