@@ -1,4 +1,4 @@
-"""Settings.from_env is computed from one table of variables, which README.rst lists."""
+"""Settings.from_env is computed from one table of variables, which docs/running.rst lists."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import pytest
 
 from workers.settings import VARIABLES, Settings, SettingsError
 
-README = Path(__file__).resolve().parent.parent / "README.rst"
+TABLE_PAGE = Path(__file__).resolve().parent.parent / "docs" / "running.rst"
 
 
 def readme_variables() -> list[str]:
-    """The first column of README's configuration table."""
-    section = README.read_text().split("\nConfiguration\n=============\n")[1]
-    table = section.split("\n\n")[1]  # the paragraph after the first is the table
+    """The first column of the docs' table of environment variables."""
+    section = TABLE_PAGE.read_text().split("\nEnvironment variables\n=====================\n")[1]
+    table = section.split("\n\n")[2]  # after a comment and a paragraph: the table
     return re.findall(r"^``([A-Z0-9_]+)``", table, re.MULTILINE)
 
 
