@@ -5,11 +5,13 @@ dependency."""
 from __future__ import annotations
 
 import configparser
+import io
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import docutils.core
 import pytest
 
 TOP = Path(__file__).resolve().parent.parent
@@ -28,6 +30,15 @@ def layout() -> str:
 def test_the_readme_stays_short():
     lines = (TOP / "README.rst").read_text().splitlines()
     assert len(lines) <= README_MAX_LINES
+
+
+def test_the_readme_renders_without_a_warning():
+    # PyPI renders it too (setup.cfg's long_description), where a warning shows as raw text
+    warnings = io.StringIO()
+    docutils.core.publish_string((TOP / "README.rst").read_text(), writer_name="html",
+                                 settings_overrides={"report_level": 2, "halt_level": 5,
+                                                     "warning_stream": warnings})
+    assert warnings.getvalue() == ""
 
 
 def test_every_module_and_package_is_in_the_architecture_pages_list():

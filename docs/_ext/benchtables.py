@@ -350,6 +350,15 @@ PARTS: dict[str, tuple[Callable[[dict[str, Any], str], list[nodes.Node]], str, s
 }
 
 
+def provenance(result: dict[str, Any], path: str) -> str:
+    params, machine = result["params"], result.get("machine", {})
+    load = machine.get("load_average")
+    return (f"From {path}: bench/bench.py{' --quick' if params['quick'] else ''} started "
+            f"{result['timestamp']}, commit {machine.get('commit') or 'not recorded'}, "
+            f"{params['cpus']} CPUs ({machine.get('cpu_model', 'not recorded')}), load average "
+            f"{', '.join(map(str, load)) if load else 'not recorded'} at start.")
+
+
 class BenchDirective(SphinxDirective):
     required_arguments = 1
     option_spec = {"file": directives.unchanged}
@@ -368,7 +377,10 @@ class BenchDirective(SphinxDirective):
         if not result.get(key):
             return [nodes.paragraph(text=f"Not measured in {path}: bench/bench.py {command} "
                                          "measures it.")]
-        return render(result, path)
+        rendered = render(result, path)
+        if path != DEFAULT_RESULTS:  # not the page's run: say which one
+            rendered.insert(0, nodes.paragraph(text=provenance(result, path)))
+        return rendered
 
 
 def setup(app: Sphinx) -> dict[str, Any]:
