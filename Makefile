@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install lock upgrade redis browser loadgen standin run test fuzz chaos fleet bench lint clean screenshots vendor
+.PHONY: help install lock upgrade redis browser loadgen standin run test docs fuzz chaos fleet bench lint clean screenshots vendor
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -63,6 +63,11 @@ TEST_WORKERS ?= 2
 test: install redis browser loadgen standin  ## every test: unit and integration against real local servers
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not long" $(PYTEST_ARGS)
 
+# Warnings are errors: a broken reference or a table that does not parse fails the build.
+# `make test` builds them too (tests/test_docs.py), so PYTEST_ARGS still picks what runs.
+docs: install  ## the docs (Sphinx) into docs/_build/html, warnings as errors; open index.html
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+
 fuzz: install redis  ## 5,000 random bad bodies through a live daemon; prints the figures
 	WORKERS_FUZZ_BODIES=5000 $(PY) -m pytest tests/test_bad_input.py -k live_daemon --timeout 1800
 
@@ -82,8 +87,8 @@ vendor:  ## re-fetch the console's htmx and uPlot (npm pack) at the versions pin
 	python3 bin/vendor-console-js
 
 lint: install  ## ruff, and mypy on the package (configured in setup.cfg)
-	$(VENV)/bin/ruff check workers devstack tests bench bin
+	$(VENV)/bin/ruff check workers devstack tests bench bin docs
 	$(VENV)/bin/mypy
 
 clean:  ## remove the virtualenv and caches
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache docs/_build

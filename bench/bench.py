@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shutil
 import signal
 import subprocess
@@ -275,6 +276,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                    "backfill_records": args.backfill_records,
                    "backlog": args.backlog,
                    "cpus": _cpus(), "python": sys.version.split()[0]},
+        # Which code and machine the figures are of: the docs' benchmark page prints them.
+        "machine": _machine(),
     }
     kinds = [k for k in consumers.KINDS if k in parts]
     if any(k in consumers.PEERS for k in kinds):
@@ -393,6 +396,21 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 def _cpus() -> int:
     return len(os.sched_getaffinity(0))
+
+
+def _machine() -> dict[str, Any]:
+    """The commit, the CPU and how busy the machine was when the run began."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=Path(__file__).resolve().parent).stdout.strip()
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                      if line.startswith("model name")), "")
+    except OSError:
+        model = ""
+    return {"commit": commit or None, "cpu_model": model or platform.machine(),
+            "system": f"{platform.system()} {platform.release()}",
+            "load_average": [round(x, 2) for x in os.getloadavg()]}
 
 
 def write_json(result: dict[str, Any], path: Path | None) -> Path:

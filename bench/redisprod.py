@@ -2,7 +2,7 @@
 
 One client counts post-sent messages (2 links each, through ``LinkCounter.record`` as a
 daemon does) ten at a time, one after another, against a redis-server of its own on loopback,
-set up as README.rst's "Running the counters' Redis in production" lists: no persistence, AOF
+set up as docs/redis.rst lists: no persistence, AOF
 with ``appendfsync everysec`` or ``always``, a replica, and a replica each count waits for
 (``WORKERS_REDIS_WAIT_REPLICAS=1``: a WAIT at the end of each message's counting pipeline).
 For each: the median wall time of a batch over 10, in ms per message, and the extra over no

@@ -1,5 +1,5 @@
 """The publish state machine and the fleet's rate limits, on a real redis-server (and the
-Cluster): the steps every crash point of README's "Publishing exactly once" rests on."""
+Cluster): the steps every crash point of docs/publishing.rst rests on."""
 
 from __future__ import annotations
 

@@ -74,7 +74,7 @@ def test_a_hostile_client_bounds_memory_and_stalls_no_one(fresh_api, kind):
 def test_a_batch_longer_than_the_servers_target_limit_is_refused_and_others_still_served(api):
     """A known limit, not the SPEC's wish: granian's HTTP/1.1 (hyper) keeps a request target in
     the http crate's Uri, at most 65,534 bytes, so a legal 100-URL batch of long URLs must be
-    split by its client (README says so). What users get is a clear 414 at once, and the
+    split by its client (docs/readapi.rst says so). What users get is a clear 414 at once, and the
     server goes on answering."""
     urls = [f"https://example.com/{n}/" + "a" * 1000 for n in range(100)]
     query = "&".join(f"url={u}" for u in urls)
