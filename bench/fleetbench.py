@@ -36,9 +36,9 @@ from feeder import Feeder  # noqa: E402
 
 from netns import Hosts  # noqa: E402
 from workers import QUEUES, devstack  # noqa: E402
-from workers.links.counter import LinkCounter  # noqa: E402
-from workers.peers import redisconn  # noqa: E402
-from workers.settings import procs_variable  # noqa: E402
+from workers.adapters import redisconn  # noqa: E402
+from workers.core.settings import procs_variable  # noqa: E402
+from workers.domain.links.counter import LinkCounter  # noqa: E402
 
 # What real SQS adds to a call from the same region, at least.
 DELAY_MS = 5.0

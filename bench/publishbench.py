@@ -30,9 +30,9 @@ import redis
 import standin
 
 from workers import devstack
+from workers.core.settings import Settings
 from workers.devstack.networks import Control
 from workers.ops import provision
-from workers.settings import Settings
 
 BENCH_DIR = Path(__file__).resolve().parent
 PROFILES = 20

@@ -25,10 +25,10 @@ from feeder import Feeder
 from workload import Workload
 
 from workers import devstack
+from workers.core.settings import Settings
 from workers.devstack import awsproxy
-from workers.links.counter import LinkCounter
+from workers.domain.links.counter import LinkCounter
 from workers.ops.provision import create_queues
-from workers.settings import Settings
 
 QUEUE = "post-sent"
 BENCH_DIR = Path(__file__).resolve().parent

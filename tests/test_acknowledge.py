@@ -4,9 +4,9 @@ again), and the receives a daemon keeps in flight; against moto and redis-server
 import json
 
 from helpers import queue_depth
+from workers.core.settings import DEFAULT_CONCURRENCY, MIN_RECEIVES_IN_FLIGHT
 from workers.runtime.consumer import Consumer
 from workers.runtime.daemon import lane_sizes, receives_in_flight
-from workers.settings import DEFAULT_CONCURRENCY, MIN_RECEIVES_IN_FLIGHT
 
 
 def post(update_id: str) -> str:
@@ -42,9 +42,9 @@ def test_the_default_daemon_keeps_four_receives_in_flight_and_a_small_one_its_ow
 
 
 def test_extra_lanes_receive_only_while_receives_come_back_full(settings):
+    from workers.core.message import Message
     from workers.runtime.consumer import Handled
     from workers.runtime.daemon import Daemon
-    from workers.runtime.message import Message
 
     daemon = Daemon(Consumer("post-sent", settings))
     batch = [Message(f"m{i}", f"r{i}", "{}", 1) for i in range(10)]

@@ -13,16 +13,17 @@ import pytest
 
 from fakes import FakePusher
 from helpers import drain, log_events, queue_depth, wait_until
-from workers import devstack, social
+from workers import devstack
+from workers.adapters import networks as social
+from workers.adapters.httpclient import MAX_ERROR_TEXT
+from workers.adapters.networks.base import parse_retry_after
+from workers.adapters.sqs import ERROR_ATTRIBUTE
+from workers.core.errors import PermanentError, TransientError
+from workers.core.settings import Settings
 from workers.devstack.networks import Account, Networks
-from workers.peers.httpclient import MAX_ERROR_TEXT
-from workers.peers.sqs import ERROR_ATTRIBUTE
+from workers.domain.publishing.engagement import EngagementStore
 from workers.runtime.consumer import Consumer
 from workers.runtime.deps import Deps
-from workers.runtime.errors import PermanentError, TransientError
-from workers.settings import Settings
-from workers.social.base import parse_retry_after
-from workers.social.engagement import EngagementStore
 
 TOKENS = {"twitter": "tw-token-SECRET-1a2b", "facebook": "fb-token-SECRET-3c4d",
           "linkedin": "li-token-SECRET-5e6f"}

@@ -8,8 +8,8 @@ import boto3
 import pytest
 
 from helpers import log_events, queue_depth, start_daemon, wait_until
-from workers.links.archive import Archive
-from workers.links.counter import LinkCounter
+from workers.domain.links.archive import Archive
+from workers.domain.links.counter import LinkCounter
 from workers.runtime.consumer import Consumer
 
 

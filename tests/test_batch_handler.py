@@ -10,12 +10,12 @@ import pytest
 from helpers import drain, queue_depth
 from roundtrips import RoundTrips
 from workers import queues
-from workers.links.counter import LinkCounter
+from workers.core.errors import PermanentError
+from workers.core.settings import Settings
+from workers.domain.links.counter import LinkCounter
 from workers.queues.post_sent import post_sent_batch
 from workers.runtime.consumer import BatchResult, Consumer
 from workers.runtime.deps import Deps
-from workers.runtime.errors import PermanentError
-from workers.settings import Settings
 
 
 def post(update_id: str, *urls: str) -> str:
@@ -128,7 +128,7 @@ def test_a_handler_given_or_registered_later_is_what_runs(settings):
 def test_post_sent_batch_says_what_each_event_counted(urls, expected):
     from types import SimpleNamespace
 
-    from workers.runtime.events import PostSent
+    from workers.core.events import PostSent
 
     deps = SimpleNamespace(
         links=SimpleNamespace(record_all=lambda updates: [[True] * len(k) for _, k in updates]),

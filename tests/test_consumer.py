@@ -8,14 +8,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from helpers import drain, queue_depth, wait_until
-from workers.links.counter import LinkCounter
-from workers.peers.sqs import ERROR_ATTRIBUTE
+from workers.adapters.sqs import ERROR_ATTRIBUTE
+from workers.core.errors import PermanentError, TransientError
+from workers.core.settings import Settings
+from workers.domain.links.counter import LinkCounter
 from workers.queues.post_sent import post_sent
 from workers.runtime.consumer import Consumer
 from workers.runtime.daemon import Daemon, lane_sizes
 from workers.runtime.deps import Deps
-from workers.runtime.errors import PermanentError, TransientError
-from workers.settings import Settings
 
 
 def post(update_id: str, *urls: str) -> str:

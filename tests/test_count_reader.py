@@ -9,8 +9,8 @@ import asyncio
 import redis
 import redis.asyncio
 
-from workers.links.counter import LinkCounter
-from workers.links.urls import normalize_key
+from workers.domain.links.counter import LinkCounter
+from workers.domain.links.urls import normalize_key
 from workers.readapi.reader import CountReader
 
 NAME = "count-reader-test"

@@ -13,8 +13,8 @@ import pytest
 from botocore.stub import Stubber
 
 from helpers import drain, queue_depth, wait_until, workers_cmd
+from workers.adapters.sqs import ERROR_ATTRIBUTE, SQSQueue
 from workers.ops.dlq import COPY, TASK, DeadLetters, DLQError
-from workers.peers.sqs import ERROR_ATTRIBUTE, SQSQueue
 from workers.runtime.consumer import Consumer
 from workers.runtime.daemon import Daemon
 

@@ -18,15 +18,15 @@ from aiosmtpd.controller import Controller
 from helpers import drain, log_events, process_all, queue_depth, send, start_daemon, wait_until
 from moto_api import sent_emails
 from workers import devstack
-from workers.peers import rendering
-from workers.peers.mail import SMTPMailer, build_message
-from workers.peers.sent import SentMarks
-from workers.peers.sqs import ERROR_ATTRIBUTE
-from workers.runtime.backoff import ExponentialBackoff
+from workers.adapters.mail import SMTPMailer, build_message
+from workers.adapters.sqs import ERROR_ATTRIBUTE
+from workers.core.backoff import ExponentialBackoff
+from workers.core.errors import PermanentError
+from workers.core.settings import Settings, SettingsError
+from workers.domain.sending import rendering
+from workers.domain.sending.sent import SentMarks
 from workers.runtime.consumer import Consumer
 from workers.runtime.deps import Deps
-from workers.runtime.errors import PermanentError
-from workers.settings import Settings, SettingsError
 
 SENDER = "Scheduler <no-reply@workers.example.com>"
 SCRIPT = "<script>alert(1)</script>"

@@ -1,8 +1,8 @@
 import json
 
+from workers.core.message import Message
 from workers.runtime.consumer import Consumer
 from workers.runtime.heartbeat import Heartbeat
-from workers.runtime.message import Message
 
 
 def msg(n: int) -> Message:

@@ -13,14 +13,15 @@ from aiosmtpd.controller import Controller
 from botocore.stub import Stubber
 
 from helpers import drain, send, workers_cmd
-from workers import devstack, social
+from workers import devstack
+from workers.adapters import networks as social
+from workers.adapters.mail import SESMailer, build_message
+from workers.adapters.sqs import ERROR_ATTRIBUTE
+from workers.core.errors import PermanentError
+from workers.core.settings import Settings
 from workers.devstack.httpfake import Request
 from workers.devstack.networks import Networks
-from workers.peers.mail import SESMailer, build_message
-from workers.peers.sqs import ERROR_ATTRIBUTE
 from workers.runtime.consumer import Consumer
-from workers.runtime.errors import PermanentError
-from workers.settings import Settings
 
 SENDER = "no-reply@workers.example.com"
 

@@ -14,9 +14,9 @@ import structlog
 
 from helpers import log_events, wait_until
 from links_api import start_api
+from workers.core.errors import PermanentError
 from workers.runtime import logs
 from workers.runtime.consumer import Consumer
-from workers.runtime.errors import PermanentError
 
 
 class Recorder(io.StringIO):

@@ -8,7 +8,7 @@ import json
 from prometheus_client import REGISTRY
 
 from helpers import drain, process_all, queue_depth
-from workers.links.counter import LinkCounter
+from workers.domain.links.counter import LinkCounter
 from workers.runtime.consumer import Consumer
 
 
@@ -48,8 +48,8 @@ def test_post_sent_is_a_plain_function_outside_a_consumer():
     """No consumer around it: it counts, and leaves the archive to its before-ack step."""
     from types import SimpleNamespace
 
+    from workers.core.events import PostSent
     from workers.queues.post_sent import archive_records, post_sent
-    from workers.runtime.events import PostSent
 
     recorded = []
     deps = SimpleNamespace(

@@ -12,12 +12,13 @@ import pytest
 
 from fakes import FakePusher
 from helpers import drain, log_events, process_all, queue_depth, send, wait_until
-from workers import devstack, social
+from workers import devstack
+from workers.adapters import networks as social
+from workers.adapters.notify import Notifier
+from workers.adapters.producer import Producer
+from workers.adapters.sqs import ERROR_ATTRIBUTE
 from workers.devstack.networks import Account, Networks
-from workers.links.counter import LinkCounter
-from workers.peers.notify import Notifier
-from workers.peers.sqs import ERROR_ATTRIBUTE
-from workers.producer import Producer
+from workers.domain.links.counter import LinkCounter
 from workers.queues.publish import post_urls
 from workers.runtime.consumer import Consumer
 from workers.runtime.deps import Deps

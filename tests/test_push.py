@@ -14,13 +14,13 @@ from fakes import FakeServer, Request
 from helpers import drain, log_events, process_all, queue_depth, send, start_daemon, wait_until
 from moto_api import published
 from workers import devstack
-from workers.peers.sqs import ERROR_ATTRIBUTE
+from workers.adapters.sqs import ERROR_ATTRIBUTE
+from workers.core.errors import PermanentError
+from workers.core.events import Push
+from workers.core.settings import Settings, SettingsError
 from workers.queues.push import check_target, describe_target, sns_message
 from workers.runtime.consumer import Consumer
 from workers.runtime.deps import Deps
-from workers.runtime.errors import PermanentError
-from workers.runtime.events import Push
-from workers.settings import Settings, SettingsError
 
 
 def push_event(target_arn: str, **extra) -> dict:

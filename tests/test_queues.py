@@ -12,10 +12,10 @@ from pathlib import Path
 
 import workers
 from workers import queues
+from workers.core.events import Analytics, Email, PostSent, Push
+from workers.core.settings import LINKS_API_PROGRAM, Settings
 from workers.queues.publish import Publish
-from workers.runtime.events import Analytics, Email, PostSent, Push
 from workers.runtime.health import port_for
-from workers.settings import LINKS_API_PROGRAM, Settings
 
 TOP = Path(__file__).resolve().parent.parent
 # Programs of conf/supervisord.conf that are no queue: the read API (scaled like a queue's

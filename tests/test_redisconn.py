@@ -14,9 +14,9 @@ from tcpswitch import TCPSwitch
 
 from helpers import drain, log_events, queue_depth, wait_until, workers_cmd
 from workers import devstack
+from workers.adapters import redisconn
 from workers.devstack import free_port
-from workers.links.counter import LinkCounter, ReplicasBehind
-from workers.peers import redisconn
+from workers.domain.links.counter import LinkCounter, ReplicasBehind
 from workers.runtime.consumer import Consumer
 
 

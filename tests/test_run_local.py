@@ -17,9 +17,9 @@ import requests
 
 from helpers import REPO, alive, wait_until
 from workers import QUEUES
+from workers.core.settings import Settings
 from workers.devstack import free_port
 from workers.devstack.networks import Control
-from workers.settings import Settings
 
 
 def env_of(path: Path) -> dict[str, str]:

@@ -12,16 +12,16 @@ import pytest
 import structlog
 
 from helpers import drain
-from workers import social
+from workers.adapters import networks as social
+from workers.adapters.networks.posting import Draft
+from workers.adapters.sqs import ERROR_ATTRIBUTE
+from workers.core.errors import PermanentError
+from workers.core.settings import Settings
+from workers.core.text import redact
 from workers.devstack.networks import Account, Networks
-from workers.peers.sqs import ERROR_ATTRIBUTE
 from workers.runtime import logs
 from workers.runtime.consumer import Consumer
 from workers.runtime.deps import Deps
-from workers.runtime.errors import PermanentError
-from workers.settings import Settings
-from workers.social.posting import Draft
-from workers.text import redact
 
 SECRET = "tw-token-SECRET-9f8e"
 # What would betray a token: any run of it long enough to mean something.

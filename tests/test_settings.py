@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.settings import VARIABLES, Settings, SettingsError
+from workers.core.settings import VARIABLES, Settings, SettingsError
 
 README = Path(__file__).resolve().parent.parent / "README.rst"
 

@@ -25,13 +25,13 @@ from prometheus_client import REGISTRY
 
 from fakes import FakePusher
 from helpers import log_events, wait_until, workers_cmd
+from workers.adapters import tracing
+from workers.adapters.aws import client
+from workers.adapters.producer import Producer
 from workers.devstack import free_port
 from workers.devstack.networks import Account, Networks
 from workers.devstack.otlp import OTLPReceiver, Span, tree
 from workers.ops.dlq import DeadLetters
-from workers.peers.aws import client
-from workers.producer import Producer
-from workers.runtime import tracing
 from workers.runtime.consumer import Consumer
 
 TOKEN = "x-token-SECRET-tracing"
@@ -124,7 +124,7 @@ def test_with_tracing_off_nothing_is_exported_and_no_attribute_is_added(env, rec
 HANDLE_ONE = """
 import json, sys
 from workers.runtime.consumer import Consumer
-from workers.settings import Settings
+from workers.core.settings import Settings
 consumer = Consumer("post-sent", Settings.from_env())
 ours = ("opentelemetry.sdk.trace", "opentelemetry.exporter", "opentelemetry.instrumentation")
 print(json.dumps({"succeeded": consumer.process_batch(wait_seconds=1).succeeded,
@@ -300,7 +300,7 @@ def test_a_replayed_message_with_ten_attributes_keeps_them_and_its_trace_in_aws_
 def test_a_message_with_room_carries_traceparent_and_the_consumer_continues_it(
         traced, settings, sqs, queues, prefix):
     # Given a message sent by the producer with tracing on, with the API's own attribute
-    from workers.peers.sqs import SQSQueue
+    from workers.adapters.sqs import SQSQueue
 
     queue = SQSQueue(client(settings), settings.queue_name("post-sent"), topic="post-sent")
     own = {"api.origin": {"DataType": "String", "StringValue": "scheduler"}}

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import click
 
-from workers.settings import (
+from workers.core.settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_DRAIN_TARGET_SECONDS,
     DEFAULT_PROCESS_RATE,
@@ -67,8 +67,8 @@ def queues() -> None:
 def queues_create(settings: Settings) -> None:
     """Create every queue, its DLQ and redrive policy (and the archive bucket when set).
     Safe to run again."""
+    from workers.adapters import aws
     from workers.ops import provision
-    from workers.peers import aws
 
     s3 = aws.client(settings, "s3") if settings.archive_bucket else None
     for url in provision.create_queues(settings, aws.client(settings), s3):
@@ -84,7 +84,7 @@ def queues_create(settings: Settings) -> None:
 @click.pass_obj
 def run(settings: Settings, queue: str, concurrency: int, log_level: str) -> None:
     """Consume QUEUE in the foreground until SIGTERM or SIGINT (then finish and exit 0)."""
-    from workers.peers import redisconn
+    from workers.adapters import redisconn
     from workers.runtime import logs
     from workers.runtime.consumer import Consumer
     from workers.runtime.daemon import Daemon
@@ -113,7 +113,7 @@ def run(settings: Settings, queue: str, concurrency: int, log_level: str) -> Non
 def send(settings: Settings, queue: str, event: str | None) -> None:
     """Validate and enqueue one EVENT (JSON), or JSON lines from stdin. Every event is
     validated before any is sent: one invalid event and nothing is sent."""
-    from workers.producer import Producer
+    from workers.adapters.producer import Producer
 
     _trace("send")
     if event is not None:
@@ -136,9 +136,9 @@ def links() -> None:
 @click.pass_obj
 def links_count(settings: Settings, urls: tuple[str, ...], as_json: bool) -> None:
     """Print COUNT<TAB>NORMALIZED_URL for each URL (a full URL or a normalized key)."""
-    from workers.links.counter import LinkCounter
-    from workers.links.urls import InvalidURL, normalize_key
-    from workers.peers.redisconn import connect
+    from workers.adapters.redisconn import connect
+    from workers.domain.links.counter import LinkCounter
+    from workers.domain.links.urls import InvalidURL, normalize_key
 
     keys, bad = [], []
     for url in urls:
@@ -188,11 +188,11 @@ def links_backfill(settings: Settings, settle: float | None, threads: int) -> No
     bucket: readers see the old counts until then, never a partial rebuild. Daemons may keep
     running. Counts of links that are not in the archive are dropped. Progress goes to stderr.
     """
-    from workers.links.archive import Archive
-    from workers.links.backfill import Backfill
-    from workers.links.counter import LinkCounter
-    from workers.peers import aws
-    from workers.peers.redisconn import connect
+    from workers.adapters import aws
+    from workers.adapters.redisconn import connect
+    from workers.domain.links.archive import Archive
+    from workers.domain.links.backfill import Backfill
+    from workers.domain.links.counter import LinkCounter
 
     if not settings.archive_bucket:
         raise Failure("WORKERS_ARCHIVE_BUCKET is not set: there is no archive to read")
@@ -455,8 +455,8 @@ def fleet_command(settings: Settings, as_json: bool) -> None:
     last poll, handled, failed, dead-lettered, in flight. From the counters' Redis, where
     each process refreshes its entry every 5 s; one not refreshed lately shows as stale, and
     drops out after 15 s."""
+    from workers.adapters.redisconn import REDIS_ERRORS, connect
     from workers.ops import fleet
-    from workers.peers.redisconn import REDIS_ERRORS, connect
 
     try:
         client = connect(settings.redis_url)
@@ -472,7 +472,7 @@ def fleet_command(settings: Settings, as_json: bool) -> None:
 def _trace(program: str) -> None:
     """Tracing on for this process when OTEL_* asks (README.rst, "Tracing"); its spans are
     exported at exit."""
-    from workers.runtime import tracing
+    from workers.adapters import tracing
 
     tracing.configure(program)
 
@@ -480,7 +480,7 @@ def _trace(program: str) -> None:
 def _event(queue: str, text: str, where: str) -> Any:
     """The JSON of one event, valid for ``queue``; else a Failure saying what is wrong, and
     where (a line of stdin) when there is more than one."""
-    from workers.runtime.events import InvalidEvent, validate
+    from workers.core.events import InvalidEvent, validate
 
     try:
         data = json.loads(text)
@@ -495,14 +495,14 @@ def _event(queue: str, text: str, where: str) -> Any:
 
 def main() -> None:
     """Entry point: runs the CLI and turns every error into one line on stderr."""
+    from workers.adapters.aws import AWS_ERRORS
+    from workers.adapters.producer import SendError
+    from workers.adapters.redisconn import REDIS_ERRORS, EvictionPolicyError
+    from workers.adapters.tracing import TracingError
+    from workers.core.errors import PermanentError
     from workers.ops.dlq import DLQError
     from workers.ops.rundir import RunDirError
     from workers.ops.scale import ScaleError
-    from workers.peers.aws import AWS_ERRORS
-    from workers.peers.redisconn import REDIS_ERRORS, EvictionPolicyError
-    from workers.producer import SendError
-    from workers.runtime.errors import PermanentError
-    from workers.runtime.tracing import TracingError
 
     try:
         code = cli.main(standalone_mode=False, prog_name="workers")

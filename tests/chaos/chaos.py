@@ -61,11 +61,11 @@ from chaos_checks import (
 from chaos_workload import SEED, Workload, publish_accounts, publish_token
 from helpers import DeadLetters, Fleet, queue_depth, wait_until
 from workers import QUEUES, devstack
+from workers.core.settings import DEFAULT_MAX_RECEIVES, Settings, procs_variable
 from workers.devstack import awsproxy
 from workers.devstack.networks import Control
-from workers.links.counter import LinkCounter
+from workers.domain.links.counter import LinkCounter
 from workers.ops import provision
-from workers.settings import DEFAULT_MAX_RECEIVES, Settings, procs_variable
 
 # A short visibility timeout and long poll, so a killed daemon's messages and failed messages
 # come back within seconds (the consumer's backoff doubles it on each receive), and a daemon's

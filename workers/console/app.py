@@ -26,17 +26,17 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from workers.adapters import aws
+from workers.adapters.redisconn import Client, connect
 from workers.console import history, snapshot, tasks
 from workers.console.access import OPERATOR, VIEWER, Principal, Users
 from workers.console.audit import Audit
 from workers.console.sessions import COOKIE, Sessions
-from workers.links.counter import LinkCounter
+from workers.core.settings import Settings
+from workers.domain.links.counter import LinkCounter
 from workers.ops.dlq import DeadLetters
 from workers.ops.stats import Sampler
-from workers.peers import aws
-from workers.peers.redisconn import Client, connect
 from workers.runtime import logs
-from workers.settings import Settings
 
 Handler = Callable[[Request], Awaitable[Response]]
 

@@ -8,8 +8,8 @@ import json
 
 from workers.console.access import AccessError, Users
 from workers.console.app import build
-from workers.peers.registry import Registration
-from workers.settings import Settings
+from workers.core.settings import Settings
+from workers.runtime.registry import Registration
 from workers.web.server import Limits, ServeError, serve_asgi
 
 # A warm stop waits this long for open answers: a page's event stream never ends by itself.

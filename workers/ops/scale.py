@@ -35,9 +35,9 @@ import structlog
 from supervisor.xmlrpc import SupervisorTransport
 
 from workers import QUEUES
+from workers.adapters.redisconn import REDIS_ERRORS, Client, connect
+from workers.core.settings import LINKS_API_PROGRAM, Settings
 from workers.ops import fleet, rundir
-from workers.peers.redisconn import REDIS_ERRORS, Client, connect
-from workers.settings import LINKS_API_PROGRAM, Settings
 
 # States in which a process counts as running (or about to be, or about to be retried).
 UP = frozenset({"RUNNING", "STARTING", "BACKOFF"})

@@ -8,7 +8,7 @@ reads: ``workers.QUEUES``, the event schemas, the default number of processes an
 ports. conf/supervisord.conf declares each queue's processes; a test holds the two together.
 
 Handlers are plain functions of a validated event. A handler raises TransientError or
-PermanentError (workers.runtime.errors); it may return a dict of fields to add to the message's log
+PermanentError (workers.core.errors); it may return a dict of fields to add to the message's log
 line.
 
 A queue may also register a *batch handler* (``@batch_handler(name)``), called once per batch with
@@ -36,9 +36,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:  # at run time neither is needed here, and deps is heavy (boto3, redis)
+    from workers.core.errors import HandlerError
+    from workers.core.events import Event
     from workers.runtime.deps import Deps
-    from workers.runtime.errors import HandlerError
-    from workers.runtime.events import Event
 
 Handler = Callable[[Any, "Deps"], "dict[str, Any] | None"]
 BeforeAck = Callable[["Deps", "Sequence[Event]"], None]

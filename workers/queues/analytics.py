@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from workers.peers.redisconn import REDIS_ERRORS
+from workers.adapters.redisconn import REDIS_ERRORS
+from workers.core.errors import TransientError
+from workers.core.events import Analytics
 from workers.queues import queue
 from workers.runtime.deps import Deps
-from workers.runtime.errors import TransientError
-from workers.runtime.events import Analytics
 
 
 # Waits on the networks' APIs (and their rate limits): one process of 20 handlers to start.

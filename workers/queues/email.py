@@ -1,21 +1,22 @@
 """email: one message through Amazon SES (or SMTP), from its own content or a shipped template.
 
 ``{"to", "subject", "text"?, "html"?}`` is sent as given; ``{"to", "template", "params"}`` is
-rendered from ``workers/peers/templates/`` (workers.peers.rendering), a ``subject`` given
-beside it winning over the template's. Logs carry the recipient's domain, not the address.
+rendered from ``workers/domain/sending/templates/`` (workers.domain.sending.rendering), a
+``subject`` given beside it winning over the template's. Logs carry the recipient's domain,
+not the address.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from workers.peers import rendering
-from workers.peers.mail import build_message
-from workers.peers.sent import mark_key
+from workers.adapters.mail import build_message
+from workers.core.errors import TransientError
+from workers.core.events import Email
+from workers.domain.sending import rendering
+from workers.domain.sending.sent import mark_key
 from workers.queues import queue
 from workers.runtime.deps import Deps
-from workers.runtime.errors import TransientError
-from workers.runtime.events import Email
 
 
 # Waits on SES or an SMTP relay: one process of 20 handlers to start with.

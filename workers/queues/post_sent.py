@@ -7,14 +7,14 @@ from typing import Any, Iterator, Sequence
 
 import structlog
 
-from workers.links.counter import ReplicasBehind
-from workers.links.urls import InvalidURL, normalize_url
-from workers.peers.redisconn import REDIS_ERRORS
+from workers.adapters.redisconn import REDIS_ERRORS
+from workers.core import metrics
+from workers.core.errors import TransientError
+from workers.core.events import Event, PostSent
+from workers.domain.links.counter import ReplicasBehind
+from workers.domain.links.urls import InvalidURL, normalize_url
 from workers.queues import batch_handler, before_ack, queue
-from workers.runtime import metrics
 from workers.runtime.deps import Deps
-from workers.runtime.errors import TransientError
-from workers.runtime.events import Event, PostSent
 
 log = structlog.get_logger()
 

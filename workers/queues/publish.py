@@ -1,6 +1,6 @@
 """publish: send a scheduled post to its network exactly once, then start the rest.
 
-The update's state machine (workers/social/publications.py) decides what a delivery does:
+The update's state machine (workers/domain/publishing/publications.py) decides what a delivery does:
 post, resolve an earlier attempt whose outcome is unknown, wait for another holder, or only
 chain what follows a post (post-sent, a delayed analytics, Pusher ``update-published``).
 README.rst, "Publishing exactly once", lists each crash point and what the next delivery does.
@@ -13,15 +13,9 @@ from typing import Any, Literal, Sequence
 
 from pydantic import model_validator
 
-from workers.peers.aws import AWS_ERRORS
-from workers.peers.redisconn import REDIS_ERRORS
-from workers.producer import SendError
-from workers.queues import before_ack, queue
-from workers.runtime import tracing
-from workers.runtime.deps import Deps
-from workers.runtime.errors import PermanentError, TransientError
-from workers.runtime.events import Event, Id
-from workers.social.posting import (
+from workers.adapters import tracing
+from workers.adapters.aws import AWS_ERRORS
+from workers.adapters.networks.posting import (
     Created,
     Draft,
     Duplicate,
@@ -29,7 +23,13 @@ from workers.social.posting import (
     Poster,
     RateLimited,
 )
-from workers.social.publications import Claim, Publication
+from workers.adapters.producer import SendError
+from workers.adapters.redisconn import REDIS_ERRORS
+from workers.core.errors import PermanentError, TransientError
+from workers.core.events import Event, Id
+from workers.domain.publishing.publications import Claim, Publication
+from workers.queues import before_ack, queue
+from workers.runtime.deps import Deps
 
 # Every http(s) URL in a post's text; what ends a sentence around it is cut off (SPEC.md).
 _URL = re.compile(r"https?://[^\s<>\"]+", re.IGNORECASE)

@@ -20,12 +20,12 @@ import json
 import re
 from typing import Any
 
-from workers.peers.aws import AWS_ERRORS, classify
-from workers.peers.sent import mark_key
+from workers.adapters.aws import AWS_ERRORS, classify
+from workers.core.errors import PermanentError
+from workers.core.events import Push
+from workers.domain.sending.sent import mark_key
 from workers.queues import queue
 from workers.runtime.deps import Deps
-from workers.runtime.errors import PermanentError
-from workers.runtime.events import Push
 
 # SNS's error codes that say this message can never be delivered: the endpoint is disabled
 # (the platform reported the token invalid, e.g. the app was uninstalled), it does not exist,

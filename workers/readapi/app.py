@@ -20,7 +20,7 @@ from importlib import resources
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl
 
-from workers.links.urls import MAX_URL_LENGTH, InvalidURL, normalize_key
+from workers.domain.links.urls import MAX_URL_LENGTH, InvalidURL, normalize_key
 from workers.readapi.limits import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_QUERY_BYTES
 from workers.readapi.metrics import APIMetrics
 from workers.readapi.reader import UNAVAILABLE, CountReader

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from workers.links.counter import LinkCounter
-from workers.peers.redisconn import EvictionPolicyError, check_noeviction, connect
-from workers.peers.registry import Registration
+from workers.adapters.redisconn import EvictionPolicyError, check_noeviction, connect
+from workers.core.settings import LINKS_API_PROGRAM, Settings
+from workers.domain.links.counter import LinkCounter
 from workers.readapi import reader as readers
 from workers.readapi.app import LinksAPI
-from workers.settings import LINKS_API_PROGRAM, Settings
+from workers.runtime.registry import Registration
 from workers.web.server import ServeError, check_bindable, serve_asgi
 
 # Through the standard library's logging, which workers.runtime.logs renders as our JSON lines.

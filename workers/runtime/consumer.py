@@ -19,24 +19,26 @@ from typing import Any, Sequence
 import structlog
 
 from workers import queues
-from workers.peers.aws import AWS_ERRORS, client
-from workers.peers.redisconn import REDIS_ERRORS
-from workers.peers.sqs import SQSQueue, earlier_receives
-from workers.runtime import logs, metrics, tracing
-from workers.runtime.backoff import ExponentialBackoff
-from workers.runtime.deps import Deps
-from workers.runtime.errors import PermanentError, TransientError
-from workers.runtime.events import Event, decode
-from workers.runtime.heartbeat import Heartbeat
-from workers.runtime.message import Message
-from workers.runtime.shutdown import Shutdown
-from workers.settings import (
+from workers.adapters import tracing
+from workers.adapters.aws import AWS_ERRORS, client
+from workers.adapters.redisconn import REDIS_ERRORS
+from workers.adapters.sqs import SQSQueue, earlier_receives
+from workers.core import metrics
+from workers.core.backoff import ExponentialBackoff
+from workers.core.errors import PermanentError, TransientError
+from workers.core.events import Event, decode
+from workers.core.message import Message
+from workers.core.settings import (
     DEFAULT_CONCURRENCY,
     LONG_POLL_SECONDS,
     MAX_DELAY_SECONDS,
     SQS_BATCH_MAX,
     Settings,
 )
+from workers.runtime import logs
+from workers.runtime.deps import Deps
+from workers.runtime.heartbeat import Heartbeat
+from workers.runtime.shutdown import Shutdown
 
 SUCCEEDED, RETRIED, DEAD_LETTERED, RETURNED = "succeeded", "retried", "dead_lettered", "returned"
 # How often a waiting batch looks at the shutdown flag.

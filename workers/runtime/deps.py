@@ -5,15 +5,16 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
-from workers import social
-from workers.links import archive
-from workers.links import counter as links
-from workers.peers import aws, mail, notify, redisconn, sent
-from workers.producer import Producer
-from workers.settings import Settings
-from workers.social import engagement
-from workers.social.publications import Publications
-from workers.social.ratelimits import RateLimits
+from workers.adapters import aws, mail, notify, redisconn
+from workers.adapters import networks as social
+from workers.adapters.producer import Producer
+from workers.core.settings import Settings
+from workers.domain.links import archive
+from workers.domain.links import counter as links
+from workers.domain.publishing import engagement
+from workers.domain.publishing.publications import Publications
+from workers.domain.publishing.ratelimits import RateLimits
+from workers.domain.sending import sent
 
 
 class Deps:

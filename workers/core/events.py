@@ -1,0 +1,162 @@
+"""Event schemas, one per queue, and the one place a message body becomes a validated event.
+
+Each queue names its schema where it is declared (``@queue(..., schema=...)`` in
+workers/queues/).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from workers.core.errors import PermanentError
+from workers.core.message import Message
+
+# Identifiers are strings (the API's ids are Mongo-style hex), never blank.
+Id = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"\S")]
+Text = Annotated[str, StringConstraints(max_length=100_000)]
+# A post never names thousands of links; a bound keeps one event's work bounded.
+MAX_URLS_PER_EVENT = 1000
+SERVICES = ("twitter", "facebook", "linkedin")
+
+
+class InvalidEvent(PermanentError):
+    """The body is JSON but not a valid event for its queue."""
+
+
+class Event(BaseModel):
+    # Unknown fields are ignored (SPEC.md); events never change once decoded.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    # The digest of the body this event was decoded from (``decode`` sets it): what stays the
+    # same over redeliveries and DLQ replays, unlike the SQS message id.
+    _body_digest: str | None = PrivateAttr(default=None)
+
+    @property
+    def body_digest(self) -> str:
+        """The digest of the message body; of the event's own JSON when built in code."""
+        return self._body_digest or digest(self.model_dump_json(exclude_none=True))
+
+
+class PostSent(Event):
+    update_id: Id
+    profile_id: Id
+    created_at: float | None = None
+    # A URL that is not a string (null, a number, an object) is an invalid URL like any other:
+    # the handler skips and counts it, and the event's valid URLs still count (SPEC.md). So
+    # the schema takes any JSON value here, and ``urls`` needs only to be a bounded list.
+    url: Any = None
+    urls: list[Any] = Field(default_factory=list, max_length=MAX_URLS_PER_EVENT)
+    service: str | None = None
+
+    @field_validator("created_at", mode="before")
+    @classmethod
+    def _unix_seconds(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ValueError("must be Unix seconds, as a number or a numeric string")
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise ValueError("must be Unix seconds, as a number or a numeric string") from None
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError("must be a non-negative finite number of seconds")
+        return seconds
+
+    @property
+    def all_urls(self) -> list[Any]:
+        """``url`` and ``urls`` together, in order, as given (not yet normalized, nor checked
+        to be strings)."""
+        return ([self.url] if self.url is not None else []) + list(self.urls)
+
+
+class Analytics(Event):
+    update_id: Id
+    profile_id: Id
+    service: Literal["twitter", "facebook", "linkedin"]
+    service_update_id: Id
+
+
+class Push(Event):
+    # The API's name for this one send (a request id): a second event with the same key is
+    # not sent again (workers.domain.sending.sent). Without it, the body's digest stands for it.
+    idempotency_key: Id | None = None
+    user_id: Id
+    target_arn: Annotated[str, StringConstraints(pattern=r"^arn:")]
+    title: Text
+    body: Text
+    data: dict[str, Any] | None = None
+
+
+class Email(Event):
+    idempotency_key: Id | None = None  # as Push's
+    to: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+$", max_length=320)]
+    subject: Text | None = None
+    text: Text | None = None
+    html: Text | None = None
+    template: Id | None = None
+    params: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _content(self) -> "Email":
+        if self.template is None and self.subject is None:
+            raise ValueError("needs a subject with text or html, or a template with params")
+        if self.template is None and self.text is None and self.html is None:
+            raise ValueError("needs text or html (or a template)")
+        return self
+
+
+def validate(queue: str, data: Any) -> Event:
+    """A validated event of ``queue``'s schema, or InvalidEvent saying what is wrong."""
+    from workers.queues import declaration  # lazily: the handlers import this module
+
+    try:
+        return declaration(queue).schema.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidEvent(f"invalid {queue} event: {_describe(exc)}") from None
+
+
+def decode(queue: str, message: Message) -> Event:
+    """The message's validated event; MessageDecodeError or InvalidEvent saying why not."""
+    from workers.queues import declaration  # lazily: the handlers import this module
+
+    try:  # pydantic parsing the JSON itself: the quick way, for the bodies that are valid
+        event = declaration(queue).schema.model_validate_json(message.body)
+    except ValidationError:  # json.loads and model_validate then say what is wrong, as ever
+        event = validate(queue, message.json())
+    event._body_digest = digest(message.body)
+    return event
+
+
+def digest(body: str) -> str:
+    return hashlib.blake2b(body.encode(), digest_size=16).hexdigest()
+
+
+def _describe(exc: ValidationError, limit: int = 3) -> str:
+    errors = exc.errors(include_url=False, include_input=False)
+    parts = [_one_error(e) for e in errors[:limit]]
+    more = f" (+{len(errors) - limit} more)" if len(errors) > limit else ""
+    return "; ".join(parts) + more
+
+
+def _one_error(error: Any) -> str:
+    """``field: what is wrong``, or only what is wrong for the event as a whole. Our own
+    validators' words stand as written: pydantic's "Value error, " before them says nothing
+    to the person who sent the event."""
+    reason = error["msg"]
+    if error["type"] == "value_error" and "error" in error.get("ctx", {}):
+        reason = str(error["ctx"]["error"])
+    where = ".".join(str(part) for part in error["loc"])
+    return f"{where}: {reason}" if where else reason
