@@ -1,13 +1,17 @@
-"""Event schemas, one per queue, and the one place a message body becomes a validated event.
+"""The queues and their event schemas, in one place, and where a message body becomes a
+validated event.
 
-Each queue names its schema where it is declared (``@queue(..., schema=...)`` in
-workers/queues/).
+``DECLARED`` is every queue: its name, its event's schema, its default processes and its
+metrics port block. ``workers.QUEUES`` and the settings read it; conf/supervisord.conf declares
+each queue's processes (a test holds the two together); each queue's handler is its module in
+workers/queues/. A new queue: its schema and its line here, its handler module there.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -29,7 +33,8 @@ Id = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"\S
 Text = Annotated[str, StringConstraints(max_length=100_000)]
 # A post never names thousands of links; a bound keeps one event's work bounded.
 MAX_URLS_PER_EVENT = 1000
-SERVICES = ("twitter", "facebook", "linkedin")
+# Each network's longest text; longer is refused by the network anyway (a permanent error).
+MAX_TEXT_CHARS = 63_206  # Facebook's; X counts 280 its own way, LinkedIn 3,000
 
 
 class InvalidEvent(PermanentError):
@@ -118,20 +123,76 @@ class Email(Event):
         return self
 
 
-def validate(queue: str, data: Any) -> Event:
-    """A validated event of ``queue``'s schema, or InvalidEvent saying what is wrong."""
-    from workers.queues import declaration  # lazily: the handlers import this module
+class Publish(Event):
+    update_id: Id
+    profile_id: Id
+    service: Literal["twitter", "facebook", "linkedin"]
+    text: str
+    link: str | None = None
+    target: str | None = None
 
+    @model_validator(mode="after")
+    def _needs_target(self) -> "Publish":
+        if not self.text.strip():
+            raise ValueError("text must not be empty")
+        if len(self.text) > MAX_TEXT_CHARS:
+            raise ValueError(f"text is longer than {MAX_TEXT_CHARS} characters")
+        if self.service == "facebook" and not self.target:
+            raise ValueError("target (the page id) is required for facebook")
+        if self.service == "linkedin" and not (self.target or "").startswith("urn:li:"):
+            raise ValueError("target (the author URN, urn:li:person:... or "
+                             "urn:li:organization:...) is required for linkedin")
+        return self
+
+
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    schema: type[Event]
+    # Daemons until `workers scale` says otherwise (WORKERS_<QUEUE>_PROCS).
+    procs: int
+    # Its metrics ports are base + 100 × port_block + process number: a number of its own,
+    # never reused, so that adding or removing a queue moves no other queue's ports.
+    port_block: int
+
+
+# In the order of their port blocks (the order of ``workers.QUEUES``).
+DECLARED = (
+    # The busy queue: two processes to start with, counting on Redis.
+    Queue("post-sent", PostSent, procs=2, port_block=0),
+    # Waits on the networks' APIs (and their rate limits): one process of 20 handlers.
+    Queue("analytics", Analytics, procs=1, port_block=1),
+    # Waits on SNS, not on Redis: one process of 20 handlers to start with.
+    Queue("push", Push, procs=1, port_block=2),
+    # Waits on SES or an SMTP relay: one process of 20 handlers to start with.
+    Queue("email", Email, procs=1, port_block=3),
+    # Waits on the networks (seconds per post at worst): one process of 20 handlers.
+    Queue("publish", Publish, procs=1, port_block=4),
+)
+QUEUES = tuple(q.name for q in DECLARED)
+_BY_NAME = {q.name: q for q in DECLARED}
+
+
+def declaration(name: str) -> Queue:
+    """The declaration of queue ``name``; LookupError when there is none."""
     try:
-        return declaration(queue).schema.model_validate(data)
+        return _BY_NAME[name]
+    except KeyError:
+        raise LookupError(f"no queue {name!r}") from None
+
+
+def validate(queue: str | Queue, data: Any) -> Event:
+    """A validated event of ``queue``'s schema, or InvalidEvent saying what is wrong. Given
+    the queue's declaration, its name is not looked up again."""
+    declared = queue if isinstance(queue, Queue) else declaration(queue)
+    try:
+        return declared.schema.model_validate(data)
     except ValidationError as exc:
-        raise InvalidEvent(f"invalid {queue} event: {_describe(exc)}") from None
+        raise InvalidEvent(f"invalid {declared.name} event: {_describe(exc)}") from None
 
 
 def decode(queue: str, message: Message) -> Event:
     """The message's validated event; MessageDecodeError or InvalidEvent saying why not."""
-    from workers.queues import declaration  # lazily: the handlers import this module
-
     try:  # pydantic parsing the JSON itself: the quick way, for the bodies that are valid
         event = declaration(queue).schema.model_validate_json(message.body)
     except ValidationError:  # json.loads and model_validate then say what is wrong, as ever

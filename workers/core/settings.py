@@ -18,6 +18,7 @@ from workers.core.envvars import (
     Text,
     Variable,
 )
+from workers.core.events import DECLARED, QUEUES
 
 # SQS caps WaitTimeSeconds at 20; the longest wait means the fewest empty receives (each is billed).
 LONG_POLL_SECONDS = 20
@@ -126,10 +127,8 @@ DEFAULT_CONSOLE_REFRESH = 2
 
 def default_procs() -> dict[str, int]:
     """Processes per program until `workers scale` says otherwise (WORKERS_<QUEUE>_PROCS):
-    each queue's from its declaration (workers/queues/), and the read API's."""
-    from workers.queues import declared  # lazily: it loads every handler
-
-    return {**{q.name: q.procs for q in declared()}, LINKS_API_PROGRAM: LINKS_API_PROCS}
+    each queue's from its declaration (workers/core/events.py), and the read API's."""
+    return {**{q.name: q.procs for q in DECLARED}, LINKS_API_PROGRAM: LINKS_API_PROCS}
 
 
 # A published post's engagement is fetched this long after (SQS's DelaySeconds, at most 900):
@@ -348,8 +347,6 @@ def procs_variable(queue: str) -> str:
 
 
 def check_queue(queue: str) -> str:
-    from workers import QUEUES  # lazily: the registry loads every handler
-
     if queue not in QUEUES:
         raise SettingsError(f"unknown queue {queue!r}; expected one of: {', '.join(QUEUES)}")
     return queue

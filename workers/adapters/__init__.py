@@ -1,0 +1,2 @@
+"""Doors to the outside: Redis, SQS and the AWS clients, HTTP, mail, Pusher, tracing, the
+social networks. Know core only."""
