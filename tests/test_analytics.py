@@ -17,13 +17,15 @@ from workers import devstack
 from workers.adapters import networks as social
 from workers.adapters.httpclient import MAX_ERROR_TEXT
 from workers.adapters.networks.base import parse_retry_after
+from workers.adapters.notify import Notifier
 from workers.adapters.sqs import ERROR_ATTRIBUTE
 from workers.core.errors import PermanentError, TransientError
 from workers.core.settings import Settings
 from workers.devstack.networks import Account, Networks
+from workers.domain.publishing.credentials import RedisCredentials
 from workers.domain.publishing.engagement import EngagementStore
-from workers.runtime.consumer import Consumer
-from workers.runtime.deps import Deps
+from workers.queues.analytics import FetchEngagement
+from workers.runtime.consumer import Consumer, Handlers
 
 TOKENS = {"twitter": "tw-token-SECRET-1a2b", "facebook": "fb-token-SECRET-3c4d",
           "linkedin": "li-token-SECRET-5e6f"}
@@ -190,13 +192,13 @@ def test_retry_after_reads_seconds_and_http_dates():
 
 def test_a_token_comes_from_the_profile_s_credentials(redis_client):
     redis_client.hset("creds:p1", "twitter", "tok")
-    assert social.RedisCredentials(redis_client).token("p1", "twitter") == "tok"
+    assert RedisCredentials(redis_client).token("p1", "twitter") == "tok"
 
 
 def test_a_profile_without_a_token_is_permanent(redis_client):
     redis_client.hset("creds:p1", "twitter", "tok")
     with pytest.raises(PermanentError, match="no linkedin access token for profile p1"):
-        social.RedisCredentials(redis_client).token("p1", "linkedin")
+        RedisCredentials(redis_client).token("p1", "linkedin")
 
 
 def test_storing_the_same_fetch_twice_leaves_the_same_state(redis_client):
@@ -230,9 +232,9 @@ def stack(settings, fake_api, redis_client, sqs, queues, prefix):
     for service, token in TOKENS.items():
         redis_client.hset("creds:p1", service, token)
     settings = dataclasses.replace(settings, **{f"{s}_api_url": fake_api.url for s in TOKENS})
-    deps = Deps(settings)
-    deps.social = apis(fake_api, timeout=0.5)
-    consumer = Consumer("analytics", settings, deps=deps, concurrency=1)
+    fetch = FetchEngagement(RedisCredentials(redis_client), apis(fake_api, timeout=0.5),
+                            EngagementStore(redis_client), Notifier.from_settings(settings))
+    consumer = Consumer("analytics", settings, handlers=Handlers(fetch.handle), concurrency=1)
     visibility: list[tuple[str, int]] = []
     change = consumer.sqs.change_visibility
     consumer.sqs.change_visibility = lambda pairs: (

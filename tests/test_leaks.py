@@ -21,7 +21,7 @@ from workers.core.errors import PermanentError
 from workers.core.settings import Settings
 from workers.devstack.httpfake import Request
 from workers.devstack.networks import Networks
-from workers.runtime.consumer import Consumer
+from workers.queues import consumer_of
 
 SENDER = "no-reply@workers.example.com"
 
@@ -53,7 +53,7 @@ def test_an_smtp_refusal_quoting_the_recipient_leaves_the_address_out(
                                smtp_starttls=False)
     send(sqs, queues[prefix + "email"], {"to": to, "subject": "Hi", "text": "hello"})
     # When the email is handled and dead-lettered
-    assert Consumer("email", smtp).process_batch(wait_seconds=1).dead_lettered == 1
+    assert consumer_of("email", smtp).process_batch(wait_seconds=1).dead_lettered == 1
     # Then neither the DLQ reason nor the log has the address; the reason keeps its domain
     [dead] = drain(sqs, queues[prefix + "email-dlq"])
     reason = dead["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"]

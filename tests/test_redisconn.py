@@ -17,7 +17,7 @@ from workers import devstack
 from workers.adapters import redisconn
 from workers.devstack import free_port
 from workers.domain.links.counter import LinkCounter, ReplicasBehind
-from workers.runtime.consumer import Consumer
+from workers.queues import consumer_of
 
 
 def event(update_id: str, *urls: str) -> str:
@@ -214,7 +214,7 @@ def test_too_few_replicas_hold_the_batch_back_and_one_lets_it_go(redis_servers, 
                                                                  source):
     primary = redis_servers()
     waiting = replace(settings, redis_url=url_of(primary), redis_wait_replicas=1)
-    consumer = Consumer("post-sent", waiting)
+    consumer = consumer_of("post-sent", waiting)
     sqs.send_message(QueueUrl=source, MessageBody=event("u1", "https://a.com"))
     sqs.send_message(QueueUrl=source, MessageBody=event("u2", "https://a.com"))
     first = wait_until(lambda: consumer.process_batch(wait_seconds=1).received and

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Callable
+from typing import Any
 
 import click
 
+from workers.core.events import QUEUES
 from workers.core.settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_DRAIN_TARGET_SECONDS,
@@ -19,28 +20,7 @@ from workers.core.settings import (
     SettingsError,
 )
 
-
-class LazyChoice(click.Choice):
-    """A click.Choice whose choices are read when first needed: the queues come from their
-    registry, whose loading imports every handler, which `workers --help` and other commands'
-    start-up need not pay for."""
-
-    def __init__(self, choices: Callable[[], tuple[str, ...]]) -> None:
-        self._choices = choices
-        self.case_sensitive = True
-
-    @property
-    def choices(self) -> tuple[str, ...]:  # type: ignore[override]  # click's is an attribute
-        return self._choices()
-
-
-def _queues() -> tuple[str, ...]:
-    from workers import QUEUES
-
-    return QUEUES
-
-
-QUEUE = LazyChoice(_queues)
+QUEUE = click.Choice(QUEUES)
 QUEUE_ARG: dict[str, Any] = {"type": QUEUE, "metavar": "QUEUE"}
 
 
@@ -84,25 +64,13 @@ def queues_create(settings: Settings) -> None:
 @click.pass_obj
 def run(settings: Settings, queue: str, concurrency: int, log_level: str) -> None:
     """Consume QUEUE in the foreground until SIGTERM or SIGINT (then finish and exit 0)."""
-    from workers.adapters import redisconn
+    # Each command imports what it runs: `workers --help` and the other commands stay quick.
+    from workers.queues.serve import serve
     from workers.runtime import logs
-    from workers.runtime.consumer import Consumer
-    from workers.runtime.daemon import Daemon
 
     _trace(queue)  # before the log lines and the consumer, which ask whether it is on
     logs.configure(log_level)
-    consumer = Consumer(queue, settings, concurrency=concurrency)
-    # Before the first receive: a Redis that may evict would count redeliveries twice. One
-    # that is away now is checked once it answers, and stops the daemon then if it may evict.
-    watch = None
-    if not redisconn.refuse_eviction(lambda: consumer.deps.redis, consumer.log):
-        watch = redisconn.EvictionWatch(lambda: consumer.deps.redis, consumer.log,
-                                        consumer.shutdown.request).start()
-    code = Daemon(consumer).run()
-    if watch is not None:
-        watch.cancel()
-        if watch.refused is not None:
-            raise watch.refused
+    code = serve(queue, settings, concurrency)
     sys.exit(code)
 
 
@@ -386,7 +354,7 @@ def stats(settings: Settings, as_json: bool, watch: float | None, target: float,
 @cli.command()
 # A queue's daemons, or links-api (`workers links serve`): what conf/supervisord.conf runs N of.
 @click.argument("queue", required=False, metavar="QUEUE",
-                type=LazyChoice(lambda: (*_queues(), LINKS_API_PROGRAM)))
+                type=click.Choice((*QUEUES, LINKS_API_PROGRAM)))
 @click.argument("count", required=False, type=click.IntRange(0, 99), metavar="N")
 @click.option("--host", metavar="HOST", help="The host whose processes to set (its "
               "WORKERS_HOST_NAME)  [default: this host's]")

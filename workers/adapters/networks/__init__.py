@@ -1,7 +1,6 @@
 """The social networks' APIs behind one interface (``SocialAPI.engagement``, and
-``Poster.create`` / ``find`` for publishing), the access tokens they need
-(``CredentialStore``), each update's publication (``Publications``) and the networks' rate
-limits shared by the fleet (``RateLimits``)."""
+``Poster.create`` / ``find`` for publishing). The Redis stores around them (access tokens,
+publications, rate limits, engagement) are workers/domain/publishing/."""
 
 from __future__ import annotations
 
@@ -16,14 +15,11 @@ from workers.adapters.networks.linkedin import LinkedIn
 from workers.adapters.networks.posting import Poster
 from workers.adapters.networks.twitter import Twitter
 from workers.core.settings import Settings
-from workers.domain.publishing.credentials import CredentialStore, RedisCredentials
-from workers.domain.publishing.publications import Publications
-from workers.domain.publishing.ratelimits import RateLimits
 
 
 def apis(settings: Settings, session: requests.Session | None = None,
          **options: Any) -> dict[str, Poster]:
-    """One adapter per service of ``events.SERVICES``, sharing one connection pool."""
+    """One adapter per network, by service name, sharing one connection pool."""
     session = session or httpclient.session()
     return {
         "twitter": Twitter(settings.twitter_api_url, session, **options),
@@ -34,5 +30,4 @@ def apis(settings: Settings, session: requests.Session | None = None,
     }
 
 
-__all__ = ["CredentialStore", "Engagement", "Poster", "Publications", "RateLimits",
-           "RedisCredentials", "SocialAPI", "apis"]
+__all__ = ["Engagement", "Poster", "SocialAPI", "apis"]

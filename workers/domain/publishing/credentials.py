@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
-from workers.adapters.redisconn import REDIS_ERRORS, Client
-from workers.core.errors import PermanentError, TransientError
+from workers.adapters.redisconn import Client
+from workers.core.errors import PermanentError
 
 # What a bearer token is made of (RFC 6750's b64token, and the networks' tokens): visible
 # ASCII. A stored token with a space, a control character or a trailing newline would make
@@ -28,10 +28,7 @@ class RedisCredentials:
         self.prefix = prefix
 
     def token(self, profile_id: str, service: str) -> str:
-        try:
-            value = self.client.hget(self.prefix + profile_id, service)
-        except REDIS_ERRORS as exc:
-            raise TransientError(f"credentials unavailable: {type(exc).__name__}") from None
+        value = self.client.hget(self.prefix + profile_id, service)  # Redis away: the consumer's
         if isinstance(value, bytes):
             value = value.decode()
         if not value:
