@@ -11,8 +11,8 @@ from typing import Any, Iterable, Sequence
 
 from workers.adapters.aws import client
 from workers.adapters.sqs import SQSQueue
-from workers.core.events import Event, InvalidEvent, validate
-from workers.core.settings import Settings, check_queue
+from workers.core.events import Event, InvalidEvent, Queue, declaration, validate
+from workers.core.settings import Settings
 
 # Entries SQS refused in a batch (throttling, internal errors) are sent again this many times.
 SEND_ATTEMPTS = 3
@@ -42,7 +42,8 @@ class Producer:
         then sends them in batches, each delivered ``delay_seconds`` later (at most 900).
         Returns how many were sent. With tracing on, each event's send span is a child of its
         ``parents`` context (workers.adapters.tracing.parents_of), or else of the current one."""
-        bodies = encode_all(queue, events)
+        declared = declaration(queue)  # the one check of its name: LookupError if unknown
+        bodies = encode_all(declared, events)
         target = self._queue(queue)
         pending = list(range(len(bodies)))
         why: dict[int, str] = {}
@@ -60,12 +61,12 @@ class Producer:
 
     def _queue(self, queue: str) -> SQSQueue:
         if queue not in self._queues:
-            self._queues[queue] = SQSQueue(self._sqs, self.settings.queue_name(check_queue(queue)),
+            self._queues[queue] = SQSQueue(self._sqs, self.settings.queue_name(queue),
                                            topic=queue)
         return self._queues[queue]
 
 
-def encode_all(queue: str, events: Iterable[dict[str, Any] | Event]) -> list[str]:
+def encode_all(queue: Queue, events: Iterable[dict[str, Any] | Event]) -> list[str]:
     bodies = []
     for number, event in enumerate(events, 1):
         try:
@@ -75,7 +76,7 @@ def encode_all(queue: str, events: Iterable[dict[str, Any] | Event]) -> list[str
     return bodies
 
 
-def encode(queue: str, event: dict[str, Any] | Event) -> str:
+def encode(queue: Queue, event: dict[str, Any] | Event) -> str:
     """The message body of a valid event: the caller's JSON as given, unknown fields kept."""
     if isinstance(event, Event):
         return event.model_dump_json(exclude_none=True)
