@@ -52,7 +52,6 @@ TASK_POLL_SECONDS = 2
 BODY_PREVIEW_CHARS = 200
 # The ways `replay` moves messages: SQS's own task, or receive/send/delete.
 AUTO, TASK, COPY = "auto", "task", "copy"
-METHODS = (AUTO, TASK, COPY)
 
 # How many dead letters a search (or a filtered replay's selection) reads at most: each is
 # received and given back, and moto's receive costs grow with the queue's depth.

@@ -1,7 +1,7 @@
 """What the read API answers (see SPEC.md, "The read API of link counts"), as an ASGI app
 with no framework in between: a request costs a dict lookup, the query's parsing and its
-share of one pipelined Redis read. ``LinksAPI.respond`` takes a request's method, path, query
-and headers and gives its ``Answer``; ``LinksAPI.__call__`` is the ASGI side
+share of one pipelined Redis read. ``ReadAPI.respond`` takes a request's method, path, query
+and headers and gives its ``Answer``; ``ReadAPI.__call__`` is the ASGI side
 (workers.web.server serves it).
 
 Every answer is built from header pairs made once: Access-Control-Allow-Origin on each,
@@ -155,7 +155,7 @@ def check_head(headers: Headers) -> None:
         raise Refusal(400, f"headers longer than {MAX_HEADER_BYTES} bytes", [CLOSE])
 
 
-class LinksAPI:
+class ReadAPI:
     def __init__(self, reader: CountReader, max_age: int):
         self.reader = reader
         self.keys = KeyCache()
@@ -260,4 +260,4 @@ class LinksAPI:
         return Answer(200, [*self.cached, HTML], self.page)
 
 
-__all__ = ["Answer", "KeyCache", "LinksAPI", "UNAVAILABLE"]
+__all__ = ["Answer", "KeyCache", "ReadAPI", "UNAVAILABLE"]

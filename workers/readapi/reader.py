@@ -75,9 +75,6 @@ class CountReader:
         self._waiting.append(([self.slot(k) for k in keys], answer))
         return answer
 
-    async def counts(self, keys: Sequence[str]) -> list[int]:
-        return await self.request(keys)
-
     async def ping(self) -> bool:
         try:
             return bool(await asyncio.wait_for(self.client.ping(), READ_TIMEOUT_SECONDS))
