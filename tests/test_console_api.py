@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from helpers import queue_depth, wait_until
 from workers.adapters.sqs import ERROR_ATTRIBUTE
 from workers.console import access
-from workers.console.app import build
+from workers.console.serve import build
 from workers.console.sessions import COOKIE
 from workers.core.settings import Settings
 from workers.ops import fleet

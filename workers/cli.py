@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from workers.core.events import QUEUES
+from workers.core.events import QUEUES, InvalidEvent, validate
 from workers.core.settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_DRAIN_TARGET_SECONDS,
@@ -47,6 +47,7 @@ def queues() -> None:
 def queues_create(settings: Settings) -> None:
     """Create every queue, its DLQ and redrive policy (and the archive bucket when set).
     Safe to run again."""
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.adapters import aws
     from workers.ops import provision
 
@@ -64,7 +65,7 @@ def queues_create(settings: Settings) -> None:
 @click.pass_obj
 def run(settings: Settings, queue: str, concurrency: int, log_level: str) -> None:
     """Consume QUEUE in the foreground until SIGTERM or SIGINT (then finish and exit 0)."""
-    # Each command imports what it runs: `workers --help` and the other commands stay quick.
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.queues.serve import serve
     from workers.runtime import logs
 
@@ -81,6 +82,7 @@ def run(settings: Settings, queue: str, concurrency: int, log_level: str) -> Non
 def send(settings: Settings, queue: str, event: str | None) -> None:
     """Validate and enqueue one EVENT (JSON), or JSON lines from stdin. Every event is
     validated before any is sent: one invalid event and nothing is sent."""
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.adapters.producer import Producer
 
     _trace("send")
@@ -104,6 +106,7 @@ def links() -> None:
 @click.pass_obj
 def links_count(settings: Settings, urls: tuple[str, ...], as_json: bool) -> None:
     """Print COUNT<TAB>NORMALIZED_URL for each URL (a full URL or a normalized key)."""
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.adapters.redisconn import connect
     from workers.domain.links.counter import LinkCounter
     from workers.domain.links.urls import InvalidURL, normalize_key
@@ -132,6 +135,7 @@ def links_serve(settings: Settings) -> None:
     On WORKERS_LINKS_API_HOST:WORKERS_LINKS_API_PORT (several processes may share the port);
     refuses to start unless Redis's maxmemory-policy is noeviction. See README.rst, "The read
     API of link counts"."""
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.readapi.serve import StartupError, serve
     from workers.runtime import logs
 
@@ -156,6 +160,7 @@ def links_backfill(settings: Settings, settle: float | None, threads: int) -> No
     bucket: readers see the old counts until then, never a partial rebuild. Daemons may keep
     running. Counts of links that are not in the archive are dropped. Progress goes to stderr.
     """
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.adapters import aws
     from workers.adapters.redisconn import connect
     from workers.domain.links.archive import Archive
@@ -193,6 +198,7 @@ def dlq_list(settings: Settings, as_json: bool) -> None:
     """Each DLQ's messages, those in flight, and the age of the oldest of up to 10 sampled."""
     import time
 
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.ops import dlq as dead
 
     summaries, now = dead.overview(settings), time.time()
@@ -210,6 +216,7 @@ def dlq_peek(settings: Settings, queue: str, limit: int, as_json: bool) -> None:
     """Show QUEUE's dead letters (id, receives, error, body) and leave them in place."""
     import time
 
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.ops import dlq as dead
 
     messages = dead.DeadLetters(settings, queue).peek(limit)
@@ -235,6 +242,7 @@ def dlq_replay(settings: Settings, queue: str, limit: int | None, dry_run: bool,
     Loses none, even if killed: a message leaves the DLQ only once its copy is in QUEUE."""
     import time
 
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.ops import dlq as dead
 
     letters = dead.DeadLetters(settings, queue)
@@ -260,6 +268,7 @@ def dlq_replay(settings: Settings, queue: str, limit: int | None, dry_run: bool,
 @click.pass_obj
 def dlq_purge(settings: Settings, queue: str, yes: bool) -> None:
     """Delete every message of QUEUE's DLQ, for good (needs --yes)."""
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.ops.dlq import DeadLetters
 
     letters = DeadLetters(settings, queue)
@@ -276,6 +285,7 @@ def console(ctx: click.Context) -> None:
     "The console"."""
     if ctx.invoked_subcommand is not None:
         return
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.console.serve import StartupError, serve
 
     try:
@@ -315,6 +325,7 @@ def console_adduser(settings: Settings, name: str, role: str) -> None:
 def console_token(settings: Settings, name: str, role: str) -> None:
     """Print a new API token for NAME, once (only its hash is kept): send it as
     `Authorization: Bearer TOKEN` to /api/."""
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.console.access import AccessError, add_token
 
     try:
@@ -342,6 +353,7 @@ def stats(settings: Settings, as_json: bool, watch: float | None, target: float,
     CloudWatch), the drain rate (with --watch), each process's measured rate and PROCS, the
     processes that would drain the backlog within --target seconds. See README.rst,
     Operations."""
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.ops import stats as queue_stats
 
     try:
@@ -374,6 +386,7 @@ def scale(settings: Settings, queue: str | None, count: int | None, host: str | 
     waits until the registry shows N running there (--timeout). Without arguments, applies
     this host's counts once through supervisord's socket in WORKERS_RUN_DIR. See README.rst,
     "Scaling"."""
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.ops import fleet
     from workers.ops.scale import ScaleError, Scaler, server, socket_path
 
@@ -405,6 +418,7 @@ def _watch(scaler: Any) -> None:
     import signal
     import threading
 
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.runtime import logs
 
     logs.configure("info")
@@ -423,6 +437,7 @@ def fleet_command(settings: Settings, as_json: bool) -> None:
     last poll, handled, failed, dead-lettered, in flight. From the counters' Redis, where
     each process refreshes its entry every 5 s; one not refreshed lately shows as stale, and
     drops out after 15 s."""
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.adapters.redisconn import REDIS_ERRORS, connect
     from workers.ops import fleet
 
@@ -440,6 +455,7 @@ def fleet_command(settings: Settings, as_json: bool) -> None:
 def _trace(program: str) -> None:
     """Tracing on for this process when OTEL_* asks (README.rst, "Tracing"); its spans are
     exported at exit."""
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.adapters import tracing
 
     tracing.configure(program)
@@ -448,8 +464,6 @@ def _trace(program: str) -> None:
 def _event(queue: str, text: str, where: str) -> Any:
     """The JSON of one event, valid for ``queue``; else a Failure saying what is wrong, and
     where (a line of stdin) when there is more than one."""
-    from workers.core.events import InvalidEvent, validate
-
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -463,6 +477,7 @@ def _event(queue: str, text: str, where: str) -> Any:
 
 def main() -> None:
     """Entry point: runs the CLI and turns every error into one line on stderr."""
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.adapters.aws import AWS_ERRORS
     from workers.adapters.producer import SendError
     from workers.adapters.redisconn import REDIS_ERRORS, EvictionPolicyError
