@@ -206,15 +206,7 @@ class Consumer:
         # between would be dead-lettered twice.
         self.heartbeat.track(messages)
         try:
-            handlers = self._built()
-        except Exception as exc:  # Redis away at the first batch: each message fails alone
-            return Handled(messages, [self._unbuilt(m, exc) for m in messages])
-        try:
-            if self._traced:
-                return Handled(messages, self._before_ack_traced(
-                    handlers, self._handle_all(handlers, messages)))
-            return Handled(messages, self._before_ack(handlers,
-                                                      self._handle_all(handlers, messages)))
+            return Handled(messages, self._outcomes(messages))
         except BaseException:
             self.heartbeat.untrack(messages)
             raise
@@ -228,6 +220,17 @@ class Consumer:
         with self._lock:
             self.totals.add(result)
         return result
+
+    def _outcomes(self, messages: list[Message]) -> list[Outcome]:
+        """The batch handled, then its before-ack steps run."""
+        try:
+            handlers = self._built()
+        except Exception as exc:  # Redis away at the first batch: each message fails alone
+            return [self._unbuilt(m, exc) for m in messages]
+        outcomes = self._handle_all(handlers, messages)
+        if self._traced:
+            return self._before_ack_traced(handlers, outcomes)
+        return self._before_ack(handlers, outcomes)
 
     def _built(self) -> Handlers:
         """The queue's handlers, built at the first batch that needs them."""
