@@ -1,5 +1,5 @@
 """How one environment variable is read, by kind: the parts ``Settings.from_env``'s table
-(workers/core/settings.py) is made of. An unset or empty variable takes its default; a value we
+(workers/settings.py) is made of. An unset or empty variable takes its default; a value we
 cannot use is a SettingsError of one line, naming the variable."""
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class Choice:
 @dataclass(frozen=True)
 class Variable:
     """One environment variable: the Settings field it sets and how it reads. Its default is
-    that field's (a named constant in workers/core/settings.py, with why)."""
+    that field's (a named constant in workers/settings.py, with why)."""
     name: str
     field: str
     kind: Kind

@@ -1,6 +1,7 @@
 """The social networks' APIs behind one interface (``SocialAPI.engagement``, and
-``Poster.create`` / ``find`` for publishing). The Redis stores around them (access tokens,
-publications, rate limits, engagement) are workers/domain/publishing/."""
+``Poster.create`` / ``find`` for publishing), the access tokens they need
+(``CredentialStore``), each update's publication (``Publications``) and the networks' rate
+limits shared by the fleet (``RateLimits``)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from workers.core.settings import Settings
 
 def apis(settings: Settings, session: requests.Session | None = None,
          **options: Any) -> dict[str, Poster]:
-    """One adapter per network, by service name, sharing one connection pool."""
+    """One adapter per service of ``events.SERVICES``, sharing one connection pool."""
     session = session or httpclient.session()
     return {
         "twitter": Twitter(settings.twitter_api_url, session, **options),

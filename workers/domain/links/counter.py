@@ -2,9 +2,9 @@
 
 Layout (see README.rst, "Link counting and its memory layout"):
 
-* ``lc:{B}`` is a hash of counters. A URL key's 10-byte digest (``workers.domain.links.marks``)
-  picks its bucket ``B`` (one of ``buckets``) and its 6-byte binary field, so many counters
-  share one small hash and Redis keeps it in the compact listpack encoding instead of a key per URL.
+* ``lc:{B}`` is a hash of counters. A URL key's 10-byte digest (``workers.links.marks``) picks its
+  bucket ``B`` (one of ``buckets``) and its 6-byte binary field, so many counters share one
+  small hash and Redis keeps it in the compact listpack encoding instead of a key per URL.
 * ``li:{B}W`` holds the (update_id, url) pairs of bucket ``B`` first counted in time window
   ``W`` (4 days): their 8-byte marks end to end in one string, expiring once no redelivery it
   guards against can come. Both carry the hash tag ``{B}``, so the Lua script touches one
