@@ -153,8 +153,8 @@ def default_run_dir() -> str:
 def default_supervisor_conf() -> str:
     """conf/supervisord.conf beside the package (an install from the repository, as in
     production); bin/supervisor-env sets WORKERS_SUPERVISOR_CONF to the file it runs."""
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf",
-                        "supervisord.conf")
+    top = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return os.path.join(top, "conf", "supervisord.conf")
 
 
 @dataclass(frozen=True)
