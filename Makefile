@@ -86,9 +86,10 @@ screenshots: install redis browser  ## the console with sample data: a screensho
 vendor:  ## re-fetch the console's htmx and uPlot (npm pack) at the versions pinned in workers/console/static/vendor/manifest.json
 	python3 bin/vendor-console-js
 
-lint: install  ## ruff, and mypy on the package (configured in setup.cfg)
+lint: install  ## ruff, mypy on the package (setup.cfg), and the layers' contracts (.importlinter)
 	$(VENV)/bin/ruff check workers devstack tests bench bin docs
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache docs/_build

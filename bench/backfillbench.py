@@ -1,8 +1,8 @@
 """Backfill speed: ``workers links backfill`` beside the naive rebuild, on one archive in moto's
 S3 and one redis-server of its own, in the same run.
 
-* Ours: ``workers.links.backfill.Backfill`` (threads fetch; a pattern reads the lines; the rebuild
-  is built in memory, then replaced per cluster slot).
+* Ours: ``workers.domain.links.backfill.Backfill`` (threads fetch; a pattern reads the
+  lines; the rebuild is built in memory, then replaced per cluster slot).
 * Naive: what one would write first: read each object line by line as JSON and count every
   record through the live path (``LinkCounter.record``: one Lua call per pair, one pipeline
   per update), which de-duplicates by the marks in Redis.
@@ -29,9 +29,9 @@ import redis
 from botocore.config import Config
 
 import devstack
-from workers.links.archive import Archive
-from workers.links.backfill import Backfill
-from workers.links.counter import LinkCounter
+from workers.domain.links.archive import Archive
+from workers.domain.links.backfill import Backfill
+from workers.domain.links.counter import LinkCounter
 
 BATCH_OBJECT_RECORDS = 20  # a receive of 10 post-sent events, 2 links each
 BACKFILL_THREADS = 16  # the CLI's default --threads

@@ -63,7 +63,7 @@ import tracingbench
 import workload
 
 import devstack
-from workers.settings import DEFAULT_CONCURRENCY
+from workers.core.settings import DEFAULT_CONCURRENCY
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 FULL = {"messages": 3000, "delay_messages": 1000, "urls": 1_000_000, "pairs": 2_000_000,

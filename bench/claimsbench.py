@@ -35,7 +35,7 @@ import redis.connection
 
 from workers.adapters import claims as claims_module
 from workers.adapters.claims import Claims
-from workers.links.counter import LinkCounter
+from workers.domain.links.counter import LinkCounter
 
 MESSAGES, LINKS = 10, 5
 URLS = 1000  # distinct URLs the links are drawn from: a few share counters, as in production

@@ -33,10 +33,10 @@ from scenario import BenchError, proxy_service, stop
 
 import devstack
 from devstack import awsproxy
-from workers.links.counter import LinkCounter
+from workers.adapters.redisconn import connect
+from workers.core.settings import DEFAULT_CONCURRENCY, Settings
+from workers.domain.links.counter import LinkCounter
 from workers.ops.provision import create_queues
-from workers.peers.redisconn import connect
-from workers.settings import DEFAULT_CONCURRENCY, Settings
 
 POOL = 100_000
 QUEUE = "post-sent"

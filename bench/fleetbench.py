@@ -36,9 +36,9 @@ from feeder import Feeder
 import devstack
 from netns import Hosts
 from workers import QUEUES
-from workers.links.counter import LinkCounter
-from workers.peers import redisconn
-from workers.settings import procs_variable
+from workers.adapters import redisconn
+from workers.core.settings import procs_variable
+from workers.domain.links.counter import LinkCounter
 
 TOP = Path(__file__).resolve().parents[1]
 

@@ -17,7 +17,7 @@ import procstat
 import redis
 
 import devstack
-from workers.links.counter import LinkCounter
+from workers.domain.links.counter import LinkCounter
 
 URL = "viral.example.com/2026/the-post-everyone-shares"
 SIZES = (1_000, 100_000, 1_000_000)

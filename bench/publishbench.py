@@ -31,8 +31,8 @@ import standin
 
 import devstack
 from devstack.networks import Control
+from workers.core.settings import Settings
 from workers.ops import provision
-from workers.settings import Settings
 
 BENCH_DIR = Path(__file__).resolve().parent
 PROFILES = 20

@@ -33,8 +33,8 @@ import readservers
 import redis
 
 import devstack
-from workers.links.counter import LinkCounter
-from workers.links.urls import normalize_key
+from workers.domain.links.counter import LinkCounter
+from workers.domain.links.urls import normalize_key
 
 HERE = Path(__file__).resolve().parent
 

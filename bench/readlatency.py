@@ -17,9 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from workers.links.counter import LinkCounter
-from workers.peers.redisconn import connect
-from workers.settings import Settings
+from workers.adapters.redisconn import connect
+from workers.core.settings import Settings
+from workers.domain.links.counter import LinkCounter
 
 KEYS_PER_READ = 5
 # Paced, not flat out: the reader must not take the cores the daemon it measures needs.

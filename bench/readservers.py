@@ -79,8 +79,8 @@ def start(server: str, redis_port: int, workdir: Path) -> tuple[subprocess.Popen
 def run_uvicorn() -> None:
     import uvicorn
 
+    from workers.core.settings import Settings
     from workers.readapi.serve import build_app
-    from workers.settings import Settings
 
     settings = Settings.from_env()
     uvicorn.run(build_app(settings), host=settings.links_api_host,

@@ -3,8 +3,8 @@
 Measured as the delta of INFO ``used_memory`` (what the allocator holds for data, dict tables
 included) on a FLUSHALLed server of its own, so nothing else is in the figure.
 
-* Counters, ours: ``workers.links.counter.LinkCounter`` hashes, filled with HINCRBY on the exact
-  (hash, field) ``LinkCounter.slot`` gives, in big pipelines (the Lua script is for
+* Counters, ours: ``workers.domain.links.counter.LinkCounter`` hashes, filled with HINCRBY on the
+  exact (hash, field) ``LinkCounter.slot`` gives, in big pipelines (the Lua script is for
   exactly-once, not for loading a million counters). Naive: one string key per URL, INCR.
 * Idempotency marks, ours: ``LinkCounter.record`` itself, with the counters already
   present so only the ``li:`` windows add memory; all pairs fall in one 4-day
@@ -23,8 +23,8 @@ import redis
 from workload import WORDS
 
 import devstack
-from workers.links.counter import LinkCounter
-from workers.settings import DEFAULT_LINK_BUCKETS, IDEMPOTENCY_TTL_SECONDS
+from workers.core.settings import DEFAULT_LINK_BUCKETS, IDEMPOTENCY_TTL_SECONDS
+from workers.domain.links.counter import LinkCounter
 
 PIPELINE = 10_000
 # How many URLs share one update_id in the idempotency run: LinkCounter.record pipelines one

@@ -26,8 +26,8 @@ import procstat
 import redis
 
 import devstack
-from workers.links.counter import LinkCounter
-from workers.peers import redisconn
+from workers.adapters import redisconn
+from workers.domain.links.counter import LinkCounter
 
 BATCH = 10  # messages a receive brings, and so a WAIT covers
 LINKS_PER_MESSAGE = 2

@@ -26,9 +26,9 @@ from workload import Workload
 
 import devstack
 from devstack import awsproxy
-from workers.links.counter import LinkCounter
+from workers.core.settings import Settings
+from workers.domain.links.counter import LinkCounter
 from workers.ops.provision import create_queues
-from workers.settings import Settings
 
 QUEUE = "post-sent"
 BENCH_DIR = Path(__file__).resolve().parent

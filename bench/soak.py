@@ -15,7 +15,7 @@ import procstat
 import scenario
 
 from devstack import awsproxy
-from workers.links.counter import LinkCounter
+from workers.domain.links.counter import LinkCounter
 
 # How often RSS is read (/proc/PID/status, the daemon's whole tree).
 SAMPLE_SECONDS = 1.0

@@ -13,7 +13,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-from workers.links.urls import normalize_url
+from workers.domain.links.urls import normalize_url
 
 WORDS = ("growth", "social", "media", "tips", "strategy", "brand", "engagement", "content",
          "calendar", "twitter", "analytics", "launch", "story", "guide", "remote", "team")

@@ -14,9 +14,9 @@ import redis
 
 import devstack
 from helpers import start_daemon
+from workers.adapters import redisconn
+from workers.core.settings import Settings
 from workers.ops import provision
-from workers.peers import redisconn
-from workers.settings import Settings
 
 # boto3 must never reach real AWS from a test, whatever the machine's environment says.
 os.environ.update(devstack.FAKE_CREDENTIALS)

@@ -4,9 +4,9 @@ again), and the receives a daemon keeps in flight; against moto and redis-server
 import json
 
 from helpers import queue_depth
-from workers.runtime.consumer import Consumer
+from workers.core.settings import DEFAULT_CONCURRENCY, MIN_RECEIVES_IN_FLIGHT
+from workers.queues import consumer_of
 from workers.runtime.daemon import lane_sizes, receives_in_flight
-from workers.settings import DEFAULT_CONCURRENCY, MIN_RECEIVES_IN_FLIGHT
 
 
 def post(update_id: str) -> str:
@@ -16,7 +16,7 @@ def post(update_id: str) -> str:
 def test_a_handled_batch_stays_in_flight_and_tracked_until_acknowledged(settings, sqs, source):
     # Given a message handled but not yet acknowledged
     sqs.send_message(QueueUrl=source, MessageBody=post("u1"))
-    consumer = Consumer("post-sent", settings)
+    consumer = consumer_of("post-sent", settings)
     handled = consumer.handle_batch(wait_seconds=1)
     assert handled is not None and handled.tally().succeeded == 1
     # Then it is neither deleted nor given up by the heartbeat yet
@@ -30,7 +30,7 @@ def test_a_handled_batch_stays_in_flight_and_tracked_until_acknowledged(settings
 
 
 def test_nothing_received_is_nothing_to_acknowledge(settings, source):
-    assert Consumer("post-sent", settings).handle_batch(wait_seconds=0) is None
+    assert consumer_of("post-sent", settings).handle_batch(wait_seconds=0) is None
 
 
 def test_the_default_daemon_keeps_four_receives_in_flight_and_a_small_one_its_own():
@@ -42,11 +42,11 @@ def test_the_default_daemon_keeps_four_receives_in_flight_and_a_small_one_its_ow
 
 
 def test_extra_lanes_receive_only_while_receives_come_back_full(settings):
+    from workers.core.message import Message
     from workers.runtime.consumer import Handled
     from workers.runtime.daemon import Daemon
-    from workers.runtime.message import Message
 
-    daemon = Daemon(Consumer("post-sent", settings))
+    daemon = Daemon(consumer_of("post-sent", settings))
     batch = [Message(f"m{i}", f"r{i}", "{}", 1) for i in range(10)]
     assert not daemon._backlog.is_set()  # until a receive says there is a backlog
     daemon._saw(Handled(batch, []), 10)

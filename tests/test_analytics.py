@@ -14,16 +14,18 @@ import devstack
 from devstack.networks import Account, Networks
 from fakes import FakePusher
 from helpers import drain, log_events, queue_depth, wait_until
-from workers import social
-from workers.peers.httpclient import MAX_ERROR_TEXT
-from workers.peers.sqs import ERROR_ATTRIBUTE
-from workers.runtime.consumer import Consumer
-from workers.runtime.deps import Deps
-from workers.runtime.errors import PermanentError, TransientError
-from workers.settings import Settings
-from workers.social.base import parse_retry_after
-from workers.social.engagement import EngagementStore
-from workers.social.twitter import Twitter
+from workers.adapters import networks as social
+from workers.adapters.httpclient import MAX_ERROR_TEXT
+from workers.adapters.networks.base import parse_retry_after
+from workers.adapters.networks.twitter import Twitter
+from workers.adapters.notify import Notifier
+from workers.adapters.sqs import ERROR_ATTRIBUTE
+from workers.core.errors import PermanentError, TransientError
+from workers.core.settings import Settings
+from workers.domain.publishing.credentials import RedisCredentials
+from workers.domain.publishing.engagement import EngagementStore
+from workers.queues.analytics import FetchEngagement
+from workers.runtime.consumer import Consumer, Handlers
 
 TOKENS = {"twitter": "tw-token-SECRET-1a2b", "facebook": "fb-token-SECRET-3c4d",
           "linkedin": "li-token-SECRET-5e6f"}
@@ -191,13 +193,13 @@ def test_retry_after_reads_seconds_and_http_dates():
 
 def test_a_token_comes_from_the_profile_s_credentials(redis_client):
     redis_client.hset("creds:p1", "twitter", "tok")
-    assert social.RedisCredentials(redis_client).token("p1", "twitter") == "tok"
+    assert RedisCredentials(redis_client).token("p1", "twitter") == "tok"
 
 
 def test_a_profile_without_a_token_is_permanent(redis_client):
     redis_client.hset("creds:p1", "twitter", "tok")
     with pytest.raises(PermanentError, match="no linkedin access token for profile p1"):
-        social.RedisCredentials(redis_client).token("p1", "linkedin")
+        RedisCredentials(redis_client).token("p1", "linkedin")
 
 
 def test_storing_the_same_fetch_twice_leaves_the_same_state(redis_client):
@@ -230,10 +232,10 @@ def stack(settings, fake_api, redis_client, sqs, queues, prefix):
     """A consumer of the analytics queue whose networks are the fake; tokens in Redis."""
     for service, token in TOKENS.items():
         redis_client.hset("creds:p1", service, token)
-    settings = settings.model_copy(update={f"{s}_api_url": fake_api.url for s in TOKENS})
-    deps = Deps(settings)
-    deps.social = apis(fake_api, timeout=0.5)
-    consumer = Consumer("analytics", settings, deps=deps, concurrency=1)
+    settings = settings.model_copy(update={**{f"{s}_api_url": fake_api.url for s in TOKENS}})
+    fetch = FetchEngagement(RedisCredentials(redis_client), apis(fake_api, timeout=0.5),
+                            EngagementStore(redis_client), Notifier.from_settings(settings))
+    consumer = Consumer("analytics", settings, handlers=Handlers(fetch.handle), concurrency=1)
     visibility: list[tuple[str, int]] = []
     change = consumer.sqs.change_visibility
     consumer.sqs.change_visibility = lambda pairs: (

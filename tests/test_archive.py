@@ -7,9 +7,9 @@ import boto3
 import pytest
 
 from helpers import log_events, queue_depth, start_daemon, wait_until
-from workers.links.archive import Archive
-from workers.links.counter import LinkCounter
-from workers.runtime.consumer import Consumer
+from workers.domain.links.archive import Archive
+from workers.domain.links.counter import LinkCounter
+from workers.queues import consumer_of
 
 
 def post(update_id, *urls):
@@ -45,7 +45,7 @@ def test_a_batch_is_archived_as_one_object_before_deletion(archived, s3, sqs, qu
         {"Id": "1", "MessageBody": post("u1", "https://a.com")},
         {"Id": "2", "MessageBody": post("u2", "https://a.com", "https://www.b.com/x#y")},
         {"Id": "3", "MessageBody": post("u3")}])
-    consumer = Consumer("post-sent", archived)
+    consumer = consumer_of("post-sent", archived)
     handled = 0
     while handled < 3:
         handled += consumer.process_batch(wait_seconds=1).succeeded
@@ -65,7 +65,7 @@ def test_an_archive_outage_keeps_the_message_and_counts_once(archived, s3, sqs, 
                                                              bucket, redis_client):
     source = queues[prefix + "post-sent"]
     sqs.send_message(QueueUrl=source, MessageBody=post("u1", "https://a.com"))
-    consumer = Consumer("post-sent", archived)
+    consumer = consumer_of("post-sent", archived)
     first = consumer.process_batch(wait_seconds=1)  # the bucket does not exist yet
     assert (first.retried, first.succeeded) == (1, 0)
     assert LinkCounter(redis_client).counts(["a.com"]) == [1]  # counted, not yet archived

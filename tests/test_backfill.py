@@ -13,12 +13,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from helpers import ON_SINGLE_AND_CLUSTER, feed, queue_depth, wait_until, workers_cmd
-from workers.links import archive
-from workers.links import backfill as backfill_module
-from workers.links.archive import Archive
-from workers.links.backfill import Backfill
-from workers.links.counter import LinkCounter
-from workers.links.marks import pair_mark
+from workers.domain.links import archive
+from workers.domain.links import backfill as backfill_module
+from workers.domain.links.archive import Archive
+from workers.domain.links.backfill import Backfill
+from workers.domain.links.counter import LinkCounter
+from workers.domain.links.marks import pair_mark
 
 BUCKETS = 64  # few buckets: many links share each, as in production
 

@@ -1,4 +1,4 @@
-from workers.runtime.backoff import ExponentialBackoff
+from workers.core.backoff import ExponentialBackoff
 
 
 def test_visibility_doubles_with_each_receive_up_to_the_cap():

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 from helpers import DeadLetters, queue_depth, wait_until
 from workers import QUEUES
-from workers.links.counter import LinkCounter
-from workers.peers.sqs import ERROR_ATTRIBUTE
-from workers.runtime import events
-from workers.runtime.errors import PermanentError
-from workers.runtime.message import Message
+from workers.adapters.sqs import ERROR_ATTRIBUTE
+from workers.core import events
+from workers.core.errors import PermanentError
+from workers.core.message import Message
+from workers.domain.links.counter import LinkCounter
 
 # `make fuzz` sends thousands; `make test` a short run of the same.
 FUZZ_BODIES = int(os.environ.get("WORKERS_FUZZ_BODIES", "500"))

@@ -8,13 +8,12 @@ import pytest
 
 from helpers import drain, queue_depth
 from roundtrips import RoundTrips
-from workers import queues
-from workers.links.counter import LinkCounter
-from workers.queues.post_sent import post_sent_batch
-from workers.runtime.consumer import BatchResult, Consumer
-from workers.runtime.deps import Deps
-from workers.runtime.errors import PermanentError
-from workers.settings import Settings
+from workers.core.errors import PermanentError
+from workers.core.settings import Settings
+from workers.domain.links.counter import LinkCounter
+from workers.queues import consumer_of, handlers
+from workers.queues.post_sent import CountLinks
+from workers.runtime.consumer import BatchResult, Consumer, Handlers
 
 
 def post(update_id: str, *urls: str) -> str:
@@ -43,8 +42,8 @@ def test_post_sent_counts_a_whole_batch_in_one_round_trip(settings, sqs, source,
     # Given a consumer whose Redis is reached through a proxy that counts round trips, once
     # it has connected, read Redis's clock and loaded its script (once a process, not a batch)
     proxied = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{round_trips.port}/0"})
-    consumer = Consumer("post-sent", proxied)
-    assert consumer.batch_handler is post_sent_batch
+    consumer = consumer_of("post-sent", proxied)
+    assert consumer._built().batch.__func__ is CountLinks.handle_batch
     sqs.send_message(QueueUrl=source, MessageBody=post("warm-up", "https://c.com"))
     drain_consumer(consumer, 1)
     round_trips.reset()
@@ -65,7 +64,7 @@ def test_a_bad_body_in_a_batch_is_dead_lettered_alone(settings, sqs, source, dlq
     for body in (post("u1", "https://a.com"), "not json", json.dumps({"profile_id": "p1"}),
                  post("u2", "https://a.com")):
         sqs.send_message(QueueUrl=source, MessageBody=body)
-    results = drain_consumer(Consumer("post-sent", settings), 4)
+    results = drain_consumer(consumer_of("post-sent", settings), 4)
     assert sum(r.succeeded for r in results) == 2
     assert sum(r.dead_lettered for r in results) == 2
     assert LinkCounter(redis_client, settings.link_buckets).counts(["a.com"]) == [2]
@@ -74,24 +73,25 @@ def test_a_bad_body_in_a_batch_is_dead_lettered_alone(settings, sqs, source, dlq
 
 
 def test_redis_away_retries_the_whole_batch_but_not_a_bad_body(settings, sqs, source, dlq):
-    away = Deps(Settings(**{**vars(settings), "redis_url": "redis://127.0.0.1:1/0"}))
+    away = handlers("post-sent", Settings(**{**vars(settings),
+                                             "redis_url": "redis://127.0.0.1:1/0"}))
     for body in (post("u1", "https://a.com"), post("u2", "https://b.com"), "not json"):
         sqs.send_message(QueueUrl=source, MessageBody=body)
-    results = drain_consumer(Consumer("post-sent", settings, deps=away), 3)
+    results = drain_consumer(Consumer("post-sent", settings, handlers=away), 3)
     assert sum(r.retried for r in results) == 2
     assert sum(r.dead_lettered for r in results) == 1
     assert queue_depth(sqs, source) == 2 and len(drain(sqs, dlq)) == 1
 
 
 def test_a_batch_handler_fails_one_event_alone_by_its_result(settings, sqs, source, dlq):
-    def second_is_bad(events, deps):
+    def second_is_bad(events):
         return [PermanentError("bad") if e.update_id == "u2" else {"seen": e.update_id}
                 for e in events]
 
     for i in (1, 2, 3):
         sqs.send_message(QueueUrl=source, MessageBody=post(f"u{i}", "https://a.com"))
-    consumer = Consumer("post-sent", settings)
-    consumer.batch_handler = second_is_bad
+    consumer = Consumer("post-sent", settings, handlers=Handlers(lambda e: None,
+                                                                 batch=second_is_bad))
     results = drain_consumer(consumer, 3)
     assert (sum(r.succeeded for r in results), sum(r.dead_lettered for r in results)) == (2, 1)
     assert [json.loads(m["Body"])["update_id"] for m in drain(sqs, dlq)] == ["u2"]
@@ -100,25 +100,17 @@ def test_a_batch_handler_fails_one_event_alone_by_its_result(settings, sqs, sour
 def test_a_batch_handler_returning_the_wrong_number_of_results_retries_the_batch(
         settings, sqs, source):
     sqs.send_message(QueueUrl=source, MessageBody=post("u1", "https://a.com"))
-    consumer = Consumer("post-sent", settings)
-    consumer.batch_handler = lambda events, deps: []
+    consumer = Consumer("post-sent", settings, handlers=Handlers(lambda e: None,
+                                                                 batch=lambda events: []))
     assert drain_consumer(consumer, 1)[0].retried == 1
 
 
-def test_a_handler_given_or_registered_later_is_what_runs(settings):
-    assert Consumer("post-sent", settings, handler=lambda e, d: None).batch_handler is None
-
-    def plain(event, deps):
+def test_a_queue_with_only_a_plain_handler_runs_it_one_event_at_a_time(settings):
+    def plain(event):
         return None
 
-    queues.batch_handler("test-batch")(lambda events, deps: [])
-    assert queues.get_batch("test-batch") is not None
-    queues.handler("test-batch")(plain)  # a test's rig, registered after the queue's own
-    try:
-        assert queues.get_batch("test-batch") is None
-        assert queues.get("test-batch") is plain
-    finally:
-        queues._REGISTRY.pop("test-batch")
+    consumer = Consumer("post-sent", settings, handlers=Handlers(plain))
+    assert consumer._built().batch is None and consumer._built().handle is plain
 
 
 @pytest.mark.parametrize(("urls", "expected"), [
@@ -127,12 +119,12 @@ def test_a_handler_given_or_registered_later_is_what_runs(settings):
 def test_post_sent_batch_says_what_each_event_counted(urls, expected):
     from types import SimpleNamespace
 
-    from workers.runtime.events import PostSent
+    from workers.core.events import PostSent
 
-    deps = SimpleNamespace(
-        links=SimpleNamespace(record_all=lambda updates: [[True] * len(k) for _, k in updates]),
-        notifier=SimpleNamespace(update_sent_all=lambda sent: None))
+    count = CountLinks(
+        SimpleNamespace(record_all=lambda updates: [[True] * len(k) for _, k in updates]),
+        SimpleNamespace(update_sent_all=lambda sent: None), archive=None)
     events = [PostSent(update_id="u1", profile_id="p1", urls=urls),
               PostSent(update_id="u2", profile_id="p1", url="https://b.com")]
-    assert post_sent_batch(events, deps) == [
+    assert count.handle_batch(events) == [
         expected, {"urls": 1, "counted": 1, "invalid_urls": 0}]

@@ -59,7 +59,7 @@ def claim_in_skewed_worker(redis_url: str, key: str, offset: str, lease_seconds:
     code = textwrap.dedent(f"""
         import json, time
         from workers.adapters.claims import Claims
-        from workers.peers.redisconn import connect
+        from workers.adapters.redisconn import connect
         claim = Claims(connect({redis_url!r}), {lease_seconds}, {TTL}).claim({key!r})
         print(json.dumps({{"status": claim.status.value, "first_at": claim.first_at,
                            "worker_time": time.time()}}))

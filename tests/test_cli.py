@@ -46,7 +46,7 @@ def test_send_reads_json_lines_and_sends_none_if_one_is_bad(env, sqs, queues, pr
 
 @ON_SINGLE_AND_CLUSTER
 def test_links_count_prints_count_tab_key(env, redis_client):
-    from workers.links.counter import LinkCounter
+    from workers.domain.links.counter import LinkCounter
 
     LinkCounter(redis_client).record("u1", ["buffer.com/blog?id=3"])
     done = workers_cmd("links", "count", "http://www.buffer.com/blog?id=3&utm_source=x",

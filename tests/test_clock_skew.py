@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from helpers import log_events, queue_depth, wait_until
-from workers.links.counter import LinkCounter
+from workers.domain.links.counter import LinkCounter
 
 EVENT = json.dumps({"update_id": "u1", "profile_id": "p1", "created_at": 1480431305,
                     "url": "https://skewed.example.com/post"})

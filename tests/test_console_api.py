@@ -13,13 +13,13 @@ from console_proc import OPERATOR, VIEWER, add_users
 from starlette.testclient import TestClient
 
 from helpers import queue_depth, wait_until
+from workers.adapters.sqs import ERROR_ATTRIBUTE
 from workers.console import access
-from workers.console.app import build
+from workers.console.serve import build
 from workers.console.sessions import COOKIE
+from workers.core.settings import Settings
 from workers.ops import fleet
-from workers.peers.registry import Registration
-from workers.peers.sqs import ERROR_ATTRIBUTE
-from workers.settings import Settings
+from workers.runtime.registry import Registration
 
 GETS = ["/api/session", "/api/queues", "/api/queues/post-sent/history", "/api/dlq/post-sent",
         "/api/tasks", "/api/tasks/abc", "/api/publish/u1", "/api/links?url=buffer.com",

@@ -16,8 +16,8 @@ from console_proc import OPERATOR, VIEWER, ConsoleProcess, add_users, start_cons
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from helpers import queue_depth, wait_until
+from workers.adapters.sqs import ERROR_ATTRIBUTE
 from workers.ops import fleet
-from workers.peers.sqs import ERROR_ATTRIBUTE
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

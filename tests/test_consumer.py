@@ -1,5 +1,6 @@
 """The consumer, one process_batch at a time, against moto's server and a real redis-server."""
 
+import dataclasses
 import json
 import threading
 import time
@@ -8,14 +9,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from helpers import drain, queue_depth, wait_until
-from workers.links.counter import LinkCounter
-from workers.peers.sqs import ERROR_ATTRIBUTE
-from workers.queues.post_sent import post_sent
-from workers.runtime.consumer import Consumer
+from workers.adapters.sqs import ERROR_ATTRIBUTE
+from workers.core.errors import PermanentError, TransientError
+from workers.core.message import Message
+from workers.core.settings import Settings
+from workers.domain.links.counter import LinkCounter
+from workers.queues import consumer_of, handlers, post_sent
+from workers.runtime.consumer import Consumer, Handlers, Outcome
 from workers.runtime.daemon import Daemon, lane_sizes
-from workers.runtime.deps import Deps
-from workers.runtime.errors import PermanentError, TransientError
-from workers.settings import Settings
 
 
 def post(update_id: str, *urls: str) -> str:
@@ -36,7 +37,7 @@ def counts(settings: Settings, redis_client, *keys: str) -> list[int]:
 
 def test_handled_messages_are_counted_and_deleted(settings, send, sqs, source, redis_client):
     send(post("u1", "https://a.com"), post("u2", "https://a.com", "https://www.b.com/"))
-    consumer = Consumer("post-sent", settings)
+    consumer = consumer_of("post-sent", settings)
     result = consumer.process_batch(wait_seconds=1)
     if result.received < 2:  # SQS may hand out fewer than asked
         result.add(consumer.process_batch(wait_seconds=1))
@@ -48,7 +49,7 @@ def test_handled_messages_are_counted_and_deleted(settings, send, sqs, source, r
 def test_a_redelivered_message_counts_once(settings, send, sqs, source, redis_client):
     body = post("u1", "https://a.com")
     send(body, body)  # the API enqueued it twice
-    consumer = Consumer("post-sent", settings)
+    consumer = consumer_of("post-sent", settings)
     while consumer.process_batch(wait_seconds=1).received:
         pass
     assert counts(settings, redis_client, "a.com") == [1]
@@ -58,15 +59,16 @@ def test_a_redelivered_message_counts_once(settings, send, sqs, source, redis_cl
 def test_a_transient_failure_is_redelivered_later_and_counted_once(settings, send, sqs, source,
                                                                    redis_client):
     attempts = []
+    counting = post_sent.build(settings, redis_client)
 
-    def fails_after_counting_once(event, deps):
-        post_sent(event, deps)
+    def fails_after_counting_once(event):
+        counting.handle(event)
         attempts.append(event.update_id)
         if len(attempts) == 1:
             raise TransientError("archive unavailable")
 
     send(post("u1", "https://a.com"))
-    consumer = Consumer("post-sent", settings, handler=fails_after_counting_once)
+    consumer = Consumer("post-sent", settings, handlers=Handlers(fails_after_counting_once))
     first = consumer.process_batch(wait_seconds=1)
     assert (first.retried, first.succeeded) == (1, 0)
     assert queue_depth(sqs, source) == 1  # kept, not deleted
@@ -97,12 +99,12 @@ def visibility_set(consumer: Consumer) -> list[int]:
 
 
 def test_backoff_grows_with_the_receive_count(settings, send, sqs, source):
-    def always_fails(event, deps):
+    def always_fails(event):
         raise TransientError("down")
 
     # Given a message whose handler always fails transiently (2 s visibility timeout)
     send(post("u1", "https://a.com"))
-    consumer = Consumer("post-sent", settings, handler=always_fails)
+    consumer = Consumer("post-sent", settings, handlers=Handlers(always_fails))
     timeouts = visibility_set(consumer)
     # When it is received three times
     consumer.process_batch(wait_seconds=1)
@@ -114,13 +116,13 @@ def test_backoff_grows_with_the_receive_count(settings, send, sqs, source):
 
 
 def test_retry_after_sets_the_visibility(settings, send, sqs, source):
-    def throttled(event, deps):
+    def throttled(event):
         raise TransientError("429", retry_after=1)
 
     # Given a 60 s visibility timeout, and a peer answering "retry after 1 s"
     settings = Settings(**{**vars(settings), "visibility_timeout": 60})
     send(post("u1", "https://a.com"))
-    consumer = Consumer("post-sent", settings, handler=throttled)
+    consumer = Consumer("post-sent", settings, handlers=Handlers(throttled))
     timeouts = visibility_set(consumer)
     consumer.process_batch(wait_seconds=1)
     # Then the message is hidden for 1 s, not 60: it comes back long before the timeout
@@ -136,7 +138,7 @@ def test_retry_after_sets_the_visibility(settings, send, sqs, source):
 def test_bad_messages_go_to_the_dlq_at_once_with_their_reason(settings, send, sqs, source, dlq,
                                                               body, reason):
     send(body)
-    result = Consumer("post-sent", settings).process_batch(wait_seconds=1)
+    result = consumer_of("post-sent", settings).process_batch(wait_seconds=1)
     assert result.dead_lettered == 1
     [dead] = drain(sqs, dlq)
     assert dead["Body"] == body
@@ -145,44 +147,66 @@ def test_bad_messages_go_to_the_dlq_at_once_with_their_reason(settings, send, sq
 
 
 def test_a_permanent_error_keeps_the_message_attributes(settings, sqs, source, dlq):
-    def refuses(event, deps):
+    def refuses(event):
         raise PermanentError("unknown service")
 
     sqs.send_message(QueueUrl=source, MessageBody=post("u1"), MessageAttributes={
         "trace": {"DataType": "String", "StringValue": "abc"}})
-    Consumer("post-sent", settings, handler=refuses).process_batch(wait_seconds=1)
+    Consumer("post-sent", settings, handlers=Handlers(refuses)).process_batch(wait_seconds=1)
     [dead] = drain(sqs, dlq)
     assert dead["MessageAttributes"]["trace"]["StringValue"] == "abc"
     assert dead["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"] == "unknown service"
 
 
 def test_a_crashing_handler_is_retried_not_fatal(settings, send, sqs, source):
-    def buggy(event, deps):
+    def buggy(event):
         raise ZeroDivisionError("oops")
 
     send(post("u1", "https://a.com"))
-    result = Consumer("post-sent", settings, handler=buggy).process_batch(wait_seconds=1)
+    result = Consumer("post-sent", settings,
+                      handlers=Handlers(buggy)).process_batch(wait_seconds=1)
     assert result.retried == 1
     assert queue_depth(sqs, source) == 1
 
 
 def test_redis_away_is_transient(settings, send, sqs, source):
-    away = Deps(Settings(**{**vars(settings), "redis_url": "redis://127.0.0.1:1/0"}))
+    away = handlers("post-sent", Settings(**{**vars(settings),
+                                             "redis_url": "redis://127.0.0.1:1/0"}))
     send(post("u1", "https://a.com"))
-    result = Consumer("post-sent", settings, deps=away).process_batch(wait_seconds=1)
+    result = Consumer("post-sent", settings, handlers=away).process_batch(wait_seconds=1)
     assert result.retried == 1
     assert queue_depth(sqs, source) == 1
+
+
+def test_redis_away_is_said_by_the_consumer_for_every_handler_and_step(settings):
+    """Handlers and before-ack steps let Redis's errors through: the consumer alone makes
+    them transient, with one reason, and logs no crash."""
+    import redis
+
+    def handle(event):
+        raise redis.ConnectionError("gone")
+
+    def step(events):
+        raise redis.ConnectionError("gone")
+
+    consumer = Consumer("post-sent", settings, handlers=Handlers(handle, before_ack=(step,)))
+    message = Message(id="m1", receipt_handle="r1", body="{}", receive_count=1)
+    failed = consumer._failed(message, redis.ConnectionError("gone"))
+    assert (failed.kind, failed.reason) == ("retried", "redis unavailable: ConnectionError: gone")
+    succeeded = Outcome(message, "succeeded", event=object())
+    [after] = consumer._before_ack(consumer._built(), [succeeded])
+    assert (after.kind, after.reason) == ("retried", "redis unavailable: ConnectionError: gone")
 
 
 def test_shutdown_gives_back_what_has_not_started(settings, send, sqs, source):
     started, cancelled = threading.Event(), threading.Event()
 
-    def slow(event, deps):
+    def slow(event):
         started.set()
         cancelled.wait(10)  # still running while the others are given back
 
     send(*[post(f"u{i}", "https://a.com") for i in range(3)])
-    consumer = Consumer("post-sent", settings, handler=slow, concurrency=3)
+    consumer = Consumer("post-sent", settings, handlers=Handlers(slow), concurrency=3)
     consumer.pool = ThreadPoolExecutor(1)  # three received, one running at a time
     cancel = consumer._cancel_unstarted
     consumer._cancel_unstarted = lambda pending: (cancel(pending), cancelled.set())[0]
@@ -203,7 +227,7 @@ def test_shutdown_gives_back_what_has_not_started(settings, send, sqs, source):
 def test_what_a_poll_brings_after_a_stop_request_is_handled_not_given_back(
         settings, send, sqs, source, redis_client):
     # Given a consumer whose long poll is in flight when its daemon is asked to stop
-    consumer = Consumer("post-sent", settings)
+    consumer = consumer_of("post-sent", settings)
     polling = threading.Event()
     receive = consumer.sqs.receive
     consumer.sqs.receive = lambda *a, **k: (polling.set(), receive(*a, **k))[1]
@@ -227,12 +251,12 @@ def batch_of(settings, send, handler, n: int = 5) -> tuple[Consumer, list]:
     returns the consumer and the names of the threads the handler ran on."""
     threads = []
 
-    def recording(event, deps):
+    def recording(event):
         threads.append(threading.current_thread().name)
-        return handler(event, deps)
+        return handler(event)
 
     send(*[post(f"u{i}", "https://a.com") for i in range(n)])
-    consumer = Consumer("post-sent", settings, handler=recording, concurrency=10)
+    consumer = Consumer("post-sent", settings, handlers=Handlers(recording), concurrency=10)
     consumer.typical_seconds = None
     return consumer, threads
 
@@ -244,7 +268,7 @@ def drain_all(consumer: Consumer, n: int) -> None:
 
 
 def test_quick_handlers_run_on_the_receiving_thread_without_a_hand_off(settings, send):
-    consumer, threads = batch_of(settings, send, lambda event, deps: None)
+    consumer, threads = batch_of(settings, send, lambda event: None)
     consumer.typical_seconds = 0.001  # measured quick on earlier batches
     drain_all(consumer, 5)
     assert threads == [threading.current_thread().name] * 5
@@ -254,7 +278,7 @@ def test_slow_handlers_run_on_the_handler_threads_all_at_once(settings, send):
     running, most = [0], [0]
     lock = threading.Lock()
 
-    def slow(event, deps):
+    def slow(event):
         with lock:
             running[0] += 1
             most[0] = max(most[0], running[0])
@@ -272,7 +296,7 @@ def test_slow_handlers_run_on_the_handler_threads_all_at_once(settings, send):
 def test_a_handler_turning_slow_sends_the_rest_of_its_batch_to_the_pool(settings, send):
     calls = []
 
-    def first_slow(event, deps):
+    def first_slow(event):
         calls.append(event.update_id)
         if len(calls) == 1:
             time.sleep(0.05)
@@ -286,7 +310,7 @@ def test_a_handler_turning_slow_sends_the_rest_of_its_batch_to_the_pool(settings
 
 def test_no_receive_after_shutdown(settings, send):
     send(post("u1", "https://a.com"))
-    consumer = Consumer("post-sent", settings)
+    consumer = consumer_of("post-sent", settings)
     consumer.shutdown.request()
     assert consumer.process_batch(wait_seconds=0).received == 0
 
@@ -316,7 +340,7 @@ class RecordedWaits:
 
 
 def paused_daemon(settings, shutdown: RecordedWaits) -> Daemon:
-    daemon = Daemon(Consumer("post-sent", settings, shutdown=shutdown))
+    daemon = Daemon(consumer_of("post-sent", settings, shutdown=shutdown))
     daemon.clock = shutdown.clock
     return daemon
 
@@ -340,7 +364,7 @@ def test_lanes_failing_together_share_one_pause_that_doubles_once_a_round(settin
     from workers.runtime.consumer import BatchResult
 
     shutdown = RecordedWaits()
-    daemon = Daemon(Consumer("post-sent", settings, shutdown=shutdown))
+    daemon = Daemon(consumer_of("post-sent", settings, shutdown=shutdown))
     now = [1000.0]
     daemon.clock = lambda: now[0]  # moved by hand: the lanes wait side by side
     failed = BatchResult(received=10, retried=10)
@@ -361,14 +385,16 @@ def test_a_before_ack_step_runs_once_per_batch_and_its_failure_keeps_the_batch(
         settings, send, sqs, source, redis_client):
     calls = []
 
-    def replicas_behind(deps, events):
-        calls.append(deps)
+    def replicas_behind(events):
+        calls.append(len(events))
         assert len(events) in (1, 2, 3)  # the batch's succeeded events
         if len(calls) == 1:
             raise TransientError("replicas behind")
 
     send(*[post(f"u{i}", "https://a.com") for i in range(3)])
-    consumer = Consumer("post-sent", settings, before_ack=[replicas_behind])
+    wired = post_sent.build(settings, redis_client)
+    consumer = Consumer("post-sent", settings,
+                        handlers=dataclasses.replace(wired, before_ack=[replicas_behind]))
     first = consumer.process_batch(wait_seconds=1)
     assert (first.succeeded, first.retried) == (0, first.received) and len(calls) == 1
     assert queue_depth(sqs, source) == 3  # none deleted
@@ -380,19 +406,19 @@ def test_a_before_ack_step_runs_once_per_batch_and_its_failure_keeps_the_batch(
     assert len(calls) == batches  # once a batch, not once a message
 
 
-def test_post_sent_archives_its_batch_before_its_deletes():
-    from workers import queues
-    from workers.queues.post_sent import archive_batch
+def test_post_sent_archives_its_batch_before_its_deletes(settings, redis_client):
+    from workers.queues import email
 
-    assert queues.before_ack_steps("post-sent") == [archive_batch]
-    assert queues.before_ack_steps("email") == []
+    steps = post_sent.build(settings, redis_client).before_ack
+    assert [step.__name__ for step in steps] == ["archive_batch"]
+    assert email.build(settings, redis_client).before_ack == ()
 
 
 def test_a_dead_letter_stays_invisible_until_deleted_however_slow_its_copy(settings, send, sqs,
                                                                            source, dlq):
     # Given a poison message, and an SQS whose DLQ copy takes longer than the 2 s timeout
     send("not json")
-    consumer = Consumer("post-sent", settings)
+    consumer = consumer_of("post-sent", settings)
     copy = consumer.sqs.dead_letter
     copying = threading.Event()
 
@@ -408,7 +434,7 @@ def test_a_dead_letter_stays_invisible_until_deleted_however_slow_its_copy(setti
             handling = pool.submit(consumer.process_batch, 1)
             assert copying.wait(10)
             # When another daemon polls while the copy is under way
-            other = Consumer("post-sent", settings)
+            other = consumer_of("post-sent", settings)
             seen = [other.sqs.receive(10, 1) for _ in range(4 * settings.visibility_timeout)]
             result = handling.result()
     finally:
@@ -426,12 +452,12 @@ def test_a_message_stays_hidden_while_handled_whatever_the_queues_own_timeout(
     send(post("u1", "https://a.com"))
     seen_again = []
 
-    def looks_for_it_again(event, deps):
+    def looks_for_it_again(event):
         seen_again.extend(sqs.receive_message(QueueUrl=source, WaitTimeSeconds=0)
                           .get("Messages", []))
 
     # When the daemon's consumer (WORKERS_VISIBILITY_TIMEOUT 2) handles it
-    consumer = Consumer("post-sent", settings, handler=looks_for_it_again)
+    consumer = Consumer("post-sent", settings, handlers=Handlers(looks_for_it_again))
     assert consumer.process_batch(wait_seconds=1).succeeded == 1
     # Then nobody else received it meanwhile: the heartbeat's reckoning is what SQS keeps
     assert seen_again == []

@@ -9,8 +9,8 @@ import asyncio
 import redis
 import redis.asyncio
 
-from workers.links.counter import LinkCounter
-from workers.links.urls import normalize_key
+from workers.domain.links.counter import LinkCounter
+from workers.domain.links.urls import normalize_key
 from workers.readapi.reader import CountReader
 
 NAME = "count-reader-test"
@@ -33,11 +33,11 @@ def test_reads_survive_many_dropped_connections_without_leaking_one(redis_url, r
         client = redis.asyncio.Redis.from_url(redis_url, max_connections=2, client_name=NAME)
         reader = CountReader(client, counter.slot)
         try:
-            answers = [await reader.counts([key])]
+            answers = [await reader.request([key])]
             # When Redis drops its connection five times, a read after each
             for _ in range(5):
                 assert drop_ours() == 1
-                answers.append(await reader.counts([key]))
+                answers.append(await reader.request([key]))
             return answers
         finally:
             await reader.close()

@@ -11,8 +11,8 @@ import redis
 
 import devstack
 from helpers import ON_SINGLE_AND_CLUSTER, alive, drain, log_events, queue_depth, wait_until
-from workers.links.counter import LinkCounter
-from workers.peers.sqs import ERROR_ATTRIBUTE
+from workers.adapters.sqs import ERROR_ATTRIBUTE
+from workers.domain.links.counter import LinkCounter
 
 
 def event(update_id: str, *urls: str) -> str:

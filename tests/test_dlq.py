@@ -13,8 +13,9 @@ import pytest
 from botocore.stub import Stubber
 
 from helpers import drain, queue_depth, wait_until, workers_cmd
+from workers.adapters.sqs import ERROR_ATTRIBUTE, SQSQueue
 from workers.ops.dlq import COPY, TASK, DeadLetters, DLQError
-from workers.peers.sqs import ERROR_ATTRIBUTE, SQSQueue
+from workers.queues import consumer_of
 from workers.runtime.consumer import Consumer
 from workers.runtime.daemon import Daemon
 
@@ -45,7 +46,7 @@ def test_poison_messages_reach_the_dlq_and_peek_leaves_them_in_place(settings, e
     # Given two messages no retry can fix, handled once by the consumer
     sqs.send_message(QueueUrl=source, MessageBody="not json")
     sqs.send_message(QueueUrl=source, MessageBody='{"update_id": "1"}')
-    consumer = Consumer("post-sent", settings)
+    consumer = consumer_of("post-sent", settings)
 
     def handled() -> bool:
         consumer.process_batch(wait_seconds=1)  # SQS may hand out fewer than asked
@@ -95,7 +96,7 @@ def test_large_poison_messages_reach_the_dlq_with_their_reasons_in_one_pass(sett
     for body in bodies:
         sqs.send_message(QueueUrl=source, MessageBody=body)
     shutdown = NoPause()
-    consumer = Consumer("post-sent", settings, shutdown=shutdown)
+    consumer = consumer_of("post-sent", settings, shutdown=shutdown)
     # When the consumer receives them
     results = handle_until(consumer, 10)
     # Then every one is in the DLQ with its reason at the first receive, none left in flight,
@@ -117,7 +118,7 @@ def test_a_dead_letter_sqs_refuses_is_left_for_later_without_pausing_the_lane(se
     shutdown = NoPause()
     queue = SQSQueue(RefusingFirst(sqs), settings.queue_name("post-sent"),
                      settings.dlq_name("post-sent"))
-    consumer = Consumer("post-sent", settings, sqs_queue=queue, shutdown=shutdown)
+    consumer = consumer_of("post-sent", settings, sqs_queue=queue, shutdown=shutdown)
     # When the consumer handles them
     results = handle_until(consumer, 3)
     # Then the refused ones stay in the source for a redelivery, the rest are dead letters,

@@ -46,7 +46,7 @@ def test_every_module_and_package_is_in_the_architecture_pages_list():
     package = TOP / "workers"
     modules = {p.name for p in package.rglob("*.py")
                if p.name not in ("__init__.py", "__main__.py")}
-    packages = {f"{p.name}/" for p in package.iterdir() if (p / "__init__.py").exists()}
+    packages = {f"{p.parent.name}/" for p in package.rglob("__init__.py") if p.parent != package}
     assert sorted(modules - named) == []
     assert sorted(packages - named) == []
 

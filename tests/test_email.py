@@ -17,15 +17,16 @@ from aiosmtpd.controller import Controller
 import devstack
 from helpers import drain, log_events, process_all, queue_depth, send, start_daemon, wait_until
 from moto_api import sent_emails
-from workers.peers import rendering
-from workers.peers.mail import SMTPMailer, build_message
-from workers.peers.sent import SentMarks
-from workers.peers.sqs import ERROR_ATTRIBUTE
-from workers.runtime.backoff import ExponentialBackoff
-from workers.runtime.consumer import Consumer
-from workers.runtime.deps import Deps
-from workers.runtime.errors import PermanentError
-from workers.settings import Settings, SettingsError
+from workers.adapters.mail import SMTPMailer, build_message
+from workers.adapters.sqs import ERROR_ATTRIBUTE
+from workers.core.backoff import ExponentialBackoff
+from workers.core.errors import PermanentError
+from workers.core.settings import Settings, SettingsError
+from workers.domain.sending import rendering
+from workers.domain.sending.sent import SentMarks
+from workers.queues import consumer_of, handlers
+from workers.queues.email import SendEmail, mailer
+from workers.runtime.consumer import Consumer, Handlers
 
 SENDER = "Scheduler <no-reply@workers.example.com>"
 SCRIPT = "<script>alert(1)</script>"
@@ -172,7 +173,7 @@ def reason_of(sqs, dlq: str) -> str:
 def test_an_email_with_its_own_content_is_sent_through_ses(ses_settings, sqs, source, to):
     send(sqs, source, {"to": to, "subject": "Weekly\nreport", "text": "plain <b>",
                        "html": "<p>rich</p>"})
-    assert process_all(Consumer("email", ses_settings)).succeeded == 1
+    assert process_all(consumer_of("email", ses_settings)).succeeded == 1
     [sent] = sent_emails(ses_settings.endpoint_url, to)
     assert (sent["From"], sent["To"], sent["Subject"]) == (SENDER, to, "Weekly report")
     assert part(sent, "plain").strip() == "plain <b>"
@@ -182,7 +183,7 @@ def test_an_email_with_its_own_content_is_sent_through_ses(ses_settings, sqs, so
 
 def test_a_template_email_is_rendered_and_its_html_escaped(ses_settings, sqs, source, to):
     send(sqs, source, {"to": to, "template": "welcome", "params": WELCOME})
-    assert process_all(Consumer("email", ses_settings)).succeeded == 1
+    assert process_all(consumer_of("email", ses_settings)).succeeded == 1
     [sent] = sent_emails(ses_settings.endpoint_url, to)
     assert sent["Subject"] == f"Welcome aboard, {SCRIPT}!"
     assert f"Hi {SCRIPT}," in part(sent, "plain")
@@ -197,7 +198,7 @@ def test_a_template_email_is_rendered_and_its_html_escaped(ses_settings, sqs, so
 def test_a_template_that_cannot_render_goes_to_the_dlq(ses_settings, sqs, source, dlq, to,
                                                        event, reason):
     send(sqs, source, {"to": to, **event})
-    assert Consumer("email", ses_settings).process_batch(wait_seconds=1).dead_lettered == 1
+    assert consumer_of("email", ses_settings).process_batch(wait_seconds=1).dead_lettered == 1
     assert reason in reason_of(sqs, dlq)
     assert sent_emails(ses_settings.endpoint_url, to) == []
     assert queue_depth(sqs, source) == 0
@@ -206,13 +207,13 @@ def test_a_template_that_cannot_render_goes_to_the_dlq(ses_settings, sqs, source
 def test_ses_rejecting_the_message_is_permanent(ses_settings, sqs, source, dlq, to):
     unverified = ses_settings.model_copy(update={"email_from": "someone@unverified.example.org"})
     send(sqs, source, {"to": to, "subject": "Hi", "text": "hello"})
-    assert Consumer("email", unverified).process_batch(wait_seconds=1).dead_lettered == 1
+    assert consumer_of("email", unverified).process_batch(wait_seconds=1).dead_lettered == 1
     assert reason_of(sqs, dlq).startswith("ses MessageRejected:")
 
 
 def test_no_configured_sender_is_retried(settings, sqs, source, dlq, to):
     send(sqs, source, {"to": to, "subject": "Hi", "text": "hello"})
-    result = Consumer("email", settings).process_batch(wait_seconds=1)
+    result = consumer_of("email", settings).process_batch(wait_seconds=1)
     assert result.retried == 1
     assert (queue_depth(sqs, source), queue_depth(sqs, dlq)) == (1, 0)
 
@@ -221,7 +222,7 @@ def test_no_configured_sender_is_retried(settings, sqs, source, dlq, to):
 
 def test_an_email_is_delivered_to_the_smtp_server(smtp_settings, smtp_server, sqs, source, to):
     send(sqs, source, {"to": to, "template": "welcome", "params": WELCOME})
-    assert process_all(Consumer("email", smtp_settings)).succeeded == 1
+    assert process_all(consumer_of("email", smtp_settings)).succeeded == 1
     [(mail_from, rcpt_tos, message)] = smtp_server.received
     assert (mail_from, rcpt_tos) == ("no-reply@workers.example.com", [to])
     assert message["Subject"] == f"Welcome aboard, {SCRIPT}!"
@@ -234,7 +235,7 @@ def test_an_email_is_delivered_to_the_smtp_server(smtp_settings, smtp_server, sq
 def test_smtp_5xx_is_permanent_and_4xx_transient(smtp_settings, sqs, source, dlq, prefix,
                                                  mailbox, outcome):
     send(sqs, source, {"to": f"{mailbox}-{prefix}@example.com", "subject": "Hi", "text": "x"})
-    result = Consumer("email", smtp_settings).process_batch(wait_seconds=1)
+    result = consumer_of("email", smtp_settings).process_batch(wait_seconds=1)
     assert getattr(result, outcome) == 1
     if outcome == "dead_lettered":
         assert reason_of(sqs, dlq) == "smtp 550: 5.1.1 no such mailbox"
@@ -251,7 +252,7 @@ def test_smtp_server_unusable_is_retried_not_deleted(smtp_settings, sqs, source,
         change = {"smtp_port": devstack.free_port()}
     settings = smtp_settings.model_copy(update=change)
     send(sqs, source, {"to": to, "subject": "Hi", "text": "hello"})
-    result = Consumer("email", settings).process_batch(wait_seconds=1)
+    result = consumer_of("email", settings).process_batch(wait_seconds=1)
     assert (result.retried, result.succeeded) == (1, 0)
     assert (queue_depth(sqs, source), queue_depth(sqs, dlq)) == (1, 0)
 
@@ -300,7 +301,7 @@ def test_a_mail_accepted_then_a_421_to_quit_counts_as_sent(smtp_settings, quits_
     settings = smtp_settings.model_copy(update={"smtp_port": quits_badly.port})
     send(sqs, source, {"to": to, "subject": "Hi", "text": "hello"})
     # When the consumer sends the email
-    result = Consumer("email", settings).process_batch(wait_seconds=1)
+    result = consumer_of("email", settings).process_batch(wait_seconds=1)
     # Then it is sent and acknowledged, not retried: one mail delivered
     assert (result.succeeded, result.retried) == (1, 0)
     assert queue_depth(sqs, source) == 0
@@ -311,7 +312,7 @@ def test_a_redelivered_email_is_sent_once(smtp_settings, smtp_server, sqs, sourc
     # Given the same email twice in the queue (enqueued twice, or replayed after it was sent)
     event = {"to": to, "template": "welcome", "params": WELCOME}
     send(sqs, source, event, event)
-    consumer = Consumer("email", smtp_settings)
+    consumer = consumer_of("email", smtp_settings)
     # When both are handled (side by side, one waits for the other's send to finish)
     def empty() -> bool:
         consumer.process_batch(wait_seconds=1)
@@ -324,9 +325,9 @@ def test_a_redelivered_email_is_sent_once(smtp_settings, smtp_server, sqs, sourc
 def test_an_email_sent_before_is_not_sent_again_by_a_replay(ses_settings, sqs, source, to):
     body = {"to": to, "subject": "Receipt", "text": "paid"}
     send(sqs, source, body)
-    assert process_all(Consumer("email", ses_settings)).succeeded == 1
+    assert process_all(consumer_of("email", ses_settings)).succeeded == 1
     send(sqs, source, body)  # later: the same body, a new SQS message id (as a replay has)
-    result = process_all(Consumer("email", ses_settings))
+    result = process_all(consumer_of("email", ses_settings))
     assert result.succeeded == 1
     assert len(sent_emails(ses_settings.endpoint_url, to)) == 1
 
@@ -342,9 +343,9 @@ def test_an_email_that_fails_after_ses_took_it_is_not_retried_by_boto3(ses_setti
 
     ses_fake = AcceptsThenFails().start()
     try:
-        deps = Deps(ses_settings.model_copy(update={"endpoint_url": ses_fake.url}))
+        other = handlers("email", ses_settings.model_copy(update={"endpoint_url": ses_fake.url}))
         send(sqs, source, {"to": to, "subject": "Hi", "text": "hello"})
-        result = Consumer("email", ses_settings, deps=deps).process_batch(wait_seconds=1)
+        result = Consumer("email", ses_settings, handlers=other).process_batch(wait_seconds=1)
     finally:
         ses_fake.stop()
     assert len(ses_fake.requests) == 1  # SES saw one request, not boto3's retries of it
@@ -353,10 +354,9 @@ def test_an_email_that_fails_after_ses_took_it_is_not_retried_by_boto3(ses_setti
 
 def test_redis_away_before_an_email_is_transient_and_sends_nothing(smtp_settings, smtp_server,
                                                                    sqs, source, to):
-    away = Deps(smtp_settings.model_copy(
-        update={"redis_url": f"redis://127.0.0.1:{devstack.free_port()}/0"}))
+    away = handlers("email", smtp_settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{devstack.free_port()}/0"}))
     send(sqs, source, {"to": to, "subject": "Hi", "text": "hello"})
-    result = Consumer("email", smtp_settings, deps=away).process_batch(wait_seconds=1)
+    result = Consumer("email", smtp_settings, handlers=away).process_batch(wait_seconds=1)
     assert (result.retried, result.succeeded) == (1, 0)
     assert smtp_server.received == []
 
@@ -389,9 +389,11 @@ def test_an_smtp_send_slower_than_its_claim_s_lease_is_not_sent_again_beside_it(
     settings = smtp_settings.model_copy(update={"smtp_port": slow_server.port})
     consumers = []
     for _ in range(2):
-        deps = Deps(settings)
-        deps.sent_marks = SentMarks(deps.redis, lease=1)
-        consumers.append(Consumer("email", settings, deps=deps, concurrency=1))
+        send_email = SendEmail(mailer(settings), SentMarks(redis_client, lease=1),
+                               sender=settings.email_from, backend=settings.email_backend,
+                               queue_name=settings.queue_name("email"))
+        consumers.append(Consumer("email", settings, handlers=Handlers(send_email.handle),
+                                  concurrency=1))
     first, second = consumers
     second.backoff = ExponentialBackoff(0)  # its copy comes back at once
     event = {"to": to, "subject": "Hi", "text": "hello"}

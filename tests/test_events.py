@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from workers.runtime.events import InvalidEvent, PostSent, decode, validate
-from workers.runtime.message import Message, MessageDecodeError
+from workers.core.events import InvalidEvent, PostSent, decode, validate
+from workers.core.message import Message, MessageDecodeError
 
 
 def message(body: str) -> Message:

@@ -18,8 +18,8 @@ from tcpswitch import TCPSwitch
 
 import devstack
 from helpers import drain, feed, log_events, queue_depth, wait_until
-from workers.links.counter import LinkCounter
-from workers.peers import redisconn
+from workers.adapters import redisconn
+from workers.domain.links.counter import LinkCounter
 
 SITES = 20
 # Counted before the failover, of the ~660 messages: the rest flows through it and after.

@@ -1,4 +1,4 @@
-"""The fleet's registry (workers.peers.registry, workers.ops.fleet) against a real Redis and a
+"""The fleet's registry (workers.runtime.registry, workers.ops.fleet) against a real Redis and a
 real Redis Cluster: what every process writes, what `workers fleet` and the console read."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import os
 import pytest
 
 from helpers import ON_SINGLE_AND_CLUSTER, wait_until, workers_cmd
+from workers.core.settings import Settings
 from workers.ops import fleet
 from workers.ops.scale import Scaler
-from workers.peers.registry import PROCS, Registration, entry_key, version
-from workers.settings import Settings
+from workers.runtime.registry import PROCS, Registration, entry_key, version
 
 FIGURES = {"last_poll_at": 1_796_000_000.5, "handled": 120, "failed": 3, "dead_lettered": 2,
            "in_flight": 7}

@@ -1,8 +1,8 @@
 import json
 
-from workers.runtime.consumer import Consumer
+from workers.core.message import Message
+from workers.queues import consumer_of
 from workers.runtime.heartbeat import Heartbeat
-from workers.runtime.message import Message
 
 
 def msg(n: int) -> Message:
@@ -94,7 +94,7 @@ def test_the_consumer_s_heartbeat_reads_sqs_s_answer_per_entry(settings, sqs, so
     # SQS no longer takes (its timeout expired, say)
     sqs.send_message(QueueUrl=source, MessageBody=json.dumps(
         {"update_id": "u1", "profile_id": "p1", "url": "https://a.com"}))
-    consumer = Consumer("post-sent", settings)
+    consumer = consumer_of("post-sent", settings)
     [received] = consumer.sqs.receive(1, 1)
     stale = Message(id="gone", receipt_handle="expired-handle", body="{}", receive_count=1)
     calls = []

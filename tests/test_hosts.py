@@ -18,10 +18,10 @@ import devstack
 from helpers import feed, queue_depth, wait_until
 from netns import Hosts, RigError
 from workers import QUEUES
-from workers.links.counter import LinkCounter
+from workers.adapters import redisconn
+from workers.core.settings import procs_variable
+from workers.domain.links.counter import LinkCounter
 from workers.ops import fleet
-from workers.peers import redisconn
-from workers.settings import procs_variable
 
 # A host dying or cut off takes minutes: `make fleet` runs these; `make test` leaves them out
 # by their mark (deselected, never counted as skipped or passed).

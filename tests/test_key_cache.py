@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.links.urls import InvalidURL
+from workers.domain.links.urls import InvalidURL
 from workers.readapi.app import KEY_CACHE_CHARS, KeyCache
 
 

@@ -15,12 +15,12 @@ import devstack
 from devstack.httpfake import Request
 from devstack.networks import Networks
 from helpers import drain, send, workers_cmd
-from workers import social
-from workers.peers.mail import SESMailer, build_message
-from workers.peers.sqs import ERROR_ATTRIBUTE
-from workers.runtime.consumer import Consumer
-from workers.runtime.errors import PermanentError
-from workers.settings import Settings
+from workers.adapters import networks as social
+from workers.adapters.mail import SESMailer, build_message
+from workers.adapters.sqs import ERROR_ATTRIBUTE
+from workers.core.errors import PermanentError
+from workers.core.settings import Settings
+from workers.queues import consumer_of
 
 SENDER = "no-reply@workers.example.com"
 
@@ -52,7 +52,7 @@ def test_an_smtp_refusal_quoting_the_recipient_leaves_the_address_out(
         "smtp_port": quoting_relay, "smtp_starttls": False})
     send(sqs, queues[prefix + "email"], {"to": to, "subject": "Hi", "text": "hello"})
     # When the email is handled and dead-lettered
-    assert Consumer("email", smtp).process_batch(wait_seconds=1).dead_lettered == 1
+    assert consumer_of("email", smtp).process_batch(wait_seconds=1).dead_lettered == 1
     # Then neither the DLQ reason nor the log has the address; the reason keeps its domain
     [dead] = drain(sqs, queues[prefix + "email-dlq"])
     reason = dead["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"]

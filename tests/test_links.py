@@ -3,10 +3,10 @@ import time
 import redis
 
 from helpers import ON_SINGLE_AND_CLUSTER
-from workers.links.counter import WINDOW_SECONDS, LinkCounter
-from workers.links.marks import pair_mark
-from workers.peers.redisconn import connect
-from workers.settings import IDEMPOTENCY_TTL_SECONDS
+from workers.adapters.redisconn import connect
+from workers.core.settings import IDEMPOTENCY_TTL_SECONDS
+from workers.domain.links.counter import WINDOW_SECONDS, LinkCounter
+from workers.domain.links.marks import pair_mark
 
 
 @ON_SINGLE_AND_CLUSTER

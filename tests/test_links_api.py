@@ -22,11 +22,11 @@ import devstack
 from helpers import Fleet, wait_until, workers_cmd
 from links_api import API, start_api
 from workers import QUEUES
-from workers.links.counter import LinkCounter
-from workers.links.urls import normalize_url
-from workers.peers import redisconn
+from workers.adapters import redisconn
+from workers.core.settings import procs_variable
+from workers.domain.links.counter import LinkCounter
+from workers.domain.links.urls import normalize_url
 from workers.readapi.limits import MAX_BODY_BYTES, MAX_HEADER_BYTES
-from workers.settings import procs_variable
 from workers.web.server import Limits
 
 SHARES = "/1/links/shares.json"

@@ -14,9 +14,10 @@ import structlog
 
 from helpers import log_events, wait_until
 from links_api import start_api
+from workers.core.errors import PermanentError
+from workers.queues import consumer_of
 from workers.runtime import logs
-from workers.runtime.consumer import Consumer
-from workers.runtime.errors import PermanentError
+from workers.runtime.consumer import Consumer, Handlers
 
 
 class Recorder(io.StringIO):
@@ -86,14 +87,14 @@ def test_a_standard_library_logger_s_lines_carry_level_and_time(stdout):
 
 def test_every_line_of_a_message_names_its_update(stdout, settings, sqs, queues, prefix):
     # Given an analytics message whose handler logs, then fails for good
-    def handler(event, deps):
+    def handler(event):
         logs.get().info("handler.said")
         raise PermanentError("the post is gone")
 
     sqs.send_message(QueueUrl=queues[prefix + "analytics"], MessageBody=json.dumps(
         {"update_id": "u-42", "profile_id": "p1", "service": "twitter",
          "service_update_id": "t1"}))
-    consumer = Consumer("analytics", settings, handler=handler)
+    consumer = Consumer("analytics", settings, handlers=Handlers(handler))
     # When it is handled
     assert consumer.process_batch(wait_seconds=1).dead_lettered == 1
     # Then the handler's line and the runtime's lines about it all name the update
@@ -107,7 +108,7 @@ def test_a_batch_handler_s_messages_name_their_updates(stdout, settings, sqs, qu
     for update_id in ("u-1", "u-2"):
         sqs.send_message(QueueUrl=queues[prefix + "post-sent"], MessageBody=json.dumps(
             {"update_id": update_id, "profile_id": "p1", "url": "https://a.com"}))
-    consumer = Consumer("post-sent", settings)
+    consumer = consumer_of("post-sent", settings)
     # When they are handled
     received = 0
     while received < 2:

@@ -10,11 +10,11 @@ import pytest
 
 from devstack import networks as standins
 from workers import social
+from workers.adapters.networks.base import NETWORKS, network
+from workers.adapters.networks.posting import Poster
+from workers.core.events import InvalidEvent, Target, validate
+from workers.core.settings import Settings
 from workers.runtime import events
-from workers.runtime.events import InvalidEvent, Target, validate
-from workers.settings import Settings
-from workers.social.base import NETWORKS, network
-from workers.social.posting import Poster
 
 ANALYTICS = {"update_id": "u1", "profile_id": "p1", "service_update_id": "9"}
 PUBLISH = {"update_id": "u1", "profile_id": "p1", "text": "Hello"}

@@ -12,9 +12,9 @@ from structlog.testing import capture_logs
 import devstack
 from fakes import FakePusher
 from helpers import log_events, queue_depth, wait_until
-from workers.links.counter import LinkCounter
-from workers.peers.notify import Notifier
-from workers.settings import Settings
+from workers.adapters.notify import Notifier
+from workers.core.settings import Settings
+from workers.domain.links.counter import LinkCounter
 
 
 @pytest.fixture

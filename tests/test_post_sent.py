@@ -8,8 +8,8 @@ import json
 from prometheus_client import REGISTRY
 
 from helpers import drain, process_all, queue_depth
-from workers.links.counter import LinkCounter
-from workers.runtime.consumer import Consumer
+from workers.domain.links.counter import LinkCounter
+from workers.queues import consumer_of
 
 
 def invalid_urls_counted() -> float:
@@ -25,7 +25,7 @@ def test_entries_of_urls_that_are_no_strings_are_skipped_and_the_valid_url_count
         "urls": ["https://a.com", None, 5, {"x": 1}]}))
     invalid_before = invalid_urls_counted()
     # When the consumer handles it
-    result = process_all(Consumer("post-sent", settings))
+    result = process_all(consumer_of("post-sent", settings))
     # Then a.com counts once, the three bad entries count as invalid URLs, nothing is dead
     assert (result.succeeded, result.dead_lettered) == (1, 0)
     assert LinkCounter(redis_client, settings.link_buckets).counts(["a.com"]) == [1]
@@ -39,7 +39,7 @@ def test_a_url_field_that_is_no_string_is_skipped_like_an_entry_of_urls(
     sqs.send_message(QueueUrl=source, MessageBody=json.dumps({
         "update_id": "u2", "profile_id": "p1", "url": 7, "urls": ["https://b.com"]}))
     invalid_before = invalid_urls_counted()
-    assert process_all(Consumer("post-sent", settings)).succeeded == 1
+    assert process_all(consumer_of("post-sent", settings)).succeeded == 1
     assert LinkCounter(redis_client, settings.link_buckets).counts(["b.com"]) == [1]
     assert invalid_urls_counted() - invalid_before == 1
 
@@ -48,14 +48,14 @@ def test_post_sent_is_a_plain_function_outside_a_consumer():
     """No consumer around it: it counts, and leaves the archive to its before-ack step."""
     from types import SimpleNamespace
 
-    from workers.queues.post_sent import archive_records, post_sent
-    from workers.runtime.events import PostSent
+    from workers.core.events import PostSent
+    from workers.queues.post_sent import CountLinks, archive_records
 
     recorded = []
-    deps = SimpleNamespace(
-        links=SimpleNamespace(record=lambda uid, keys: recorded.append((uid, keys)) or [True]),
-        archive=object(), notifier=SimpleNamespace(update_sent=lambda *a: None))
+    count = CountLinks(
+        SimpleNamespace(record=lambda uid, keys: recorded.append((uid, keys)) or [True]),
+        SimpleNamespace(update_sent=lambda *a: None), archive=object())
     event = PostSent(update_id="u1", profile_id="p1", url="https://www.a.com/#x")
-    assert post_sent(event, deps)["urls"] == 1
+    assert count.handle(event)["urls"] == 1
     assert recorded == [("u1", ["a.com"])]
     assert [r["url"] for r in archive_records(event)] == ["a.com"]

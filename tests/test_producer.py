@@ -3,9 +3,9 @@ import json
 import pytest
 
 from helpers import drain
-from workers.peers.sqs import batches, payload_bytes
-from workers.producer import Producer
-from workers.runtime.events import InvalidEvent
+from workers.adapters.producer import Producer
+from workers.adapters.sqs import batches, payload_bytes
+from workers.core.events import InvalidEvent
 
 
 def test_events_are_validated_then_sent_in_batches(settings, sqs, queues, prefix):

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from helpers import ON_SINGLE_AND_CLUSTER, wait_until
-from workers.runtime.errors import TransientError
-from workers.social.publications import Publications
-from workers.social.ratelimits import RateLimits
+from workers.core.errors import TransientError
+from workers.domain.publishing.publications import Publications
+from workers.domain.publishing.ratelimits import RateLimits
 
 pytestmark = ON_SINGLE_AND_CLUSTER
 

@@ -13,14 +13,17 @@ import devstack
 from devstack.networks import Account, Networks
 from fakes import FakePusher
 from helpers import drain, log_events, process_all, queue_depth, send, wait_until
-from workers import social
-from workers.links.counter import LinkCounter
-from workers.peers.notify import Notifier
-from workers.peers.sqs import ERROR_ATTRIBUTE
-from workers.producer import Producer
-from workers.queues.publish import post_urls
-from workers.runtime.consumer import Consumer
-from workers.runtime.deps import Deps
+from workers.adapters import networks as social
+from workers.adapters.notify import Notifier
+from workers.adapters.producer import Producer
+from workers.adapters.sqs import ERROR_ATTRIBUTE
+from workers.domain.links.counter import LinkCounter
+from workers.domain.publishing.credentials import RedisCredentials
+from workers.domain.publishing.publications import Publications
+from workers.domain.publishing.ratelimits import RateLimits
+from workers.queues import consumer_of, handlers
+from workers.queues.publish import PublishUpdate, post_urls
+from workers.runtime.consumer import Consumer, Handlers
 
 TOKENS = {"twitter": "x-token-SECRET-9f8e", "facebook": "fb-token-SECRET-7d6c",
           "linkedin": "li-token-SECRET-5b4a"}
@@ -65,10 +68,15 @@ class Stack:
         self.settings = settings.model_copy(update={
             "analytics_delay": 0, "publish_lease": 60,
             **{f"{s}_api_url": networks.url for s in SERVICES}})
-        self.deps = Deps(self.settings)
-        # Timeouts short enough for a test of one; the behaviour is the same at 10 s.
-        self.deps.social = social.apis(self.settings, timeout=1.0)
-        self.consumer = Consumer("publish", self.settings, deps=self.deps, concurrency=1)
+        self.handler = PublishUpdate(
+            Publications(redis_client, self.settings.publish_lease), RateLimits(redis_client),
+            RedisCredentials(redis_client),
+            # Timeouts short enough for a test of one; the behaviour is the same at 10 s.
+            social.apis(self.settings, timeout=1.0), Producer(self.settings),
+            Notifier.from_settings(self.settings), analytics_delay=self.settings.analytics_delay)
+        self.consumer = Consumer("publish", self.settings, concurrency=1,
+                                 handlers=Handlers(self.handler.handle,
+                                                   before_ack=(self.handler.chain_batch,)))
 
     def send(self, service: str, update_id: str = "u1", **fields) -> dict:
         event = {"update_id": update_id, "profile_id": "p1", "service": service,
@@ -105,7 +113,7 @@ def stack(settings, networks, sqs, queues, prefix, redis_client):
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_a_post_goes_out_once_and_starts_the_pipeline(stack, service, pusher, redis_client):
-    stack.deps.notifier = Notifier.from_settings(stack.settings.model_copy(update={
+    stack.handler.notifier = Notifier.from_settings(stack.settings.model_copy(update={
         "pusher_app_id": pusher.app_id, "pusher_key": pusher.key,
         "pusher_secret": pusher.secret, "pusher_host": "127.0.0.1", "pusher_port": pusher.port,
         "pusher_ssl": False}))
@@ -130,7 +138,7 @@ def test_a_post_goes_out_once_and_starts_the_pipeline(stack, service, pusher, re
 
 
 def test_analytics_waits_its_delay(stack):
-    stack.consumer.deps.settings = stack.settings.model_copy(update={"analytics_delay": 900})
+    stack.handler.analytics_delay = 900
     stack.send("twitter")
     assert stack.step().succeeded == 1
     attributes = stack.sqs.get_queue_attributes(
@@ -150,15 +158,14 @@ def test_the_same_update_enqueued_twice_goes_out_once(stack):
 
 def test_a_post_whose_chaining_failed_is_chained_by_the_next_delivery_not_posted_again(
         stack, capsys):
-    away = stack.settings.model_copy(
-        update={"endpoint_url": f"http://127.0.0.1:{devstack.free_port()}"})
-    stack.deps.producer = Producer(away)  # SQS unreachable once the post went out
+    away = stack.settings.model_copy(update={"endpoint_url": f"http://127.0.0.1:{devstack.free_port()}"})
+    working, stack.handler.producer = stack.handler.producer, Producer(away)  # SQS away
     stack.send("facebook")
     assert stack.step().retried == 1
     said = capsys.readouterr().out
     assert "chaining after the post" in said and "handler.crashed" not in said  # expected
     assert stack.published()["service"] == "facebook"
-    del stack.deps.producer  # SQS is back
+    stack.handler.producer = working  # SQS is back
     stack.come_back_now()
     stack.until_settled()
     assert len(stack.networks.posts("facebook")) == 1
@@ -189,7 +196,7 @@ def test_an_error_after_the_network_created_the_post_is_resolved_not_reposted(st
     assert outcomes(stack.networks, service) == RESOLVED[service]  # never created again
     assert queue_depth(stack.sqs, stack.dlq) == 0
     # and the post's link counts once, through the post-sent it chained
-    assert process_all(Consumer("post-sent", stack.settings)).succeeded >= 1
+    assert process_all(consumer_of("post-sent", stack.settings)).succeeded >= 1
     assert LinkCounter(stack.redis).counts(["buffer.com/launch"]) == [1]
 
 
@@ -283,7 +290,8 @@ def test_a_429_stops_every_call_for_that_profile_until_the_reset(stack, redis_cl
     assert result.retried == 1 and result.deferred == 1  # waiting its turn: no pause
     assert 0 < redis_client.pttl("ratelimit:twitter:p1") <= 5000
     asked = stack.networks.create_requests("twitter")
-    other_daemon = Consumer("publish", stack.settings, deps=Deps(stack.settings))
+    other_daemon = Consumer("publish", stack.settings,
+                            handlers=handlers("publish", stack.settings))
     stack.send("twitter", "u2")
     assert other_daemon.process_batch(wait_seconds=1).deferred == 1
     assert stack.networks.create_requests("twitter") == asked  # nobody asked X again

@@ -13,13 +13,13 @@ import devstack
 from fakes import FakeServer, Request
 from helpers import drain, log_events, process_all, queue_depth, send, start_daemon, wait_until
 from moto_api import published
-from workers.peers.sqs import ERROR_ATTRIBUTE
+from workers.adapters.sqs import ERROR_ATTRIBUTE
+from workers.core.errors import PermanentError
+from workers.core.events import Push
+from workers.core.settings import Settings, SettingsError
+from workers.queues import consumer_of, handlers
 from workers.queues.push import check_target, describe_target, sns_message
 from workers.runtime.consumer import Consumer
-from workers.runtime.deps import Deps
-from workers.runtime.errors import PermanentError
-from workers.runtime.events import Push
-from workers.settings import Settings, SettingsError
 
 
 def push_event(target_arn: str, **extra) -> dict:
@@ -97,7 +97,7 @@ def dlq(queues, prefix):
 def test_a_push_to_an_enabled_endpoint_is_published_and_deleted(settings, sqs, source, endpoint):
     gcm, apns = endpoint("GCM"), endpoint("APNS")
     send(sqs, source, push_event(gcm, data={"update_id": "42"}), push_event(apns))
-    result = process_all(Consumer("push", settings))
+    result = process_all(consumer_of("push", settings))
     assert result.succeeded == 2
     [to_android] = published(settings.endpoint_url, gcm)
     assert to_android["GCM"]["fcmV1Message"]["message"] == {
@@ -118,7 +118,7 @@ def test_a_push_sns_refuses_goes_to_the_dlq_with_the_reason(settings, sqs, sourc
                                                             target, reason):
     arn = endpoint(enabled=False) if target == "disabled" else endpoint() + "-gone"
     send(sqs, source, push_event(arn))
-    result = Consumer("push", settings).process_batch(wait_seconds=1)
+    result = consumer_of("push", settings).process_batch(wait_seconds=1)
     assert result.dead_lettered == 1
     [dead] = drain(sqs, dlq)
     assert dead["MessageAttributes"][ERROR_ATTRIBUTE]["StringValue"] == reason
@@ -127,10 +127,9 @@ def test_a_push_sns_refuses_goes_to_the_dlq_with_the_reason(settings, sqs, sourc
 
 
 def test_sns_unreachable_is_retried_not_deleted(settings, sqs, source, dlq, endpoint):
-    away = Deps(settings.model_copy(
-        update={"endpoint_url": f"http://127.0.0.1:{devstack.free_port()}"}))
+    away = handlers("push", settings.model_copy(update={"endpoint_url": f"http://127.0.0.1:{devstack.free_port()}"}))
     send(sqs, source, push_event(endpoint()))
-    result = Consumer("push", settings, deps=away).process_batch(wait_seconds=1)
+    result = Consumer("push", settings, handlers=away).process_batch(wait_seconds=1)
     assert (result.retried, result.dead_lettered) == (1, 0)
     assert queue_depth(sqs, source) == 1
     assert queue_depth(sqs, dlq) == 0
@@ -177,7 +176,7 @@ def test_a_push_to_a_topic_goes_to_the_dlq_and_reaches_no_subscriber(settings, s
     arn, inbox = topic
     send(sqs, source, push_event(arn))
     # When the consumer handles it
-    result = Consumer("push", settings).process_batch(wait_seconds=1)
+    result = consumer_of("push", settings).process_batch(wait_seconds=1)
     # Then it is a dead letter saying why, and nothing was broadcast
     assert result.dead_lettered == 1
     [dead] = drain(sqs, dlq)
@@ -191,7 +190,7 @@ def test_a_push_to_a_topic_is_published_where_topics_are_allowed(settings, sqs, 
     arn, inbox = topic
     send(sqs, source, push_event(arn))
     allowed = settings.model_copy(update={"push_allow_topics": True})
-    assert Consumer("push", allowed).process_batch(wait_seconds=1).succeeded == 1
+    assert consumer_of("push", allowed).process_batch(wait_seconds=1).succeeded == 1
     assert wait_until(lambda: drain(sqs, inbox), timeout=10)
 
 
@@ -246,7 +245,7 @@ def test_a_redelivered_push_is_published_once(settings, sqs, source, endpoint):
     send(sqs, source, push_event(arn, data={"update_id": "7"}),
          push_event(arn, data={"update_id": "7"}))
     # When both are handled (side by side, one waits for the other's send to finish)
-    handle_until_empty(Consumer("push", settings), sqs, source)
+    handle_until_empty(consumer_of("push", settings), sqs, source)
     # Then both are acknowledged, and the device got one notification
     assert len(published(settings.endpoint_url, arn)) == 1
 
@@ -255,7 +254,7 @@ def test_pushes_with_their_own_idempotency_keys_are_each_published(settings, sqs
                                                                    endpoint):
     arn = endpoint()
     send(sqs, source, push_event(arn, idempotency_key="a"), push_event(arn, idempotency_key="b"))
-    assert process_all(Consumer("push", settings)).succeeded == 2
+    assert process_all(consumer_of("push", settings)).succeeded == 2
     assert len(published(settings.endpoint_url, arn)) == 2
 
 
@@ -263,10 +262,10 @@ def test_a_publish_that_fails_after_sns_took_it_is_not_retried_by_boto3(settings
                                                                         endpoint,
                                                                         accepts_then_fails):
     # Given an SNS that takes the publish and then answers 500
-    deps = Deps(settings.model_copy(update={"endpoint_url": accepts_then_fails.url}))
+    other = handlers("push", settings.model_copy(update={"endpoint_url": accepts_then_fails.url}))
     send(sqs, source, push_event(endpoint()))
     # When the consumer handles the push
-    result = Consumer("push", settings, deps=deps).process_batch(wait_seconds=1)
+    result = Consumer("push", settings, handlers=other).process_batch(wait_seconds=1)
     # Then SNS saw one request, not boto3's retries of it; the message waits for SQS's retry
     assert len(accepts_then_fails.requests) == 1
     assert result.retried == 1 and queue_depth(sqs, source) == 1
@@ -275,9 +274,8 @@ def test_a_publish_that_fails_after_sns_took_it_is_not_retried_by_boto3(settings
 def test_redis_away_before_a_publish_is_transient_and_publishes_nothing(settings, sqs, source,
                                                                         endpoint):
     arn = endpoint()
-    away = Deps(settings.model_copy(
-        update={"redis_url": f"redis://127.0.0.1:{devstack.free_port()}/0"}))
+    away = handlers("push", settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{devstack.free_port()}/0"}))
     send(sqs, source, push_event(arn))
-    result = Consumer("push", settings, deps=away).process_batch(wait_seconds=1)
+    result = Consumer("push", settings, handlers=away).process_batch(wait_seconds=1)
     assert (result.retried, result.succeeded) == (1, 0)
     assert published(settings.endpoint_url, arn) == []

@@ -1,4 +1,5 @@
-"""Each queue is declared once, by its handler module; conf/supervisord.conf, the operators'
+"""Each queue is declared once (workers/core/events.py) and has one handler module;
+conf/supervisord.conf, the operators'
 declaration of processes, must run exactly those (and the read API), and each queue's metrics
 ports stay where they were."""
 
@@ -12,11 +13,11 @@ from pathlib import Path
 
 import workers
 from workers import queues
+from workers.core import events
+from workers.core.events import Analytics, Email, PostSent, Publish, Push
+from workers.core.settings import LINKS_API_PROGRAM, Settings
 from workers.ops import scale
-from workers.queues.publish import Publish
-from workers.runtime.events import Analytics, Email, PostSent, Push
 from workers.runtime.health import port_for
-from workers.settings import LINKS_API_PROGRAM, Settings
 
 TOP = Path(__file__).resolve().parent.parent
 # Programs of conf/supervisord.conf that are no queue: the read API (scaled like a queue's
@@ -35,7 +36,7 @@ def programs() -> dict[str, dict[str, str]]:
 def test_queues_keep_their_order_and_schemas():
     # publish came last, in its own port block, so no other queue's metrics port moved.
     assert workers.QUEUES == ("post-sent", "analytics", "push", "email", "publish")
-    schemas = {q.name: q.schema for q in queues.declared()}
+    schemas = {q.name: q.schema for q in events.DECLARED}
     assert schemas == {"post-sent": PostSent, "analytics": Analytics, "push": Push,
                        "email": Email, "publish": Publish}
 
@@ -51,7 +52,7 @@ def test_every_declared_queue_has_a_program_and_every_program_a_queue():
 
 def test_metrics_ports_are_each_queues_own_and_stay_where_they_were():
     assert [port_for(9100, q, 0) for q in workers.QUEUES] == [9100, 9200, 9300, 9400, 9500]
-    blocks = [q.port_block for q in queues.declared()]
+    blocks = [q.port_block for q in events.DECLARED]
     assert len(set(blocks)) == len(blocks)
 
 
@@ -69,3 +70,7 @@ def test_importing_workers_loads_no_handler():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_every_declared_queue_has_its_handler_module_wired():
+    assert tuple(queues.BUILDS) == workers.QUEUES

@@ -7,7 +7,7 @@ import shlex
 
 from helpers import REPO, drain, workers_cmd
 from workers import QUEUES
-from workers.peers import rendering
+from workers.domain.sending import rendering
 
 
 def readme_sends() -> list[list[str]]:

@@ -14,9 +14,9 @@ from tcpswitch import TCPSwitch
 import devstack
 from devstack import free_port
 from helpers import drain, log_events, queue_depth, wait_until, workers_cmd
-from workers.links.counter import LinkCounter, ReplicasBehind
-from workers.peers import redisconn
-from workers.runtime.consumer import Consumer
+from workers.adapters import redisconn
+from workers.domain.links.counter import LinkCounter, ReplicasBehind
+from workers.queues import consumer_of
 
 
 def event(update_id: str, *urls: str) -> str:
@@ -213,7 +213,7 @@ def test_too_few_replicas_hold_the_batch_back_and_one_lets_it_go(redis_servers, 
                                                                  source):
     primary = redis_servers()
     waiting = settings.model_copy(update={"redis_url": url_of(primary), "redis_wait_replicas": 1})
-    consumer = Consumer("post-sent", waiting)
+    consumer = consumer_of("post-sent", waiting)
     sqs.send_message(QueueUrl=source, MessageBody=event("u1", "https://a.com"))
     sqs.send_message(QueueUrl=source, MessageBody=event("u2", "https://a.com"))
     first = wait_until(lambda: consumer.process_batch(wait_seconds=1).received and

@@ -18,8 +18,8 @@ import requests
 from devstack import free_port
 from devstack.networks import Control
 from helpers import REPO, alive, wait_until
+from workers.core.settings import Settings
 from workers.queues import declared
-from workers.settings import Settings
 
 
 def env_of(path: Path) -> dict[str, str]:

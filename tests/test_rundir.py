@@ -13,10 +13,10 @@ import pytest
 
 from helpers import REPO, workers_cmd
 from workers import QUEUES
+from workers.core.settings import Settings
 from workers.ops.fleet import set_wanted
 from workers.ops.rundir import RunDirError, ensure_private, write_json
 from workers.ops.scale import Scaler
-from workers.settings import Settings
 
 
 class FakeSupervisor:

@@ -12,15 +12,20 @@ import structlog
 
 from devstack.networks import Account, Networks
 from helpers import drain
-from workers import social
-from workers.peers.sqs import ERROR_ATTRIBUTE
+from workers.adapters import networks as social
+from workers.adapters.networks.posting import Draft
+from workers.adapters.notify import Notifier
+from workers.adapters.producer import Producer
+from workers.adapters.sqs import ERROR_ATTRIBUTE
+from workers.core.errors import PermanentError
+from workers.core.settings import Settings
+from workers.core.text import redact
+from workers.domain.publishing.credentials import RedisCredentials
+from workers.domain.publishing.publications import Publications
+from workers.domain.publishing.ratelimits import RateLimits
+from workers.queues.publish import PublishUpdate
 from workers.runtime import logs
-from workers.runtime.consumer import Consumer
-from workers.runtime.deps import Deps
-from workers.runtime.errors import PermanentError
-from workers.settings import Settings
-from workers.social.posting import Draft
-from workers.text import redact
+from workers.runtime.consumer import Consumer, Handlers
 
 SECRET = "tw-token-SECRET-9f8e"
 # What would betray a token: any run of it long enough to mean something.
@@ -63,7 +68,7 @@ def test_a_stored_token_with_whitespace_is_refused_naming_the_profile_not_the_to
     redis_client.hset("creds:p1", "twitter", token)
     # When the credential lookup reads it
     with pytest.raises(PermanentError) as refused:
-        social.RedisCredentials(redis_client).token("p1", "twitter")
+        RedisCredentials(redis_client).token("p1", "twitter")
     # Then it is refused for good, saying whose token and why, and nothing of the token
     reason = refused.value.reason
     assert "profile p1" in reason and "twitter" in reason and "malformed" in reason
@@ -103,9 +108,12 @@ def test_a_publish_event_with_a_spoiled_token_is_dead_lettered_at_once_naming_th
     redis_client.hset("creds:p1", "twitter", SECRET + "\n")
     json_logs()
     settings = settings.model_copy(update={"twitter_api_url": networks.url})
-    deps = Deps(settings)
-    deps.social = social.apis(settings, timeout=2.0)
-    consumer = Consumer("publish", settings, deps=deps, concurrency=1)
+    publish = PublishUpdate(
+        Publications(redis_client, settings.publish_lease), RateLimits(redis_client),
+        RedisCredentials(redis_client), social.apis(settings, timeout=2.0), Producer(settings),
+        Notifier.from_settings(settings), analytics_delay=settings.analytics_delay)
+    consumer = Consumer("publish", settings, concurrency=1,
+                        handlers=Handlers(publish.handle, before_ack=(publish.chain_batch,)))
     sqs.send_message(QueueUrl=queues[prefix + "publish"], MessageBody=json.dumps(
         {"update_id": "u1", "profile_id": "p1", "service": "twitter", "text": "hello"}))
     # When its publish event is handled

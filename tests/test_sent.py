@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from helpers import wait_until
-from workers.peers.sent import SentMarks
-from workers.runtime.errors import PermanentError, TransientError
+from workers.core.errors import PermanentError, TransientError
+from workers.domain.sending.sent import SentMarks
 
 
 def test_a_message_sent_once_is_not_sent_again(redis_client):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.settings import VARIABLES, Settings, SettingsError, rst_table
+from workers.core.settings import VARIABLES, Settings, SettingsError, rst_table
 
 CONFIGURATION = Path(__file__).resolve().parent.parent / "docs" / "configuration.rst"
 

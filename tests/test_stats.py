@@ -10,6 +10,7 @@ import boto3
 import pytest
 
 from helpers import queue_depth, wait_until, workers_cmd
+from workers.adapters.sqs import Depth
 from workers.ops.stats import (
     QueueSample,
     Sample,
@@ -21,7 +22,6 @@ from workers.ops.stats import (
     render,
     report,
 )
-from workers.peers.sqs import Depth
 
 
 def test_processes_needed_drain_the_backlog_within_the_target():

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import Fleet, alive, feed, queue_depth, wait_until
-from workers.links.counter import LinkCounter
+from workers.domain.links.counter import LinkCounter
 
 
 @pytest.fixture

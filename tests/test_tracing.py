@@ -27,11 +27,11 @@ from devstack.networks import Account, Networks
 from devstack.otlp import OTLPReceiver, Span, tree
 from fakes import FakePusher
 from helpers import log_events, wait_until, workers_cmd
+from workers.adapters import tracing
+from workers.adapters.aws import client
+from workers.adapters.producer import Producer
 from workers.ops.dlq import DeadLetters
-from workers.peers.aws import client
-from workers.producer import Producer
-from workers.runtime import tracing
-from workers.runtime.consumer import Consumer
+from workers.queues import consumer_of
 
 TOKEN = "x-token-SECRET-tracing"
 ACCOUNTS = [Account("twitter", TOKEN, user_id="2244994945", username="buffer")]
@@ -122,9 +122,9 @@ def test_with_tracing_off_nothing_is_exported_and_no_attribute_is_added(env, rec
 
 HANDLE_ONE = """
 import json, sys
-from workers.runtime.consumer import Consumer
-from workers.settings import Settings
-consumer = Consumer("post-sent", Settings.from_env())
+from workers.core.settings import Settings
+from workers.queues import consumer_of
+consumer = consumer_of("post-sent", Settings.from_env())
 ours = ("opentelemetry.sdk.trace", "opentelemetry.exporter", "opentelemetry.instrumentation")
 print(json.dumps({"succeeded": consumer.process_batch(wait_seconds=1).succeeded,
                   "sdk": sorted(m for m in sys.modules if m.startswith(ours))}))
@@ -249,7 +249,7 @@ def test_a_message_carrying_only_aws_trace_header_is_processed_in_that_trace(
         MessageSystemAttributes={"AWSTraceHeader": {"DataType": "String",
                                                     "StringValue": XRAY_HEADER}})
     # When a consumer handles it
-    consumer = Consumer("post-sent", settings, concurrency=1)
+    consumer = consumer_of("post-sent", settings, concurrency=1)
     assert consumer.process_batch(wait_seconds=1).succeeded == 1
     tracing.shutdown()  # exports what is pending
     # Then its process span is the child of that context, its counting beneath it
@@ -299,14 +299,14 @@ def test_a_replayed_message_with_ten_attributes_keeps_them_and_its_trace_in_aws_
 def test_a_message_with_room_carries_traceparent_and_the_consumer_continues_it(
         traced, settings, sqs, queues, prefix):
     # Given a message sent by the producer with tracing on, with the API's own attribute
-    from workers.peers.sqs import SQSQueue
+    from workers.adapters.sqs import SQSQueue
 
     queue = SQSQueue(client(settings), settings.queue_name("post-sent"), topic="post-sent")
     own = {"api.origin": {"DataType": "String", "StringValue": "scheduler"}}
     assert queue.send_failures([json.dumps({"update_id": "u1", "profile_id": "p1"})],
                                attributes=[own]) == {}
     # When a consumer handles it
-    consumer = Consumer("post-sent", settings, concurrency=1)
+    consumer = consumer_of("post-sent", settings, concurrency=1)
     assert consumer.process_batch(wait_seconds=1).succeeded == 1
     tracing.shutdown()
     # Then its process span is the send span's child: moto drops AWSTraceHeader from a
@@ -324,7 +324,7 @@ def test_a_dead_lettered_message_s_process_span_says_so_and_its_copy_stays_in_it
                      MessageSystemAttributes={"AWSTraceHeader": {"DataType": "String",
                                                                  "StringValue": XRAY_HEADER}})
     # When a consumer handles it
-    consumer = Consumer("post-sent", settings, concurrency=1)
+    consumer = consumer_of("post-sent", settings, concurrency=1)
     assert consumer.process_batch(wait_seconds=1).dead_lettered == 1
     tracing.shutdown()
     # Then its process span has that outcome, as an error, with the reason
@@ -358,7 +358,8 @@ def test_an_email_s_send_is_a_client_span_beneath_its_process_span(traced, setti
         sqs.send_message(QueueUrl=queues[prefix + "email"], MessageBody=json.dumps(
             {"to": "ada@example.com", "subject": "Weekly report", "text": "hello"}))
         # When a consumer sends it
-        assert Consumer("email", chosen, concurrency=1).process_batch(wait_seconds=1).succeeded == 1
+        consumer = consumer_of("email", chosen, concurrency=1)
+        assert consumer.process_batch(wait_seconds=1).succeeded == 1
     finally:
         smtp.stop()
     tracing.shutdown()

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workers.links.urls import InvalidURL, normalize_key, normalize_url
+from workers.domain.links.urls import InvalidURL, normalize_key, normalize_url
 
 
 @pytest.mark.parametrize("raw, key", [

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-from workers.settings import (
+from workers.core.events import QUEUES, InvalidEvent, validate
+from workers.core.settings import (
     DEFAULT_CONCURRENCY,
     DEFAULT_DRAIN_TARGET_SECONDS,
     DEFAULT_PROCESS_RATE,
@@ -19,28 +20,7 @@ from workers.settings import (
     SettingsError,
 )
 
-
-class LazyChoice(click.Choice):
-    """A click.Choice whose choices are read when first needed: the queues come from their
-    registry, whose loading imports every handler, which `workers --help` and other commands'
-    start-up need not pay for."""
-
-    def __init__(self, choices: Callable[[], tuple[str, ...]]) -> None:
-        self._choices = choices
-        self.case_sensitive = True
-
-    @property
-    def choices(self) -> tuple[str, ...]:  # type: ignore[override]  # click's is an attribute
-        return self._choices()
-
-
-def _queues() -> tuple[str, ...]:
-    from workers import QUEUES
-
-    return QUEUES
-
-
-QUEUE = LazyChoice(_queues)
+QUEUE = click.Choice(QUEUES)
 QUEUE_ARG: dict[str, Any] = {"type": QUEUE, "metavar": "QUEUE"}
 
 
@@ -67,8 +47,9 @@ def queues() -> None:
 def queues_create(settings: Settings) -> None:
     """Create every queue, its DLQ and redrive policy (and the archive bucket when set).
     Safe to run again."""
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
+    from workers.adapters import aws
     from workers.ops import provision
-    from workers.peers import aws
 
     s3 = aws.client(settings, "s3") if settings.archive_bucket else None
     for url in provision.create_queues(settings, aws.client(settings), s3):
@@ -84,25 +65,13 @@ def queues_create(settings: Settings) -> None:
 @click.pass_obj
 def run(settings: Settings, queue: str, concurrency: int, log_level: str) -> None:
     """Consume QUEUE in the foreground until SIGTERM or SIGINT (then finish and exit 0)."""
-    from workers.peers import redisconn
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
+    from workers.queues.serve import serve
     from workers.runtime import logs
-    from workers.runtime.consumer import Consumer
-    from workers.runtime.daemon import Daemon
 
     _trace(queue)  # before the log lines and the consumer, which ask whether it is on
     logs.configure(log_level)
-    consumer = Consumer(queue, settings, concurrency=concurrency)
-    # Before the first receive: a Redis that may evict would count redeliveries twice. One
-    # that is away now is checked once it answers, and stops the daemon then if it may evict.
-    watch = None
-    if not redisconn.refuse_eviction(lambda: consumer.deps.redis, consumer.log):
-        watch = redisconn.EvictionWatch(lambda: consumer.deps.redis, consumer.log,
-                                        consumer.shutdown.request).start()
-    code = Daemon(consumer).run()
-    if watch is not None:
-        watch.cancel()
-        if watch.refused is not None:
-            raise watch.refused
+    code = serve(queue, settings, concurrency)
     sys.exit(code)
 
 
@@ -113,7 +82,8 @@ def run(settings: Settings, queue: str, concurrency: int, log_level: str) -> Non
 def send(settings: Settings, queue: str, event: str | None) -> None:
     """Validate and enqueue one EVENT (JSON), or JSON lines from stdin. Every event is
     validated before any is sent: one invalid event and nothing is sent."""
-    from workers.producer import Producer
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
+    from workers.adapters.producer import Producer
 
     _trace("send")
     if event is not None:
@@ -136,9 +106,10 @@ def links() -> None:
 @click.pass_obj
 def links_count(settings: Settings, urls: tuple[str, ...], as_json: bool) -> None:
     """Print COUNT<TAB>NORMALIZED_URL for each URL (a full URL or a normalized key)."""
-    from workers.links.counter import LinkCounter
-    from workers.links.urls import InvalidURL, normalize_key
-    from workers.peers.redisconn import connect
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
+    from workers.adapters.redisconn import connect
+    from workers.domain.links.counter import LinkCounter
+    from workers.domain.links.urls import InvalidURL, normalize_key
 
     keys, bad = [], []
     for url in urls:
@@ -164,6 +135,7 @@ def links_serve(settings: Settings) -> None:
     On WORKERS_LINKS_API_HOST:WORKERS_LINKS_API_PORT (several processes may share the port);
     refuses to start unless Redis's maxmemory-policy is noeviction. See README.rst, "The read
     API of link counts"."""
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.readapi.serve import StartupError, serve
     from workers.runtime import logs
 
@@ -188,11 +160,12 @@ def links_backfill(settings: Settings, settle: float | None, threads: int) -> No
     bucket: readers see the old counts until then, never a partial rebuild. Daemons may keep
     running. Counts of links that are not in the archive are dropped. Progress goes to stderr.
     """
-    from workers.links.archive import Archive
-    from workers.links.backfill import Backfill
-    from workers.links.counter import LinkCounter
-    from workers.peers import aws
-    from workers.peers.redisconn import connect
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
+    from workers.adapters import aws
+    from workers.adapters.redisconn import connect
+    from workers.domain.links.archive import Archive
+    from workers.domain.links.backfill import Backfill
+    from workers.domain.links.counter import LinkCounter
 
     if not settings.archive_bucket:
         raise Failure("WORKERS_ARCHIVE_BUCKET is not set: there is no archive to read")
@@ -225,6 +198,7 @@ def dlq_list(settings: Settings, as_json: bool) -> None:
     """Each DLQ's messages, those in flight, and the age of the oldest of up to 10 sampled."""
     import time
 
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.ops import dlq as dead
 
     summaries, now = dead.overview(settings), time.time()
@@ -242,6 +216,7 @@ def dlq_peek(settings: Settings, queue: str, limit: int, as_json: bool) -> None:
     """Show QUEUE's dead letters (id, receives, error, body) and leave them in place."""
     import time
 
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.ops import dlq as dead
 
     messages = dead.DeadLetters(settings, queue).peek(limit)
@@ -267,6 +242,7 @@ def dlq_replay(settings: Settings, queue: str, limit: int | None, dry_run: bool,
     Loses none, even if killed: a message leaves the DLQ only once its copy is in QUEUE."""
     import time
 
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.ops import dlq as dead
 
     letters = dead.DeadLetters(settings, queue)
@@ -292,6 +268,7 @@ def dlq_replay(settings: Settings, queue: str, limit: int | None, dry_run: bool,
 @click.pass_obj
 def dlq_purge(settings: Settings, queue: str, yes: bool) -> None:
     """Delete every message of QUEUE's DLQ, for good (needs --yes)."""
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.ops.dlq import DeadLetters
 
     letters = DeadLetters(settings, queue)
@@ -308,6 +285,7 @@ def console(ctx: click.Context) -> None:
     "The console"."""
     if ctx.invoked_subcommand is not None:
         return
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.console.serve import StartupError, serve
 
     try:
@@ -347,6 +325,7 @@ def console_adduser(settings: Settings, name: str, role: str) -> None:
 def console_token(settings: Settings, name: str, role: str) -> None:
     """Print a new API token for NAME, once (only its hash is kept): send it as
     `Authorization: Bearer TOKEN` to /api/."""
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.console.access import AccessError, add_token
 
     try:
@@ -374,6 +353,7 @@ def stats(settings: Settings, as_json: bool, watch: float | None, target: float,
     CloudWatch), the drain rate (with --watch), each process's measured rate and PROCS, the
     processes that would drain the backlog within --target seconds. See README.rst,
     Operations."""
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.ops import stats as queue_stats
 
     try:
@@ -386,7 +366,7 @@ def stats(settings: Settings, as_json: bool, watch: float | None, target: float,
 @cli.command()
 # A queue's daemons, or links-api (`workers links serve`): what conf/supervisord.conf runs N of.
 @click.argument("queue", required=False, metavar="QUEUE",
-                type=LazyChoice(lambda: (*_queues(), LINKS_API_PROGRAM)))
+                type=click.Choice((*QUEUES, LINKS_API_PROGRAM)))
 @click.argument("count", required=False, type=click.IntRange(0, 99), metavar="N")
 @click.option("--host", metavar="HOST", help="The host whose processes to set (its "
               "WORKERS_HOST_NAME)  [default: this host's]")
@@ -406,6 +386,7 @@ def scale(settings: Settings, queue: str | None, count: int | None, host: str | 
     waits until the registry shows N running there (--timeout). Without arguments, applies
     this host's counts once through supervisord's socket in WORKERS_RUN_DIR. See README.rst,
     "Scaling"."""
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.ops import fleet
     from workers.ops.scale import ScaleError, Scaler, server, socket_path
 
@@ -437,6 +418,7 @@ def _watch(scaler: Any) -> None:
     import signal
     import threading
 
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.runtime import logs
 
     logs.configure("info")
@@ -455,8 +437,9 @@ def fleet_command(settings: Settings, as_json: bool) -> None:
     last poll, handled, failed, dead-lettered, in flight. From the counters' Redis, where
     each process refreshes its entry every 5 s; one not refreshed lately shows as stale, and
     drops out after 15 s."""
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
+    from workers.adapters.redisconn import REDIS_ERRORS, connect
     from workers.ops import fleet
-    from workers.peers.redisconn import REDIS_ERRORS, connect
 
     try:
         client = connect(settings.redis_url)
@@ -472,7 +455,8 @@ def fleet_command(settings: Settings, as_json: bool) -> None:
 def _trace(program: str) -> None:
     """Tracing on for this process when OTEL_* asks (README.rst, "Tracing"); its spans are
     exported at exit."""
-    from workers.runtime import tracing
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
+    from workers.adapters import tracing
 
     tracing.configure(program)
 
@@ -480,8 +464,6 @@ def _trace(program: str) -> None:
 def _event(queue: str, text: str, where: str) -> Any:
     """The JSON of one event, valid for ``queue``; else a Failure saying what is wrong, and
     where (a line of stdin) when there is more than one."""
-    from workers.runtime.events import InvalidEvent, validate
-
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -495,14 +477,15 @@ def _event(queue: str, text: str, where: str) -> Any:
 
 def main() -> None:
     """Entry point: runs the CLI and turns every error into one line on stderr."""
+    # Imported here, not at the top: `workers --help` and the other commands stay quick.
+    from workers.adapters.aws import AWS_ERRORS
+    from workers.adapters.producer import SendError
+    from workers.adapters.redisconn import REDIS_ERRORS, EvictionPolicyError
+    from workers.adapters.tracing import TracingError
+    from workers.core.errors import PermanentError
     from workers.ops.dlq import DLQError
     from workers.ops.rundir import RunDirError
     from workers.ops.scale import ScaleError
-    from workers.peers.aws import AWS_ERRORS
-    from workers.peers.redisconn import REDIS_ERRORS, EvictionPolicyError
-    from workers.producer import SendError
-    from workers.runtime.errors import PermanentError
-    from workers.runtime.tracing import TracingError
 
     try:
         code = cli.main(standalone_mode=False, prog_name="workers")

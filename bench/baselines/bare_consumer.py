@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from workers.settings import Settings
+from workers.core.settings import Settings
 
 QUEUE = "post-sent"
 WAIT_SECONDS = 20

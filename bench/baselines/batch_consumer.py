@@ -21,9 +21,9 @@ import boto3
 from botocore.config import Config
 from naive_consumer import QUEUE, handle
 
-from workers.links.counter import LinkCounter
-from workers.peers.redisconn import connect
-from workers.settings import Settings
+from workers.adapters.redisconn import connect
+from workers.core.settings import Settings
+from workers.domain.links.counter import LinkCounter
 
 WAIT_SECONDS = 20  # long polling: an idle queue costs one request per 20 s per thread
 BATCH = 10  # SQS caps a receive and a batch delete at 10

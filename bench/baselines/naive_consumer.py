@@ -13,11 +13,11 @@ import sys
 
 import boto3
 
-from workers.links.counter import LinkCounter
-from workers.peers.redisconn import connect
+from workers.adapters.redisconn import connect
+from workers.core.events import validate
+from workers.core.settings import Settings
+from workers.domain.links.counter import LinkCounter
 from workers.queues.post_sent import distinct_keys
-from workers.runtime.events import validate
-from workers.settings import Settings
 
 QUEUE = "post-sent"
 # Long polling, as any sane naive loop does: an empty queue costs one request per 20 s.

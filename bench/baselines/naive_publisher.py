@@ -22,8 +22,8 @@ from typing import Any
 import boto3
 import requests
 
-from workers.peers.redisconn import connect
-from workers.settings import Settings
+from workers.adapters.redisconn import connect
+from workers.core.settings import Settings
 
 QUEUE = "publish"
 WAIT_SECONDS = 20

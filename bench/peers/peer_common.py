@@ -9,11 +9,11 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
-from workers.links.counter import LinkCounter
-from workers.peers.redisconn import connect
+from workers.adapters.redisconn import connect
+from workers.core.events import validate
+from workers.core.settings import Settings
+from workers.domain.links.counter import LinkCounter
 from workers.queues.post_sent import distinct_keys
-from workers.runtime.events import validate
-from workers.settings import Settings
 
 QUEUE = "post-sent"
 # Every peer's task is registered under this name, so each encoder and its worker agree.

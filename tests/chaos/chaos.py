@@ -64,9 +64,9 @@ from devstack import awsproxy
 from devstack.networks import Control
 from helpers import DeadLetters, Fleet, queue_depth, wait_until
 from workers import QUEUES
-from workers.links.counter import LinkCounter
+from workers.core.settings import DEFAULT_MAX_RECEIVES, Settings, procs_variable
+from workers.domain.links.counter import LinkCounter
 from workers.ops import provision
-from workers.settings import DEFAULT_MAX_RECEIVES, Settings, procs_variable
 
 # A short visibility timeout and long poll, so a killed daemon's messages and failed messages
 # come back within seconds (the consumer's backoff doubles it on each receive), and a daemon's

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 from chaos_workload import SEED, Workload
 from devstack.networks import Control
 from helpers import queue_depth
-from workers.links import archive
-from workers.links.counter import LinkCounter
-from workers.peers.sqs import ERROR_ATTRIBUTE
+from workers.adapters.sqs import ERROR_ATTRIBUTE
+from workers.domain.links import archive
+from workers.domain.links.counter import LinkCounter
 
 if TYPE_CHECKING:
     from chaos import Stack

@@ -17,11 +17,11 @@ import pytest
 
 import chaos
 from chaos_workload import workload
+from workers.core.errors import PermanentError
+from workers.core.events import decode
+from workers.core.message import Message
 from workers.queues.post_sent import distinct_keys
 from workers.queues.publish import post_urls
-from workers.runtime.errors import PermanentError
-from workers.runtime.events import decode
-from workers.runtime.message import Message
 
 CHAOS_EVENTS = int(os.environ.get("WORKERS_CHAOS_EVENTS", "1500"))
 # After the last send: what is left of the backlog, and the messages still in their backoff.

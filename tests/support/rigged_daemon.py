@@ -12,31 +12,32 @@ from typing import Any
 
 from workers import queues
 from workers.cli import main
+from workers.runtime.consumer import Handlers
 
 
-def exits(event: Any, deps: Any) -> None:
+def exits(event: Any) -> None:
     """A handler (or a library under it) calling sys.exit: SystemExit is no Exception."""
     sys.exit(3)
 
 
-def exits_later(event: Any, deps: Any) -> None:
+def exits_later(event: Any) -> None:
     """As ``exits``, a few seconds in: after the test asked for a warm stop."""
     time.sleep(3)
     sys.exit(3)
 
 
-def breaks_logging(event: Any, deps: Any) -> None:
+def breaks_logging(event: Any) -> None:
     """Stdout gone (a closed pipe) while the handler fails: logging the failure fails too."""
     sys.stdout.close()
     raise RuntimeError("and the log line about it cannot be written")
 
 
-def hangs(event: Any, deps: Any) -> None:
+def hangs(event: Any) -> None:
     """Stuck (a call without a timeout): its lane never polls again."""
     time.sleep(3600)
 
 
-def heartbeat_dies(event: Any, deps: Any) -> None:
+def heartbeat_dies(event: Any) -> None:
     """A handler longer than a beat, while the heartbeat thread dies (``_break_heartbeat``)."""
     time.sleep(2)
 
@@ -51,7 +52,7 @@ def _break_heartbeat() -> None:
     Heartbeat.beat = beat  # type: ignore[method-assign]
 
 
-def never_called(event: Any, deps: Any) -> None:
+def never_called(event: Any) -> None:
     """No message reaches a handler: the step before it fails (``_break_step``)."""
     raise AssertionError("not reached")
 
@@ -76,6 +77,5 @@ if __name__ == "__main__":
     rig = RIGS[name]
     SETUPS.get(name, lambda: None)()
     queue = sys.argv[2]
-    queues.get(queue)  # the real one registers first, so ours stays
-    queues.handler(queue)(rig)
+    queues.BUILDS[queue] = lambda settings, redis: Handlers(rig)  # the daemon's wiring, rigged
     main()

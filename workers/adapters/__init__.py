@@ -1,1 +1,2 @@
-"""What the workers use from outside: Redis, SQS, AWS, HTTP, mail, the networks."""
+"""Doors to the outside: Redis, SQS and the AWS clients, HTTP, mail, Pusher, tracing, the
+social networks, and claims (the idempotency primitive). Know core only."""

@@ -17,12 +17,12 @@ from workers import QUEUES
 from workers.console.access import OPERATOR
 from workers.console.app import Console, Refused, guard
 from workers.console.sessions import COOKIE
-from workers.links.urls import InvalidURL, normalize_key
+from workers.core.message import Message
+from workers.domain.links.urls import InvalidURL, normalize_key
+from workers.domain.publishing.publications import attempt_key, published_key
 from workers.ops import fleet
 from workers.ops.dlq import MAX_SCAN, DeadLetters, reason, receives
 from workers.ops.scale import PROGRAMS
-from workers.runtime.message import Message
-from workers.social.publications import attempt_key, published_key
 
 # A queue's history: a point a minute, kept 72 hours.
 MAX_MINUTES = 72 * 60

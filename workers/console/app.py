@@ -8,35 +8,27 @@ the API answers 401 and every other refusal as JSON ``{"error": ...}``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import hmac
 from dataclasses import dataclass, field
-from importlib import resources
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
-from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 
+from workers.adapters import aws
+from workers.adapters.redisconn import Client
 from workers.console import history, snapshot, tasks
 from workers.console.access import OPERATOR, VIEWER, Principal, Users
 from workers.console.audit import Audit
 from workers.console.sessions import COOKIE, Sessions
-from workers.links.counter import LinkCounter
+from workers.core.settings import Settings
+from workers.domain.links.counter import LinkCounter
 from workers.ops.dlq import DeadLetters
 from workers.ops.stats import Sampler
-from workers.peers import aws
-from workers.peers.redisconn import Client, connect
-from workers.runtime import logs
-from workers.settings import Settings
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -183,44 +175,3 @@ async def metrics(request: Request) -> Response:
     console: Console = request.app.state.console
     return Response(generate_latest(console.metrics),
                     media_type="text/plain; version=0.0.4; charset=utf-8")
-
-
-def build(settings: Settings, users: Users, redis: Client | None = None,
-          sqs: Any = None) -> Starlette:
-    """The app; ``users`` must be readable (the console refuses to start otherwise)."""
-    from workers.console import api, pages
-
-    users.check_readable()
-    console = Console(settings, redis or connect(settings.redis_url), users, sqs)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        background = asyncio.create_task(_background(console))
-        yield
-        background.cancel()
-
-    static = str(resources.files("workers.console") / "static")
-    routes = [*api.routes, *pages.routes, Route("/health", health), Route("/metrics", metrics),
-              Mount("/static", StaticFiles(directory=static), name="static")]
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={HTTPException: refused},
-                    middleware=[Middleware(SecurityHeaders)])
-    app.state.console = console
-    return app
-
-
-async def _background(console: Console) -> None:
-    """Resumes replay tasks left by a killed console, and writes the minute's history point
-    when no other console has."""
-    log = logs.get(program="console")
-    while True:
-        try:
-            await run_in_threadpool(console.tasks.adopt)
-            minute = history.current_minute()
-            if await run_in_threadpool(console.history.claim, minute):
-                rows = await console.snapshots.latest()
-                await run_in_threadpool(console.history.record, minute, rows)
-        except Exception as exc:  # Redis or SQS away: try again at the next round
-            log.warning("console.background_failed", error=f"{type(exc).__name__}: {exc}")
-        await asyncio.sleep(tasks.ADOPT_SECONDS)
-

@@ -8,7 +8,7 @@ import json
 import time
 from typing import Any
 
-from workers.peers.redisconn import Client
+from workers.adapters.redisconn import Client
 from workers.runtime import logs
 
 KEY = "console:audit"

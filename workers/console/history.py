@@ -12,7 +12,7 @@ import json
 import time
 from typing import Any
 
-from workers.peers.redisconn import Client
+from workers.adapters.redisconn import Client
 
 KEEP_SECONDS = 72 * 60 * 60
 MINUTE = 60

@@ -12,7 +12,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from workers.peers.redisconn import Client
+from workers.adapters.redisconn import Client
 
 COOKIE = "workers_console"
 # A working day; signing in again after it is cheap, a stolen cookie's life short.

@@ -18,8 +18,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, cast
 
+from workers.adapters.redisconn import Client
 from workers.ops.dlq import MOVED, PENDING, DeadLetters
-from workers.peers.redisconn import Client
 from workers.runtime import logs
 
 INDEX = "console:tasks"

@@ -17,9 +17,9 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 from botocore.exceptions import ClientError
 
 from workers import QUEUES
-from workers.ops.tables import format_age, format_table
-from workers.peers.aws import client
-from workers.peers.sqs import (
+from workers.adapters import tracing
+from workers.adapters.aws import client
+from workers.adapters.sqs import (
     ERROR_ATTRIBUTE,
     QUEUE_ATTRIBUTE,
     RECEIVES_ATTRIBUTE,
@@ -33,15 +33,15 @@ from workers.peers.sqs import (
     queue_depth,
     start_move_task,
 )
-from workers.runtime import tracing
-from workers.runtime.message import Message
-from workers.settings import (
+from workers.core.message import Message
+from workers.core.settings import (
     PEEK_VISIBILITY_SECONDS,
     REPLAY_VISIBILITY_SECONDS,
     SQS_BATCH_MAX,
     Settings,
 )
-from workers.text import json_printable, printable, truncate
+from workers.core.text import json_printable, printable, truncate
+from workers.ops.tables import format_age, format_table
 
 # A long poll of 1 s rather than a short poll: a short poll asks only some of SQS's servers and
 # may come back empty while messages wait.
@@ -52,7 +52,6 @@ TASK_POLL_SECONDS = 2
 BODY_PREVIEW_CHARS = 200
 # The ways `replay` moves messages: SQS's own task, or receive/send/delete.
 AUTO, TASK, COPY = "auto", "task", "copy"
-METHODS = (AUTO, TASK, COPY)
 
 # How many dead letters a search (or a filtered replay's selection) reads at most: each is
 # received and given back, and moto's receive costs grow with the queue's depth.

@@ -1,4 +1,4 @@
-"""The fleet across hosts, read from the registry (workers.peers.registry): every live process,
+"""The fleet across hosts, read from the registry (workers.runtime.registry): every live process,
 each host's wanted and running counts, and setting a host's wanted count. ``workers fleet``,
 ``workers scale --host``, ``workers stats`` and the console read and write it through here.
 """
@@ -10,15 +10,9 @@ import time
 from collections import defaultdict
 from typing import Any, Callable
 
+from workers.adapters.redisconn import REDIS_ERRORS, Client, connect
 from workers.ops.tables import format_age, format_table
-from workers.peers.redisconn import REDIS_ERRORS, Client, connect
-from workers.peers.registry import (
-    HOSTS,
-    PROCS,
-    STALE_AFTER_REFRESHES,
-    entry_key,
-    wanted_key,
-)
+from workers.runtime.registry import HOSTS, PROCS, STALE_AFTER_REFRESHES, entry_key, wanted_key
 
 # Fields of an entry that are numbers (the rest are text); Redis keeps them as strings.
 INTEGERS = ("pid", "handled", "failed", "dead_lettered", "in_flight")

@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 from workers import QUEUES
-from workers.peers.sqs import ensure_queue, queue_arn
-from workers.settings import DLQ_RETENTION_SECONDS, LONG_POLL_SECONDS, Settings
+from workers.adapters.sqs import ensure_queue, queue_arn
+from workers.core.settings import DLQ_RETENTION_SECONDS, LONG_POLL_SECONDS, Settings
 
 
 def create_queues(settings: Settings, sqs: Any, s3: Any = None) -> list[str]:

@@ -34,10 +34,10 @@ from typing import Any, Callable
 import structlog
 from supervisor.xmlrpc import SupervisorTransport
 
+from workers.adapters.redisconn import REDIS_ERRORS, Client, connect
+from workers.core.events import DECLARED
+from workers.core.settings import LINKS_API_PROCS, LINKS_API_PROGRAM, Settings
 from workers.ops import fleet, rundir
-from workers.peers.redisconn import REDIS_ERRORS, Client, connect
-from workers.queues import declared
-from workers.settings import LINKS_API_PROCS, LINKS_API_PROGRAM, Settings
 
 # States in which a process counts as running (or about to be, or about to be retried).
 UP = frozenset({"RUNNING", "STARTING", "BACKOFF"})
@@ -49,7 +49,7 @@ WATCH_SECONDS = 1.0
 # What `workers scale` runs N of: each queue's daemons, and the read API's servers, which share
 # one port (SO_REUSEPORT), so adding one is starting a process like any daemon's. Each runs
 # this many until WORKERS_<PROGRAM>_PROCS or Redis says otherwise: its queue's declaration's.
-DEFAULT_PROCS = {**{q.name: q.procs for q in declared()}, LINKS_API_PROGRAM: LINKS_API_PROCS}
+DEFAULT_PROCS = {**{q.name: q.procs for q in DECLARED}, LINKS_API_PROGRAM: LINKS_API_PROCS}
 PROGRAMS = tuple(DEFAULT_PROCS)
 # The section conf/supervisord.conf holds each program's template in.
 TEMPLATE = "fleet-program:"

@@ -10,7 +10,7 @@ from the daemons meanwhile, and a standard queue does not return its oldest mess
 
 The advice: ``processes = ceil(backlog / (rate × target))``, at least 1, where backlog is every
 message in the queue (visible, in flight, delayed) and rate the messages one process handles per
-second. The rate and the processes come from the fleet's registry (workers.peers.registry), so
+second. The rate and the processes come from the fleet's registry (workers.runtime.registry), so
 they are the whole fleet's, whichever host asks: each live, non-stale daemon of the queue
 reports what it handled per second over its last refresh, and the rate is their mean. Where
 none handled anything (or Redis is away), ``--rate`` stands in, and the table marks it. The
@@ -28,12 +28,12 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Sequence
 
 from workers import QUEUES
+from workers.adapters.aws import AWS_ERRORS, client
+from workers.adapters.redisconn import REDIS_ERRORS, Client, connect
+from workers.adapters.sqs import Depth, find_url, queue_depth
+from workers.core.settings import Settings
 from workers.ops import fleet
 from workers.ops.tables import format_age, format_table
-from workers.peers.aws import AWS_ERRORS, client
-from workers.peers.redisconn import REDIS_ERRORS, Client, connect
-from workers.peers.sqs import Depth, find_url, queue_depth
-from workers.settings import Settings
 
 # CloudWatch's SQS metrics have a minute's resolution and arrive a few minutes late: look back
 # far enough to find the latest, and ask no more often than they change.

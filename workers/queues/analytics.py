@@ -3,29 +3,42 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Mapping
 
-from workers.peers.redisconn import REDIS_ERRORS
-from workers.queues import queue
-from workers.runtime.deps import Deps
-from workers.runtime.errors import TransientError
-from workers.runtime.events import Analytics
+from workers.adapters import networks
+from workers.adapters.networks.base import SocialAPI
+from workers.adapters.notify import Notifier
+from workers.adapters.redisconn import Client
+from workers.core.events import Analytics
+from workers.core.settings import Settings
+from workers.domain.publishing.credentials import CredentialStore, RedisCredentials
+from workers.domain.publishing.engagement import EngagementStore
+from workers.runtime.consumer import Handlers
 
 
-# Waits on the networks' APIs (and their rate limits): one process of 20 handlers to start.
-@queue("analytics", schema=Analytics, procs=1, port_block=1)
-def analytics(event: Analytics, deps: Deps) -> dict[str, Any]:
-    token = deps.credentials.token(event.profile_id, event.service)
-    counts = deps.social[event.service].engagement(event.service_update_id, token)
-    fetched_at = int(time.time())
-    fields: dict[str, str | int] = {**counts, "service": event.service,
-                                    "service_update_id": event.service_update_id,
-                                    "profile_id": event.profile_id}
-    try:
-        stored = deps.engagement.store(event.update_id, fields, fetched_at)
-    except REDIS_ERRORS as exc:
-        raise TransientError(f"redis unavailable: {type(exc).__name__}: {exc}") from None
-    if stored:  # a newer fetch already told the browser
-        deps.notifier.analytics_updated(event.profile_id, event.update_id, event.service,
-                                        counts, fetched_at)
-    return {"service": event.service, "stored": stored, **counts}
+class FetchEngagement:
+    def __init__(self, credentials: CredentialStore, networks: Mapping[str, SocialAPI],
+                 engagement: EngagementStore, notifier: Notifier):
+        self.credentials = credentials
+        self.networks = networks
+        self.engagement = engagement
+        self.notifier = notifier
+
+    def handle(self, event: Analytics) -> dict[str, Any]:
+        token = self.credentials.token(event.profile_id, event.service)
+        counts = self.networks[event.service].engagement(event.service_update_id, token)
+        fetched_at = int(time.time())
+        fields: dict[str, str | int] = {
+            **counts, "service": event.service, "service_update_id": event.service_update_id,
+            "profile_id": event.profile_id}
+        stored = self.engagement.store(event.update_id, fields, fetched_at)
+        if stored:  # a newer fetch already told the browser
+            self.notifier.analytics_updated(event.profile_id, event.update_id, event.service,
+                                            counts, fetched_at)
+        return {"service": event.service, "stored": stored, **counts}
+
+
+def build(settings: Settings, redis: Client) -> Handlers:
+    fetch = FetchEngagement(RedisCredentials(redis), networks.apis(settings),
+                            EngagementStore(redis), Notifier.from_settings(settings))
+    return Handlers(fetch.handle)

@@ -7,50 +7,81 @@ from typing import Any, Iterator, Sequence
 
 import structlog
 
-from workers.links.counter import ReplicasBehind
-from workers.links.urls import InvalidURL, normalize_url
-from workers.peers.redisconn import REDIS_ERRORS
-from workers.queues import batch_handler, before_ack, queue
-from workers.runtime import metrics
-from workers.runtime.deps import Deps
-from workers.runtime.errors import TransientError
-from workers.runtime.events import Event, PostSent
+from workers.adapters import aws
+from workers.adapters.notify import Notifier
+from workers.adapters.redisconn import Client
+from workers.core import metrics
+from workers.core.errors import TransientError
+from workers.core.events import Event, PostSent
+from workers.core.settings import Settings
+from workers.domain.links.archive import Archive
+from workers.domain.links.counter import LinkCounter, ReplicasBehind
+from workers.domain.links.urls import InvalidURL, normalize_url
+from workers.runtime.consumer import Handlers
 
 log = structlog.get_logger()
 
 
-# The busy queue: two processes to start with, counting on Redis.
-@queue("post-sent", schema=PostSent, procs=2, port_block=0)
-def post_sent(event: PostSent, deps: Deps) -> dict[str, Any]:
-    keys, invalid = valid_keys(event)
-    with redis_transient():  # with WORKERS_REDIS_WAIT_REPLICAS, also on that many replicas
-        counted = deps.links.record(event.update_id, keys)
-    deps.notifier.update_sent(event.profile_id, event.update_id, keys)  # best effort
-    return {"urls": len(keys), "counted": sum(counted), "invalid_urls": invalid}
+class CountLinks:
+    def __init__(self, counter: LinkCounter, notifier: Notifier, archive: Archive | None):
+        self.counter = counter
+        self.notifier = notifier
+        self.archive = archive  # None when WORKERS_ARCHIVE_BUCKET is unset
+
+    def handle(self, event: PostSent) -> dict[str, Any]:
+        keys, invalid = valid_keys(event)
+        with replicas_transient():  # with WORKERS_REDIS_WAIT_REPLICAS, also on that many
+            counted = self.counter.record(event.update_id, keys)
+        self.notifier.update_sent(event.profile_id, event.update_id, keys)  # best effort
+        return {"urls": len(keys), "counted": sum(counted), "invalid_urls": invalid}
+
+    def handle_batch(self, events: Sequence[PostSent]) -> list[dict[str, Any]]:
+        """``handle`` of a whole batch: every event's links counted in one Redis round trip
+        (and one WAIT, when asked), each pair still exactly once; Redis failing fails the
+        batch (the consumer retries it whole)."""
+        keyed = [(event, *valid_keys(event)) for event in events]
+        with replicas_transient():
+            counted = self.counter.record_all(
+                [(event.update_id, keys) for event, keys, _ in keyed])
+        self.notifier.update_sent_all(  # best effort, never raises
+            [(event.profile_id, event.update_id, keys) for event, keys, _ in keyed])
+        return [{"urls": len(keys), "counted": sum(counts), "invalid_urls": invalid}
+                for (_, keys, invalid), counts in zip(keyed, counted, strict=True)]
+
+    def archive_batch(self, events: Sequence[Event]) -> None:
+        """The batch's records in one S3 object (never one per message) before its messages
+        are deleted; if the write fails, they are retried (counting again is harmless), so no
+        counted link is ever missing from the archive."""
+        if self.archive is None:
+            return
+        records = [r for e in events if isinstance(e, PostSent) for r in archive_records(e)]
+        if not records:
+            return
+        try:
+            self.archive.write(records)
+        except Exception as exc:  # S3 away, bucket missing: transient for the batch
+            reason = f"archive unavailable: {type(exc).__name__}: {exc}"
+            log.warning("archive.failed", error=reason, records=len(records))
+            raise TransientError(reason) from None
 
 
-@batch_handler("post-sent")
-def post_sent_batch(events: Sequence[PostSent], deps: Deps) -> list[dict[str, Any]]:
-    """``post_sent`` of a whole batch: every event's links counted in one Redis round trip
-    (and one WAIT, when asked), each pair still exactly once; Redis failing fails the batch."""
-    keyed = [(event, *valid_keys(event)) for event in events]
-    with redis_transient():
-        counted = deps.links.record_all([(event.update_id, keys) for event, keys, _ in keyed])
-    deps.notifier.update_sent_all(  # best effort, never raises
-        [(event.profile_id, event.update_id, keys) for event, keys, _ in keyed])
-    return [{"urls": len(keys), "counted": sum(counts), "invalid_urls": invalid}
-            for (_, keys, invalid), counts in zip(keyed, counted, strict=True)]
+def build(settings: Settings, redis: Client) -> Handlers:
+    counter = LinkCounter(redis, buckets=settings.link_buckets,
+                          replicas=settings.redis_wait_replicas)
+    archive = (Archive(aws.client(settings, "s3"), settings.archive_bucket)
+               if settings.archive_bucket else None)
+    count = CountLinks(counter, Notifier.from_settings(settings), archive)
+    return Handlers(count.handle, batch=count.handle_batch, before_ack=(count.archive_batch,))
 
 
 @contextmanager
-def redis_transient() -> Iterator[None]:
-    """Redis away, or its replicas behind: transient, the counts are retried whole."""
+def replicas_transient() -> Iterator[None]:
+    """Redis's replicas behind: transient, the counts are retried whole. (Redis away is the
+    consumer's to say, as for every handler.)"""
     try:
         yield
     except ReplicasBehind as exc:
         raise TransientError(f"redis replicas: {exc}") from None
-    except REDIS_ERRORS as exc:
-        raise TransientError(f"redis unavailable: {type(exc).__name__}: {exc}") from None
 
 
 def valid_keys(event: PostSent) -> tuple[list[str], int]:
@@ -61,24 +92,6 @@ def valid_keys(event: PostSent) -> tuple[list[str], int]:
     for url, reason in invalid:
         log.warning("url.invalid", update_id=event.update_id, reason=reason, url=url[:200])
     return keys, len(invalid)
-
-
-@before_ack("post-sent")
-def archive_batch(deps: Deps, events: Sequence[Event]) -> None:
-    """The batch's records in one S3 object (never one per message) before its messages are
-    deleted; if the write fails, they are retried (counting again is harmless), so no counted
-    link is ever missing from the archive."""
-    if deps.archive is None:
-        return
-    records = [r for e in events if isinstance(e, PostSent) for r in archive_records(e)]
-    if not records:
-        return
-    try:
-        deps.archive.write(records)
-    except Exception as exc:  # S3 away, bucket missing: transient for the batch
-        reason = f"archive unavailable: {type(exc).__name__}: {exc}"
-        log.warning("archive.failed", error=reason, records=len(records))
-        raise TransientError(reason) from None
 
 
 def archive_records(event: PostSent) -> list[dict[str, Any]]:

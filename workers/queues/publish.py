@@ -1,6 +1,6 @@
 """publish: send a scheduled post to its network exactly once, then start the rest.
 
-The update's state machine (workers/social/publications.py) decides what a delivery does:
+The update's state machine (workers/domain/publishing/publications.py) decides what a delivery does:
 post, resolve an earlier attempt whose outcome is unknown, wait for another holder, or only
 chain what follows a post (post-sent, a delayed analytics, Pusher ``update-published``).
 README.rst, "Publishing exactly once", lists each crash point and what the next delivery does.
@@ -9,19 +9,11 @@ README.rst, "Publishing exactly once", lists each crash point and what the next 
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
-from pydantic import model_validator
-
-from workers.peers.aws import AWS_ERRORS
-from workers.peers.redisconn import REDIS_ERRORS
-from workers.producer import SendError
-from workers.queues import before_ack, queue
-from workers.runtime import tracing
-from workers.runtime.deps import Deps
-from workers.runtime.errors import PermanentError, TransientError
-from workers.runtime.events import SERVICES, Event, Id, Service
-from workers.social.posting import (
+from workers.adapters import networks, tracing
+from workers.adapters.aws import AWS_ERRORS
+from workers.adapters.networks.posting import (
     Created,
     Draft,
     Duplicate,
@@ -29,13 +21,20 @@ from workers.social.posting import (
     Poster,
     RateLimited,
 )
-from workers.social.publications import Claim, Publication
+from workers.adapters.notify import Notifier
+from workers.adapters.producer import Producer, SendError
+from workers.adapters.redisconn import Client
+from workers.core.errors import PermanentError, TransientError
+from workers.core.events import Event, Publish
+from workers.core.settings import Settings
+from workers.domain.publishing.credentials import CredentialStore, RedisCredentials
+from workers.domain.publishing.publications import Claim, Publication, Publications
+from workers.domain.publishing.ratelimits import RateLimits
+from workers.runtime.consumer import Handlers
 
 # Every http(s) URL in a post's text; what ends a sentence around it is cut off (SPEC.md).
 _URL = re.compile(r"https?://[^\s<>\"]+", re.IGNORECASE)
 _TRAILING = ".,;:!?)]}'\""
-# Each network's longest text; longer is refused by the network anyway (a permanent error).
-MAX_TEXT_CHARS = 63_206  # Facebook's; X counts 280 its own way, LinkedIn 3,000
 # A copy that meets another holder's claim looks again this soon, not when its lease would
 # end (60 s): the holder is usually done in well under a second, and a wait spends no receive.
 CLAIM_RECHECK_SECONDS = 5
@@ -44,68 +43,100 @@ CLAIM_RECHECK_SECONDS = 5
 CLOCK_MARGIN_SECONDS = 60
 
 
-class Publish(Event):
-    update_id: Id
-    profile_id: Id
-    service: Service
-    text: str
-    link: str | None = None
-    target: str | None = None
+class PublishUpdate:
+    def __init__(self, publications: Publications, rate_limits: RateLimits,
+                 credentials: CredentialStore, networks: Mapping[str, Poster],
+                 producer: Producer, notifier: Notifier, *, analytics_delay: int):
+        self.publications = publications
+        self.rate_limits = rate_limits
+        self.credentials = credentials
+        self.networks = networks
+        self.producer = producer  # chains post-sent and a delayed analytics
+        self.notifier = notifier
+        self.analytics_delay = analytics_delay
 
-    @model_validator(mode="after")
-    def _needs_target(self) -> "Publish":
-        if not self.text.strip():
-            raise ValueError("text must not be empty")
-        if len(self.text) > MAX_TEXT_CHARS:
-            raise ValueError(f"text is longer than {MAX_TEXT_CHARS} characters")
-        needed = SERVICES[self.service]  # the network's own rule, from its registration
-        if needed and not (self.target and self.target.startswith(needed.prefix)):
-            raise ValueError(f"target ({needed.what}) is required for {self.service}")
-        return self
+    def handle(self, event: Publish) -> dict[str, Any]:
+        """Posts the update unless it is published; what follows a post is chain_batch's."""
+        published = self.publications.get(event.update_id) or self._post(event)
+        return {"service": published.service,
+                "service_update_id": published.service_update_id}
 
-
-# Waits on the networks (seconds per post at worst): one process of 20 handlers to start.
-@queue("publish", schema=Publish, procs=1, port_block=4)
-def publish(event: Publish, deps: Deps) -> dict[str, Any]:
-    """Posts the update unless it is published; what follows a post is chain_batch's."""
-    try:
-        published = deps.publications.get(event.update_id) or _post(event, deps)
-    except REDIS_ERRORS as exc:
-        raise TransientError(f"redis unavailable: {type(exc).__name__}: {exc}") from None
-    return {"service": published.service, "service_update_id": published.service_update_id}
-
-
-@before_ack("publish")
-def chain_batch(deps: Deps, events: Sequence[Event]) -> None:
-    """For the batch's published updates not chained yet: post-sent and a delayed analytics,
-    each in one batch call, then the chained marks, then Pusher. If any of it fails, the
-    batch's messages come back, find their posts published, and chain (enqueuing twice is
-    harmless: post-sent counts once, analytics overwrites)."""
-    updates = {e.update_id: e for e in events if isinstance(e, Publish)}
-    try:
-        todo = deps.publications.unchained(list(updates))
+    def chain_batch(self, events: Sequence[Event]) -> None:
+        """For the batch's published updates not chained yet: post-sent and a delayed
+        analytics, each in one batch call, then the chained marks, then Pusher. If any of it
+        fails, the batch's messages come back, find their posts published, and chain
+        (enqueuing twice is harmless: post-sent counts once, analytics overwrites)."""
+        updates = {e.update_id: e for e in events if isinstance(e, Publish)}
+        todo = self.publications.unchained(list(updates))
         if not todo:
             return
+        try:
+            self._chain(updates, todo)
+        except (SendError, *AWS_ERRORS) as exc:  # published all the same: the next one chains
+            raise TransientError(f"chaining after the posts: {exc}") from None
+        self.publications.mark_chained(list(todo))
+        for update_id, published in todo.items():
+            event = updates[update_id]
+            self.notifier.update_published(event.profile_id, update_id, published.service,
+                                           published.service_update_id)
+
+    def _chain(self, updates: dict[str, Publish], todo: dict[str, Publication]) -> None:
         sent = [_post_sent(updates[u], p) for u, p in todo.items()]
         fetched = [u for u, p in todo.items() if p.service_update_id]
         fetch = [_analytics(updates[u], todo[u]) for u in fetched]
         # With tracing on, each is sent in its publish message's trace.
-        deps.producer.send_many("post-sent", sent,
+        self.producer.send_many("post-sent", sent,
                                 parents=tracing.parents_of(updates[u] for u in todo))
         if fetch:
-            deps.producer.send_many("analytics", fetch,
-                                    delay_seconds=deps.settings.analytics_delay,
+            self.producer.send_many("analytics", fetch, delay_seconds=self.analytics_delay,
                                     parents=tracing.parents_of(updates[u] for u in fetched))
-        deps.publications.mark_chained(list(todo))
-    except REDIS_ERRORS as exc:
-        raise TransientError(f"chaining after the posts: redis unavailable: "
-                             f"{type(exc).__name__}: {exc}") from None
-    except (SendError, *AWS_ERRORS) as exc:  # published all the same: the next delivery chains
-        raise TransientError(f"chaining after the posts: {exc}") from None
-    for update_id, published in todo.items():
-        event = updates[update_id]
-        deps.notifier.update_published(event.profile_id, update_id, published.service,
-                                       published.service_update_id)
+
+    def _post(self, event: Publish) -> Publication:
+        self.rate_limits.check(event.service, event.profile_id)
+        claim = self.publications.claim(event.update_id)
+        if claim.done:  # another delivery published it since we looked (done follows the record)
+            published = self.publications.get(event.update_id)
+            if published is None:  # its record deleted by hand: never post without a claim
+                raise PermanentError(f"update {event.update_id} is marked published, but "
+                                     f"published:{event.update_id} is gone")
+            return published
+        if claim.wait:
+            raise TransientError("another daemon is publishing this update",
+                                 retry_after=min(claim.wait, CLAIM_RECHECK_SECONDS),
+                                 deferred=True)
+        token = self.credentials.token(event.profile_id, event.service)
+        created = self._attempt_held(event, claim, token)
+        published = self.publications.record(event.update_id, event.service, created.post_id)
+        if created.exhausted_for is not None:  # that call spent the window: the next must wait
+            self.rate_limits.block(event.service, event.profile_id,
+                                   seconds=created.exhausted_for)
+        return published
+
+    def _attempt_held(self, event: Publish, claim: Claim, token: str) -> Created:
+        """The attempt under the claim's lease; the claim released when nothing was posted
+        (or the outcome is unknown: whoever comes next resolves it first)."""
+        draft = Draft(event.text, event.link, event.target)
+        try:
+            with self.publications.holding(event.update_id, claim):
+                return _attempt(self.networks[event.service], token, draft, claim)
+        except RateLimited as exc:  # refused before anything was created
+            self.rate_limits.block(event.service, event.profile_id, seconds=exc.retry_after)
+            self.publications.release(event.update_id, claim, tried=claim.tried)
+            raise
+        except OutcomeUnknown:  # it may exist: whoever comes next resolves it first
+            self.publications.release(event.update_id, claim, tried=True)
+            raise
+        except (PermanentError, TransientError):  # refused, or a lookup failed: nothing posted
+            self.publications.release(event.update_id, claim, tried=claim.tried)
+            raise
+
+
+def build(settings: Settings, redis: Client) -> Handlers:
+    publish = PublishUpdate(Publications(redis, settings.publish_lease), RateLimits(redis),
+                            RedisCredentials(redis), networks.apis(settings),
+                            Producer(settings), Notifier.from_settings(settings),
+                            analytics_delay=settings.analytics_delay)
+    return Handlers(publish.handle, before_ack=(publish.chain_batch,))
 
 
 def _post_sent(event: Publish, published: Publication) -> dict[str, Any]:
@@ -117,40 +148,6 @@ def _post_sent(event: Publish, published: Publication) -> dict[str, Any]:
 def _analytics(event: Publish, published: Publication) -> dict[str, Any]:
     return {"update_id": event.update_id, "profile_id": event.profile_id,
             "service": published.service, "service_update_id": published.service_update_id}
-
-
-def _post(event: Publish, deps: Deps) -> Publication:
-    deps.rate_limits.check(event.service, event.profile_id)
-    claim = deps.publications.claim(event.update_id)
-    if claim.done:  # another delivery published it since we looked (done follows the record)
-        published = deps.publications.get(event.update_id)
-        if published is None:  # its record deleted by hand: never post without a claim
-            raise PermanentError(f"update {event.update_id} is marked published, but "
-                                 f"published:{event.update_id} is gone")
-        return published
-    if claim.wait:
-        raise TransientError("another daemon is publishing this update",
-                             retry_after=min(claim.wait, CLAIM_RECHECK_SECONDS), deferred=True)
-    token = deps.credentials.token(event.profile_id, event.service)
-    poster = deps.social[event.service]
-    draft = Draft(event.text, event.link, event.target)
-    try:
-        with deps.publications.holding(event.update_id, claim):
-            created = _attempt(poster, token, draft, claim)
-    except RateLimited as exc:  # refused before anything was created
-        deps.rate_limits.block(event.service, event.profile_id, seconds=exc.retry_after)
-        deps.publications.release(event.update_id, claim, tried=claim.tried)
-        raise
-    except OutcomeUnknown:  # it may exist: whoever comes next resolves it first
-        deps.publications.release(event.update_id, claim, tried=True)
-        raise
-    except (PermanentError, TransientError):  # refused, or a lookup failed: nothing posted
-        deps.publications.release(event.update_id, claim, tried=claim.tried)
-        raise
-    published = deps.publications.record(event.update_id, event.service, created.post_id)
-    if created.exhausted_for is not None:  # that call spent the window: the next must wait
-        deps.rate_limits.block(event.service, event.profile_id, seconds=created.exhausted_for)
-    return published
 
 
 def _attempt(poster: Poster, token: str, draft: Draft, claim: Claim) -> Created:

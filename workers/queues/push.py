@@ -20,12 +20,14 @@ import json
 import re
 from typing import Any
 
-from workers.peers.aws import AWS_ERRORS, classify
-from workers.peers.sent import mark_key
-from workers.queues import queue
-from workers.runtime.deps import Deps
-from workers.runtime.errors import PermanentError
-from workers.runtime.events import Push
+from workers.adapters import aws
+from workers.adapters.aws import AWS_ERRORS, classify
+from workers.adapters.redisconn import Client
+from workers.core.errors import PermanentError
+from workers.core.events import Push
+from workers.core.settings import Settings
+from workers.domain.sending.sent import SentMarks, mark_key
+from workers.runtime.consumer import Handlers
 
 # SNS's error codes that say this message can never be delivered: the endpoint is disabled
 # (the platform reported the token invalid, e.g. the app was uninstalled), it does not exist,
@@ -43,24 +45,38 @@ APNS_PLATFORMS = ("APNS", "APNS_SANDBOX")
 FCM_PLATFORM = "GCM"
 
 
-# Waits on SNS, not on Redis: one process of 20 handlers to start with.
-@queue("push", schema=Push, procs=1, port_block=2)
-def push(event: Push, deps: Deps) -> dict[str, Any]:
-    check_target(event.target_arn, deps.settings.push_allow_topics)
-    target = describe_target(event.target_arn)
-    key = mark_key(deps.settings.queue_name("push"), event)
-    response = deps.sent_marks.once(key, lambda: publish(event, deps))
-    if response is None:  # a redelivery or a replay of a push sent before
-        return {"user_id": event.user_id, **target, "already_sent": True}
-    return {"user_id": event.user_id, **target, "sns_message_id": response.get("MessageId")}
+class SendPush:
+    def __init__(self, sns: Any, sent_marks: SentMarks, *, allow_topics: bool, queue_name: str):
+        self.sns = sns
+        self.sent_marks = sent_marks
+        self.allow_topics = allow_topics
+        self.queue_name = queue_name  # the SQS name: a mark's key reads it
+
+    def handle(self, event: Push) -> dict[str, Any]:
+        check_target(event.target_arn, self.allow_topics)
+        target = describe_target(event.target_arn)
+        key = mark_key(self.queue_name, event)
+        response = self.sent_marks.once(key, lambda: self.publish(event))
+        if response is None:  # a redelivery or a replay of a push sent before
+            return {"user_id": event.user_id, **target, "already_sent": True}
+        return {"user_id": event.user_id, **target, "sns_message_id": response.get("MessageId")}
+
+    def publish(self, event: Push) -> dict[str, Any]:
+        try:
+            return self.sns.publish(TargetArn=event.target_arn, MessageStructure="json",
+                                    Message=sns_message(event))
+        except AWS_ERRORS as exc:
+            raise classify("sns", exc, PERMANENT_CODES, redact=event.target_arn) from None
 
 
-def publish(event: Push, deps: Deps) -> dict[str, Any]:
-    try:
-        return deps.sns.publish(TargetArn=event.target_arn, MessageStructure="json",
-                                Message=sns_message(event))
-    except AWS_ERRORS as exc:
-        raise classify("sns", exc, PERMANENT_CODES, redact=event.target_arn) from None
+def build(settings: Settings, redis: Client) -> Handlers:
+    # SNS without botocore's retries: a retry after a timeout SNS had already accepted would
+    # push twice; a failed send is transient for us instead, retried through SQS with the
+    # sent mark checked first.
+    send = SendPush(aws.client(settings, "sns", attempts=1), SentMarks(redis),
+                    allow_topics=settings.push_allow_topics,
+                    queue_name=settings.queue_name("push"))
+    return Handlers(send.handle)
 
 
 def check_target(arn: str, allow_topics: bool) -> None:

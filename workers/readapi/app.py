@@ -1,12 +1,12 @@
 """What the read API answers (see SPEC.md, "The read API of link counts"), as an app with no
 framework in between: a request costs a dict lookup, the query's parsing and its share of one
-pipelined Redis read. ``LinksAPI.respond`` takes a request's method, path, query and headers
+pipelined Redis read. ``ReadAPI.respond`` takes a request's method, path, query and headers
 and gives its ``Answer``.
 
-granian serves it through RSGI (``LinksAPI.__rsgi__``, granian's own interface: the request's
+granian serves it through RSGI (``ReadAPI.__rsgi__``, granian's own interface: the request's
 fields are read straight from hyper's, and one call hands over the whole answer), which costs
 this process about a third less CPU a request than ASGI's scope dict and two ``send`` awaits
-(`make bench`). ``LinksAPI.__call__`` is the same app over ASGI, for the bench's comparison
+(`make bench`). ``ReadAPI.__call__`` is the same app over ASGI, for the bench's comparison
 with uvicorn, which only speaks ASGI.
 
 Every answer is built from header pairs made once: Access-Control-Allow-Origin on each,
@@ -25,7 +25,7 @@ from importlib import resources
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl
 
-from workers.links.urls import MAX_URL_LENGTH, InvalidURL, normalize_key
+from workers.domain.links.urls import MAX_URL_LENGTH, InvalidURL, normalize_key
 from workers.readapi.limits import MAX_BODY_BYTES, MAX_HEADER_BYTES, MAX_QUERY_BYTES
 from workers.readapi.metrics import APIMetrics
 from workers.readapi.reader import UNAVAILABLE, CountReader
@@ -159,7 +159,7 @@ def check_head(headers: Headers) -> None:
         raise Refusal(400, f"headers longer than {MAX_HEADER_BYTES} bytes", [CLOSE])
 
 
-class LinksAPI:
+class ReadAPI:
     def __init__(self, reader: CountReader, max_age: int):
         self.reader = reader
         self.keys = KeyCache()
@@ -291,4 +291,4 @@ class LinksAPI:
         return Answer(200, [*self.cached, HTML], self.page)
 
 
-__all__ = ["Answer", "KeyCache", "LinksAPI", "UNAVAILABLE"]
+__all__ = ["Answer", "KeyCache", "ReadAPI", "UNAVAILABLE"]

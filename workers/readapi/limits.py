@@ -9,7 +9,7 @@ more than these caps or ask Redis for more than 100 counters.
 
 from __future__ import annotations
 
-from workers.links.urls import MAX_URL_LENGTH
+from workers.domain.links.urls import MAX_URL_LENGTH
 
 # The query: a batch of 100 URLs of the longest kind (2,048 characters each), a third of each
 # percent-escaped, fits. The server refuses a request target over 65,534 bytes first (414).

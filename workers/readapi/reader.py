@@ -22,7 +22,12 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.backoff import NoBackoff
 
-from workers.peers.redisconn import CLUSTER_SCHEMES, REDIS_ERRORS, SENTINEL_SCHEMES, sentinel_target
+from workers.adapters.redisconn import (
+    CLUSTER_SCHEMES,
+    REDIS_ERRORS,
+    SENTINEL_SCHEMES,
+    sentinel_target,
+)
 
 Slot = tuple[str, bytes]
 # What a read that fails with Redis away raises: the app answers 503 to any of these.
@@ -69,9 +74,6 @@ class CountReader:
             loop.call_soon(self._flush)  # after every request parsed in this turn has asked
         self._waiting.append(([self.slot(k) for k in keys], answer))
         return answer
-
-    async def counts(self, keys: Sequence[str]) -> list[int]:
-        return await self.request(keys)
 
     async def ping(self) -> bool:
         try:

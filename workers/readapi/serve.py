@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from workers.links.counter import LinkCounter
-from workers.peers.redisconn import EvictionPolicyError, check_noeviction, connect
-from workers.peers.registry import Registration
+from workers.adapters.redisconn import EvictionPolicyError, check_noeviction, connect
+from workers.core.settings import LINKS_API_PROGRAM, Settings
+from workers.domain.links.counter import LinkCounter
 from workers.readapi import reader as readers
-from workers.readapi.app import LinksAPI
-from workers.settings import LINKS_API_PROGRAM, Settings
+from workers.readapi.app import ReadAPI
+from workers.runtime.registry import Registration
 from workers.web.server import ServeError, check_bindable, serve_asgi
 
 # Through the standard library's logging, which workers.runtime.logs renders as our JSON lines.
@@ -38,12 +38,12 @@ def _check_redis(client: Any) -> None:
         raise StartupError(str(exc)) from None
 
 
-def build_app(settings: Settings) -> LinksAPI:
+def build_app(settings: Settings) -> ReadAPI:
     """The app on a client of its own; the counter layout is LinkCounter's, so the API reads
     the very (hash, field) the daemons write."""
     layout = LinkCounter(connect(settings.redis_url), settings.link_buckets)
     _check_redis(layout.client)
-    return LinksAPI(readers.CountReader(readers.connect(settings.redis_url), layout.slot),
+    return ReadAPI(readers.CountReader(readers.connect(settings.redis_url), layout.slot),
                     settings.shares_max_age)
 
 

@@ -14,29 +14,29 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, fields, replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, Union
 
 import structlog
 
-from workers import queues
-from workers.peers.aws import AWS_ERRORS, client
-from workers.peers.redisconn import REDIS_ERRORS
-from workers.peers.sqs import SQSQueue, earlier_receives
-from workers.runtime import logs, metrics, tracing
-from workers.runtime.backoff import ExponentialBackoff
-from workers.runtime.deps import Deps
-from workers.runtime.errors import PermanentError, TransientError
-from workers.runtime.events import Event, decode
-from workers.runtime.heartbeat import Heartbeat
-from workers.runtime.message import Message
-from workers.runtime.shutdown import Shutdown
-from workers.settings import (
+from workers.adapters import tracing
+from workers.adapters.aws import AWS_ERRORS, client
+from workers.adapters.redisconn import REDIS_ERRORS
+from workers.adapters.sqs import SQSQueue, earlier_receives
+from workers.core import metrics
+from workers.core.backoff import ExponentialBackoff
+from workers.core.errors import HandlerError, PermanentError, TransientError
+from workers.core.events import Event, decode
+from workers.core.message import Message
+from workers.core.settings import (
     DEFAULT_CONCURRENCY,
     LONG_POLL_SECONDS,
     MAX_DELAY_SECONDS,
     SQS_BATCH_MAX,
     Settings,
 )
+from workers.runtime import logs
+from workers.runtime.heartbeat import Heartbeat
+from workers.runtime.shutdown import Shutdown
 
 SUCCEEDED, RETRIED, DEAD_LETTERED, RETURNED = "succeeded", "retried", "dead_lettered", "returned"
 # How often a waiting batch looks at the shutdown flag.
@@ -49,6 +49,25 @@ QUICK_HANDLER_SECONDS = 0.005
 # Weight of the newest handler's duration in the typical one: a slow handler moves the
 # typical duration past QUICK_HANDLER_SECONDS at once, a quick one brings it back gradually.
 TYPICAL_WEIGHT = 0.2
+
+
+@dataclass(frozen=True)
+class Handlers:
+    """What a queue's module hands its consumer (workers/queues/): callables that already hold
+    what they use. ``handle`` takes one validated event and returns fields for its log line
+    (or None), raising TransientError or PermanentError. ``batch``, when given, is used
+    instead: once per batch with its events, in order, it returns one result per event (log
+    fields, None, or that event's HandlerError); raising fails every event of the batch.
+    ``before_ack`` steps run once per batch with its succeeded events, before they are
+    deleted (as Dramatiq's middleware); one that raises TransientError has them retried."""
+    handle: Callable[[Any], "dict[str, Any] | None"]
+    batch: Callable[[Sequence[Any]], "Sequence[dict[str, Any] | None | HandlerError]"] | None = None
+    before_ack: Sequence[Callable[[Sequence[Event]], None]] = ()
+
+
+# Handlers, or what builds them at the first batch: a daemon starts while its Redis is away (a
+# cluster's client asks a node at once), its messages failing transiently until it is back.
+HandlersOrBuild = Union[Handlers, Callable[[], Handlers]]
 
 
 @dataclass(frozen=True)
@@ -103,6 +122,11 @@ def _named(update_id: str | None) -> dict[str, str]:
     return {"update_id": update_id} if update_id else {}
 
 
+def redis_unavailable(exc: Exception) -> str:
+    """The reason of a failure that Redis being away caused, wherever it was raised."""
+    return f"redis unavailable: {type(exc).__name__}: {exc}"
+
+
 def tally(outcomes: Sequence[Outcome]) -> BatchResult:
     """The outcomes counted by kind, every permanent failure as dead-lettered."""
     kinds = [o.kind for o in outcomes]
@@ -118,12 +142,10 @@ class Consumer:
         queue: str,
         settings: Settings,
         *,
+        handlers: HandlersOrBuild,
         sqs_queue: SQSQueue | None = None,
-        handler: queues.Handler | None = None,
-        deps: Deps | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         shutdown: Shutdown | None = None,
-        before_ack: list[queues.BeforeAck] | None = None,
     ):
         self.queue = queue
         self.settings = settings
@@ -131,11 +153,7 @@ class Consumer:
         self.sqs = sqs_queue or SQSQueue(
             client(settings, pool=self.concurrency + 4, validate=False),
             settings.queue_name(queue), settings.dlq_name(queue), topic=queue)
-        self.handler = handler or queues.get(queue)
-        # A queue's batch handler, unless a handler was given: that one is what runs.
-        self.batch_handler = queues.get_batch(queue) if handler is None else None
-        self.before_ack = queues.before_ack_steps(queue) if before_ack is None else before_ack
-        self.deps = deps or Deps(settings)
+        self.handlers = handlers
         self.shutdown = shutdown or Shutdown()
         self.backoff = ExponentialBackoff(settings.visibility_timeout)
         self.log = logs.get(queue=queue)
@@ -188,9 +206,7 @@ class Consumer:
         # between would be dead-lettered twice.
         self.heartbeat.track(messages)
         try:
-            if self._traced:
-                return Handled(messages, self._before_ack_traced(self._handle_all(messages)))
-            return Handled(messages, self._before_ack(self._handle_all(messages)))
+            return Handled(messages, self._outcomes(messages))
         except BaseException:
             self.heartbeat.untrack(messages)
             raise
@@ -205,21 +221,48 @@ class Consumer:
             self.totals.add(result)
         return result
 
-    def _handle_all(self, messages: list[Message]) -> list[Outcome]:
-        if self.batch_handler is not None:
-            return self._handle_batch(messages)
+    def _outcomes(self, messages: list[Message]) -> list[Outcome]:
+        """The batch handled, then its before-ack steps run."""
+        try:
+            handlers = self._built()
+        except Exception as exc:  # Redis away at the first batch: each message fails alone
+            return [self._unbuilt(m, exc) for m in messages]
+        outcomes = self._handle_all(handlers, messages)
+        if self._traced:
+            return self._before_ack_traced(handlers, outcomes)
+        return self._before_ack(handlers, outcomes)
+
+    def _built(self) -> Handlers:
+        """The queue's handlers, built at the first batch that needs them."""
+        if not isinstance(self.handlers, Handlers):
+            self.handlers = self.handlers()
+        return self.handlers
+
+    def _unbuilt(self, message: Message, exc: Exception) -> Outcome:
+        """A message whose handlers could not be built: failed as their exception says."""
+        with structlog.contextvars.bound_contextvars(
+                queue=self.queue, message_id=message.id, receive_count=message.receive_count):
+            outcome = self._failed(message, exc)
+            self._handled(outcome, 0.0, {})
+        return outcome
+
+    def _handle_all(self, handlers: Handlers, messages: list[Message]) -> list[Outcome]:
+        if handlers.batch is not None:
+            return self._handle_batch(handlers.batch, messages)
         outcomes: list[Outcome] = []
         while messages and self._quick():
-            outcomes.append(self._handle(messages[0]))
+            outcomes.append(self._handle(handlers.handle, messages[0]))
             messages = messages[1:]
-        return outcomes + self._handle_on_pool(messages) if messages else outcomes
+        return outcomes + self._handle_on_pool(handlers.handle, messages) if messages else outcomes
 
     def _quick(self) -> bool:
         typical = self.typical_seconds
         return typical is not None and typical < QUICK_HANDLER_SECONDS
 
-    def _handle_on_pool(self, messages: list[Message]) -> list[Outcome]:
-        futures: dict[Future, Message] = {self.pool.submit(self._handle, m): m for m in messages}
+    def _handle_on_pool(self, handle: Callable[[Any], Any],
+                        messages: list[Message]) -> list[Outcome]:
+        futures: dict[Future, Message] = {self.pool.submit(self._handle, handle, m): m
+                                          for m in messages}
         pending = set(futures)
         outcomes: list[Outcome] = []
         while pending:
@@ -235,21 +278,21 @@ class Consumer:
         """Give back what has not started: it would otherwise wait out its timeout."""
         return {f for f in pending if f.cancel()}
 
-    def _handle(self, message: Message) -> Outcome:
+    def _handle(self, handle: Callable[[Any], Any], message: Message) -> Outcome:
         # Bound for this thread, so the handler's own log lines carry the message too.
         with structlog.contextvars.bound_contextvars(
                 queue=self.queue, message_id=message.id, receive_count=message.receive_count):
             if not self._traced:
-                return self._handle_bound(message)
+                return self._handle_bound(handle, message)
             span = self._start_span(message)
             with tracing.current(span):
-                return replace(self._handle_bound(message), span=span)
+                return replace(self._handle_bound(handle, message), span=span)
 
     def _start_span(self, message: Message) -> Any:
         return tracing.start_process(self.queue, message.id, message.attributes,
                                      message.trace_header, message.receive_count)
 
-    def _handle_bound(self, message: Message) -> Outcome:
+    def _handle_bound(self, handle: Callable[[Any], Any], message: Message) -> Outcome:
         started = time.perf_counter()
         try:
             event = decode(self.queue, message)
@@ -262,7 +305,7 @@ class Consumer:
         with structlog.contextvars.bound_contextvars(**_named(update_id)):
             extra: dict[str, Any] = {}
             try:
-                extra = self.handler(event, self.deps) or {}
+                extra = handle(event) or {}
                 outcome = Outcome(message, SUCCEEDED, event=event)
             except Exception as exc:
                 outcome = self._failed(message, exc)
@@ -270,19 +313,19 @@ class Consumer:
             self._handled(outcome, time.perf_counter() - started, extra)
         return outcome
 
-    def _handle_batch(self, messages: list[Message]) -> list[Outcome]:
+    def _handle_batch(self, batch: Callable[[Sequence[Any]], Sequence[Any]],
+                      messages: list[Message]) -> list[Outcome]:
         """The batch handler, once for the batch's events, on this thread. A body that does
         not decode fails alone; the handler raising fails every event it was given."""
-        assert self.batch_handler is not None
         if self._traced:  # each message's span; the shared work goes under tracing.batch_work
             spans = [self._start_span(m) for m in messages]
             with tracing.batch_work(self.queue, spans):
-                outcomes = self._handle_batch_work(messages, spans)
+                outcomes = self._handle_batch_work(batch, messages, spans)
             return [replace(o, span=span) for o, span in zip(outcomes, spans, strict=True)]
-        return self._handle_batch_work(messages, [None] * len(messages))
+        return self._handle_batch_work(batch, messages, [None] * len(messages))
 
-    def _handle_batch_work(self, messages: list[Message], spans: list[Any]) -> list[Outcome]:
-        assert self.batch_handler is not None
+    def _handle_batch_work(self, batch: Callable[[Sequence[Any]], Sequence[Any]],
+                           messages: list[Message], spans: list[Any]) -> list[Outcome]:
         started = time.perf_counter()
         outcomes: dict[int, Outcome] = {}
         decoded: list[tuple[int, Event]] = []
@@ -295,7 +338,7 @@ class Consumer:
         if decoded:
             answers: Sequence[object]
             try:
-                answers = self.batch_handler([event for _, event in decoded], self.deps)
+                answers = batch([event for _, event in decoded])
                 if len(answers) != len(decoded):
                     raise RuntimeError(f"{len(answers)} results for {len(decoded)} events")
             except Exception as exc:
@@ -330,9 +373,8 @@ class Consumer:
             return Outcome(message, DEAD_LETTERED, exc.reason)
         if isinstance(exc, TransientError):
             return Outcome(message, RETRIED, exc.reason, exc.retry_after, deferred=exc.deferred)
-        if isinstance(exc, REDIS_ERRORS):  # what a handler did not catch: Redis away
-            return Outcome(message, RETRIED,
-                           f"redis unavailable: {type(exc).__name__}: {exc}")
+        if isinstance(exc, REDIS_ERRORS):  # Redis away: handlers leave it to us
+            return Outcome(message, RETRIED, redis_unavailable(exc))
         # A bug, not the message's fault: retry, then the DLQ.
         if bound:
             self.log.exception("handler.crashed", exc_info=exc)
@@ -362,22 +404,25 @@ class Consumer:
         level("message.handled", outcome=outcome.kind,
               duration_ms=round(elapsed * 1000, 2), **extra)
 
-    def _before_ack(self, outcomes: list[Outcome]) -> list[Outcome]:
+    def _before_ack(self, handlers: Handlers, outcomes: list[Outcome]) -> list[Outcome]:
         """Runs the queue's before-ack steps once for the batch, in order, with its succeeded
         events, if anything succeeded; if one fails, the successes are retried instead of
         deleted (handling again is harmless)."""
         events = [o.event for o in outcomes if o.kind == SUCCEEDED and o.event is not None]
         succeeded = len(events)
-        if not succeeded or not self.before_ack:
+        if not succeeded or not handlers.before_ack:
             return outcomes
         try:
             # Bound so that a step's own log lines (archive.failed...) name the queue.
             with structlog.contextvars.bound_contextvars(queue=self.queue):
-                for step in self.before_ack:
-                    step(self.deps, events)
+                for step in handlers.before_ack:
+                    step(events)
             return outcomes
         except TransientError as exc:
             reason = exc.reason
+            self.log.warning("before_ack.failed", error=reason, messages=succeeded)
+        except REDIS_ERRORS as exc:  # Redis away: steps leave it to us, as handlers do
+            reason = redis_unavailable(exc)
             self.log.warning("before_ack.failed", error=reason, messages=succeeded)
         except Exception as exc:  # a bug in a step: retry, as for a handler's
             reason = f"unexpected {type(exc).__name__}: {exc}"
@@ -386,14 +431,14 @@ class Consumer:
         return [replace(o, kind=RETRIED, reason=reason) if o.kind == SUCCEEDED else o
                 for o in outcomes]
 
-    def _before_ack_traced(self, outcomes: list[Outcome]) -> list[Outcome]:
+    def _before_ack_traced(self, handlers: Handlers, outcomes: list[Outcome]) -> list[Outcome]:
         """``_before_ack``, what its steps send a child of each event's process span (publish
         chains post-sent and analytics); then each span ends with its message's outcome."""
         succeeded = [o for o in outcomes if o.kind == SUCCEEDED and o.span is not None]
         tracing.remember((o.event, o.span) for o in succeeded)
         try:  # the steps' own calls (Redis, Pusher) beneath the span(s) of what they follow
             with tracing.batch_work(self.queue, [o.span for o in succeeded]):
-                outcomes = self._before_ack(outcomes)
+                outcomes = self._before_ack(handlers, outcomes)
         finally:
             for o in outcomes:
                 if o.span is not None:
@@ -506,4 +551,4 @@ class Consumer:
             self.log.warning("heartbeat.refused", message_id=m.id)
 
 
-__all__ = ["BatchResult", "Consumer", "Handled", "Outcome"]
+__all__ = ["BatchResult", "Consumer", "Handled", "Handlers", "Outcome"]

@@ -16,12 +16,13 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from workers.peers.aws import AWS_ERRORS
-from workers.peers.registry import Registration
-from workers.runtime import health, metrics
+from workers.adapters.aws import AWS_ERRORS
+from workers.core import metrics
+from workers.core.settings import MIN_RECEIVES_IN_FLIGHT, SQS_BATCH_MAX
+from workers.runtime import health
 from workers.runtime.consumer import BatchResult, Consumer, Handled
 from workers.runtime.liveness import Lanes
-from workers.settings import MIN_RECEIVES_IN_FLIGHT, SQS_BATCH_MAX
+from workers.runtime.registry import Registration
 
 # While SQS or every handler's peer is away, wait between receives: 1 s, doubling, up to this.
 MAX_PAUSE_SECONDS = 30

@@ -18,6 +18,8 @@ from typing import Any, Callable
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.exposition import choose_encoder
 
+from workers.core.events import declaration
+
 # Each queue's processes get their own block of ports (its declared port_block): post-sent
 # base+0.., analytics base+100..
 PORTS_PER_QUEUE = 100
@@ -33,8 +35,6 @@ Health = Callable[[], "tuple[bool, dict[str, Any]]"]
 
 def port_for(base: int, queue: str, process_num: int) -> int:
     """The port of one process: distinct across queues and supervisord's numprocs."""
-    from workers.queues import declaration  # lazily: the registry loads every handler
-
     return base + PORTS_PER_QUEUE * declaration(queue).port_block + process_num
 
 

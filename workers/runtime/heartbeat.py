@@ -7,8 +7,8 @@ import threading
 import time
 from typing import Callable, Sequence
 
-from workers.runtime.message import Message
-from workers.settings import MAX_VISIBILITY_SECONDS
+from workers.core.message import Message
+from workers.core.settings import MAX_VISIBILITY_SECONDS
 
 # Sets each message's visibility timeout; returns those SQS refused (a batch call answers per
 # entry), or raises when SQS did not answer at all.

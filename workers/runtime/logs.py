@@ -16,7 +16,7 @@ from typing import IO, Any, Callable
 import orjson
 import structlog
 
-from workers.runtime import tracing
+from workers.adapters import tracing
 
 # logging.getLevelNamesMapping is Python 3.11's; we support 3.10.
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING,

@@ -1,0 +1,2 @@
+"""Publishing exactly once: the Redis stores around a post (publications, rate limits,
+credentials, engagement)."""

@@ -1,0 +1,1 @@
+"""Sending once: rendering an email from its template, and the marks of what was sent."""
