@@ -33,7 +33,7 @@ class Failure(click.ClickException):
 @click.version_option(package_name="workers", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
-    """Run and operate the SQS worker fleet. Configured by environment (see README.rst)."""
+    """Run and operate the SQS worker fleet. Configured by environment (docs/configuration.rst)."""
     ctx.obj = Settings.from_env()
 
 
@@ -133,7 +133,7 @@ def links_serve(settings: Settings) -> None:
     """Serve link counts over HTTP until SIGTERM: GET /1/links/shares.json?url=URL.
 
     On WORKERS_LINKS_API_HOST:WORKERS_LINKS_API_PORT (several processes may share the port);
-    refuses to start unless Redis's maxmemory-policy is noeviction. See README.rst, "The read
+    refuses to start unless Redis's maxmemory-policy is noeviction. See docs/readapi.rst, "The read
     API of link counts"."""
     # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.readapi.serve import StartupError, serve
@@ -281,7 +281,7 @@ def dlq_purge(settings: Settings, queue: str, yes: bool) -> None:
 @click.pass_context
 def console(ctx: click.Context) -> None:
     """The operators' web console on WORKERS_CONSOLE_HOST:WORKERS_CONSOLE_PORT (127.0.0.1:8070)
-    until SIGTERM. Needs WORKERS_CONSOLE_USERS, written by `console adduser`. See README.rst,
+    until SIGTERM. Needs WORKERS_CONSOLE_USERS, written by `console adduser`. See docs/console.rst,
     "The console"."""
     if ctx.invoked_subcommand is not None:
         return
@@ -351,7 +351,7 @@ def stats(settings: Settings, as_json: bool, watch: float | None, target: float,
           rate: float) -> None:
     """Per queue: visible, in flight, delayed, DLQ depth, age of the oldest message (from
     CloudWatch), the drain rate (with --watch), each process's measured rate and PROCS, the
-    processes that would drain the backlog within --target seconds. See README.rst,
+    processes that would drain the backlog within --target seconds. See docs/operations.rst,
     Operations."""
     # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.ops import stats as queue_stats
@@ -384,8 +384,8 @@ def scale(settings: Settings, queue: str | None, count: int | None, host: str | 
     The count is kept in the counters' Redis, per host; each host's workers-scale program
     (`workers scale --watch`, under its supervisord) applies its own within seconds. This
     waits until the registry shows N running there (--timeout). Without arguments, applies
-    this host's counts once through supervisord's socket in WORKERS_RUN_DIR. See README.rst,
-    "Scaling"."""
+    this host's counts once through supervisord's socket in WORKERS_RUN_DIR. See
+    docs/operations.rst, "Scaling"."""
     # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.ops import fleet
     from workers.ops.scale import ScaleError, Scaler, server, socket_path
@@ -453,7 +453,7 @@ def fleet_command(settings: Settings, as_json: bool) -> None:
 
 
 def _trace(program: str) -> None:
-    """Tracing on for this process when OTEL_* asks (README.rst, "Tracing"); its spans are
+    """Tracing on for this process when OTEL_* asks (docs/tracing.rst); its spans are
     exported at exit."""
     # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.adapters import tracing

@@ -1,6 +1,6 @@
 """The one home of the Redis connection: what REDIS_URL may name, how its client fails, and
 what a production Redis must promise before the fleet counts on it (see SPEC.md, "Redis in
-production", and README.rst, "Running the counters' Redis in production").
+production", and docs/redis.rst, "Running the counters' Redis in production").
 
 REDIS_URL schemes:
 

@@ -145,7 +145,7 @@ def default_run_dir() -> str:
     (bin/supervisor-env has the same default): one directory per user, which workers.ops.rundir
     creates 0700 and refuses when another user could have planted it. Not $XDG_RUNTIME_DIR:
     a supervisord started by systemd and an operator's login shell would disagree on it.
-    Production sets WORKERS_RUN_DIR=/run/workers (README.rst, Security)."""
+    Production sets WORKERS_RUN_DIR=/run/workers (docs/operations.rst, Security)."""
     return f"/tmp/workers-{os.getuid()}"
 
 

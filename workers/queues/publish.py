@@ -3,7 +3,8 @@
 The update's state machine (workers/domain/publishing/publications.py) decides what a delivery does:
 post, resolve an earlier attempt whose outcome is unknown, wait for another holder, or only
 chain what follows a post (post-sent, a delayed analytics, Pusher ``update-published``).
-README.rst, "Publishing exactly once", lists each crash point and what the next delivery does.
+docs/publishing.rst, "Publishing exactly once", lists each crash point and what the next
+delivery does.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Start-up of ``workers links serve``: refuse a Redis that may evict, then serve the app on
 workers.web.server (granian on uvloop) until a warm stop.
 
-Why this stack (measured; README.rst, "The read API of link counts"): a well-kept HTTP server
+Why this stack (measured; docs/readapi.rst, "The read API of link counts"): a well-kept HTTP server
 bounds what a client can make a process hold (the head, pipelined answers, requests in
 flight), and granian's hyper does it in Rust at more requests a second than uvicorn's
 httptools protocol; redis-py's asyncio connection with hiredis parses Redis's answers in C;
@@ -57,7 +57,7 @@ def serve(settings: Settings) -> None:
     except ServeError as exc:
         raise StartupError(str(exc)) from None
     log.info("links_api.listening", extra={"url": f"http://{host}:{port}/"})
-    # In the fleet's registry while it serves (README.rst, "The fleet across hosts").
+    # In the fleet's registry while it serves (docs/operations.rst, "The fleet across hosts").
     registration = Registration(settings.redis_url, settings.host_name,
                                 LINKS_API_PROGRAM).start()
     try:

@@ -1,6 +1,6 @@
 """Link counters in Redis: compact, and exactly once per (update_id, url).
 
-Layout (see README.rst, "Link counting and its memory layout"):
+Layout (see docs/links.rst, "Link counting and its memory layout"):
 
 * ``lc:{B}`` is a hash of counters. A URL key's 10-byte digest (``domain.links.marks``) picks
   its bucket ``B`` (one of ``buckets``) and its 6-byte binary field, so many counters share one

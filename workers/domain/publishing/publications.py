@@ -1,6 +1,7 @@
 """Each update's publication in Redis: the state machine that posts it exactly once.
 
-Two hashes per update (README.rst, "Publishing exactly once", walks through every crash point):
+Two hashes per update (docs/publishing.rst, "Publishing exactly once", walks through every
+crash point):
 
 * ``publishing:{update_id}``: the attempts, a claim (``workers.adapters.claims``). ``owner``
   and ``lease_until`` (Redis's clock, ms) while one handler holds the update, renewed while its

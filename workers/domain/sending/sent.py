@@ -9,7 +9,7 @@ it. The key is the event's ``idempotency_key`` when the API gives one, else a di
 and the message body: stable across redeliveries and DLQ replays (which keep the body; the SQS
 message id changes on a replay). What this cannot make exactly once is a send whose outcome is
 unknown (a timeout after the service accepted it, a daemon killed between the send and the
-mark): it is released or its lease expires, and the message is sent again. README.rst, "Push
+mark): it is released or its lease expires, and the message is sent again. docs/sending.rst, "Push
 and email", says so.
 
 A mark is a claim's hash under the same key as before; a string there (``sent``, or a token)
