@@ -262,7 +262,14 @@ class ProxyHandler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_HEAD = do_POST
 
     def _forward(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        announced = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(announced)
+        if len(body) < announced:
+            # The client went away mid-body (a daemon killed while it sent): AWS stores or does
+            # nothing of a request it did not receive whole, so neither does the proxy (moto
+            # would keep a truncated S3 object under the whole body's checksum).
+            self.close_connection = True
+            return
         server, tally = self.server, self.server.tally
         server.faults.count("requests")
         action, entries = "", 0

@@ -9,12 +9,12 @@ from typing import Any, Iterator
 import pytest
 
 from devstack import networks as standins
-from workers import social
+from workers.adapters import networks as social
 from workers.adapters.networks.base import NETWORKS, network
 from workers.adapters.networks.posting import Poster
+from workers.core import events
 from workers.core.events import InvalidEvent, Target, validate
 from workers.core.settings import Settings
-from workers.runtime import events
 
 ANALYTICS = {"update_id": "u1", "profile_id": "p1", "service_update_id": "9"}
 PUBLISH = {"update_id": "u1", "profile_id": "p1", "text": "Hello"}

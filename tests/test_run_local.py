@@ -18,8 +18,8 @@ import requests
 from devstack import free_port
 from devstack.networks import Control
 from helpers import REPO, alive, wait_until
+from workers.core.events import DECLARED
 from workers.core.settings import Settings
-from workers.queues import declared
 
 
 def env_of(path: Path) -> dict[str, str]:
@@ -147,7 +147,7 @@ def test_a_stop_with_a_dead_stdout_still_stops_everything(how):
         wait_until(lambda: (run_dir / "env").exists(), timeout=90)
         env = env_of(run_dir / "env")
         settings = Settings.from_env(env)
-        daemons = sum(settings.procs_for(q.name, q.procs) for q in declared())
+        daemons = sum(settings.procs_for(q.name, q.procs) for q in DECLARED)
         wait_until(lambda: sum('"daemon.started"' in line for line in read) >= daemons,
                    timeout=90, interval=0.5)
         supervisord = int((run_dir / "supervisord.pid").read_text())
