@@ -21,6 +21,7 @@ from workers.peers.registry import Registration
 from workers.runtime import health, metrics
 from workers.runtime.consumer import BatchResult, Consumer, Handled
 from workers.runtime.liveness import Lanes
+from workers.runtime.shutdown import forced_exit
 from workers.settings import MIN_RECEIVES_IN_FLIGHT, SQS_BATCH_MAX
 
 # While SQS or every handler's peer is away, wait between receives: 1 s, doubling, up to this.
@@ -131,7 +132,8 @@ class Daemon:
         self.consumer.heartbeat.stop()
         self.consumer.pool.shutdown(wait=False, cancel_futures=True)
         self._say("daemon.stopped", exit_status=EXIT_LANE_DIED, **vars(self.consumer.totals))
-        os._exit(EXIT_LANE_DIED)  # not sys.exit: it would wait for handler threads still running
+        # Not sys.exit: it would wait for handler threads still running.
+        forced_exit(EXIT_LANE_DIED)
 
     def _lane(self, index: int, size: int) -> None:
         """One lane; however it ends other than by a requested stop, the daemon exits."""

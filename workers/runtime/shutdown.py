@@ -5,11 +5,33 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from typing import Callable, NoReturn
 
 # How often the main thread looks for a signal's flag.
 WATCH_SECONDS = 0.2
 # How often a daemon looks whether its parent (supervisord) is still there.
 PARENT_CHECK_SECONDS = 1.0
+
+# What runs before a forced exit, which skips atexit (tracing's bounded flush of the spans
+# still batched): each callback bounds its own wait.
+_before_forced_exit: list[Callable[[], None]] = []
+
+
+def before_forced_exit(callback: Callable[[], None]) -> None:
+    """``callback`` runs before ``forced_exit``; once, however often it is registered."""
+    if callback not in _before_forced_exit:
+        _before_forced_exit.append(callback)
+
+
+def forced_exit(status: int) -> NoReturn:
+    """Exits now (os._exit: never waiting for threads still running), after the callbacks of
+    ``before_forced_exit``, none of which may stop it."""
+    for callback in list(_before_forced_exit):
+        try:
+            callback()
+        except BaseException:  # the exit must happen whatever they do
+            pass
+    os._exit(status)
 
 
 class Shutdown:
@@ -63,12 +85,13 @@ class Shutdown:
 
     def install(self) -> None:
         """SIGTERM/SIGINT request a warm stop; a second one stops now (work not deleted comes
-        back from SQS after its visibility timeout, so nothing is lost)."""
+        back from SQS after its visibility timeout, so nothing is lost; the spans of what was
+        handled are flushed first, for at most ``tracing.FORCED_FLUSH_SECONDS``)."""
 
         def handle(signum: int, _frame: object) -> None:
             if self.signal_name is not None:
                 os.write(2, b"second signal: stopping now\n")
-                os._exit(1)
+                forced_exit(1)
             self.signal_name = signal.Signals(signum).name
 
         signal.signal(signal.SIGTERM, handle)

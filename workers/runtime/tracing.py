@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import types
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -34,6 +35,7 @@ from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from workers.runtime import metrics
+from workers.runtime import shutdown as stopping
 
 TRACEPARENT, TRACESTATE = "traceparent", "tracestate"
 AWS_TRACE_HEADER = "AWSTraceHeader"
@@ -41,6 +43,8 @@ AWS_TRACE_HEADER = "AWSTraceHeader"
 MAX_ATTRIBUTES = 10
 SYSTEM = "aws_sqs"  # messaging.system, by the messaging semantic conventions
 OUTCOME = "workers.outcome"  # succeeded, retried, deferred, dead_lettered (a process span's)
+# A forced stop (a daemon's second SIGTERM) waits at most this long for its batched spans.
+FORCED_FLUSH_SECONDS = 2.0
 
 _W3C = TraceContextTextMapPropagator()
 _XRAY = AwsXRayPropagator()
@@ -84,7 +88,24 @@ def configure(program: str, environ: Mapping[str, str] = os.environ) -> bool:
     trace.set_tracer_provider(provider)
     tracing_sdk.instrument(provider)
     _tracer = provider.get_tracer("workers")
+    stopping.before_forced_exit(flush)  # os._exit skips the SDK's own flush at exit
     return True
+
+
+def flush(timeout: float = FORCED_FLUSH_SECONDS) -> None:
+    """Exports the spans still batched, waiting ``timeout`` at most; nothing with tracing off.
+    For a forced exit, maybe from a signal handler: the export runs on a thread of its own, so
+    a lock the interrupted thread holds (or an unreachable collector) costs the wait, never
+    the exit."""
+    if _tracer is None:
+        return
+    force = getattr(trace.get_tracer_provider(), "force_flush", None)
+    if force is None:
+        return
+    exporting = threading.Thread(target=force, args=(int(timeout * 1000),), daemon=True,
+                                 name="span-flush")
+    exporting.start()
+    exporting.join(timeout)
 
 
 def shutdown() -> None:
