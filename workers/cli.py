@@ -310,6 +310,8 @@ def console(ctx: click.Context) -> None:
         return
     from workers.console.serve import StartupError, serve
 
+    _trace("console")  # its replays' send spans
+
     try:
         serve(ctx.obj)
     except StartupError as exc:

@@ -227,8 +227,10 @@ class DeadLetters:
                        result: Pass) -> list[Message]:
         if not todo:
             return []
+        # With tracing on, each goes on in the trace it carries, AWSTraceHeader's included.
         refused = self.client.send_failures([m.body for m in todo], url=self.url,
-                                            attributes=[original_attributes(m) for m in todo])
+                                            attributes=[original_attributes(m) for m in todo],
+                                            parents=tracing.carried(todo))
         for error in refused.values():
             if error not in result.errors:
                 result.errors.append(error)
