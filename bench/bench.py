@@ -341,8 +341,9 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             result["publish"].append(publishbench.measure(posts, latency, workdir))
             log("\n".join(publishbench.lines(result["publish"][-1])))
     if "tracing" in parts:
-        log(f"tracing: ours drains {args.messages:,} post-sent events with tracing off, then on "
-            f"at 100% sampling, {tracingbench.ROUNDS[args.quick]} times each...")
+        log(f"tracing: ours drains {args.messages:,} post-sent events with the code before "
+            f"tracing, then tracing off, then on at 100% sampling, "
+            f"{tracingbench.ROUNDS[args.quick]} times each...")
         result["tracing"] = tracingbench.measure(args.messages, args.concurrency, args.backlog,
                                                  workdir, tracingbench.ROUNDS[args.quick])
         log("\n".join(tracingbench.lines(result["tracing"])))

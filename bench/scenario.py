@@ -159,7 +159,8 @@ class Scenario:
                                  WORKERS_QUEUE_PREFIX=self.settings.queue_prefix,
                                  # What the peers' own configurations need to find the queue.
                                  BENCH_QUEUE_URL=queue_url, BENCH_NAMESPACE=self.namespace,
-                                 PYTHONPATH=str(peervenv.PEERS_DIR), **self.consumer.env)
+                                 **{"PYTHONPATH": str(peervenv.PEERS_DIR),
+                                    **self.consumer.env})  # its own PYTHONPATH first
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(self.consumer.argv, env=env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

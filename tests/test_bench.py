@@ -238,12 +238,22 @@ def test_the_soak_counts_every_message_and_reports_the_growth_after_warm_up(quic
     assert len(soak["samples"]) >= 2
 
 
-def test_the_tracing_part_measures_ours_off_and_on_and_exports_every_message_s_spans(quick_run):
+def test_the_tracing_part_measures_ours_before_off_and_on_and_exports_spans(quick_run):
     result, _ = quick_run
     tracing = result["tracing"]
     assert tracing["all_counted"] is True
     for mode in ("off", "on"):
         assert all(sane(cpu) for cpu in tracing["cpu_s_per_1000_msgs"][mode])
     assert sane(tracing["ratio"])
+    # the code before tracing too, beside off, in the same run: from the git history, which
+    # a shallow clone lacks (the part then says so, and measures off and on only)
+    shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=REPO,
+                             capture_output=True, text=True).stdout.strip() == "true"
+    if shallow:
+        assert tracing["before"] is None and tracing["before_missing"]
+    else:
+        assert tracing["before_missing"] is None and len(tracing["before_commit"]) == 40
+        assert all(sane(cpu) for cpu in tracing["cpu_s_per_1000_msgs"]["before"])
+        assert sane(tracing["off_over_before"])
     # the "on" runs exported to the bench's receiver
     assert tracing["spans_exported"] > 0

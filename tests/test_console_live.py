@@ -74,8 +74,9 @@ def test_a_replay_whose_console_was_killed_is_resumed_and_loses_nothing(env, que
     task = first.session(OPERATOR).post(f"{first.url}/api/dlq/post-sent/replay",
                                         json={"rate": 2}, timeout=60).json()["task"]
     runner = f"console:task:{{{task}}}:runner"
-    wait_until(lambda: int(redis_client.hget(f"console:task:{{{task}}}", "moved") or 0) >= 2,
-               60)
+    # (two moved and deleted: the runner waits for its rate of 2 a second)
+    wait_until(lambda: int(redis_client.hget(f"console:task:{{{task}}}", "moved") or 0) >= 2
+               and queue_depth(sqs, dlq) == 4, 60)
     # When the console is killed midway (kill -9: no warm stop)
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL
     # its runner's lease lapses by itself (shortened here, not waited out)
@@ -88,7 +89,9 @@ def test_a_replay_whose_console_was_killed_is_resumed_and_loses_nothing(env, que
         def ended():
             found = operator.get(f"{second.url}/api/tasks/{task}", timeout=10).json()
             return found if found["state"] != "running" else None
-        done = wait_until(ended, 90)
+        # at once: the killed runner held none hidden while it waited for its rate (else
+        # they would come back only after REPLAY_VISIBILITY_SECONDS, 60 s)
+        done = wait_until(ended, 40)
     finally:
         second.stop()
     # Then the task completed under the next console: every dead letter is back in the

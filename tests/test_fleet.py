@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from typing import Any
 
 import pytest
+import redis
 
-from helpers import ON_SINGLE_AND_CLUSTER, wait_until, workers_cmd
+from helpers import ON_SINGLE_AND_CLUSTER, queue_depth, wait_until, workers_cmd
 from workers.core.settings import Settings
 from workers.ops import fleet
 from workers.ops.scale import Scaler
-from workers.runtime.registry import PROCS, Registration, entry_key, version
+from workers.runtime.registry import PROCS, REFRESH_SECONDS, TAG, Registration, entry_key, version
 
 FIGURES = {"last_poll_at": 1_796_000_000.5, "handled": 120, "failed": 3, "dead_lettered": 2,
            "in_flight": 7}
@@ -164,3 +167,79 @@ def test_scaling_a_host_the_fleet_does_not_know_is_refused(redis_url, redis_clie
                                                r"worker-1\)"):
         fleet.scale(redis_url, "wroker-1", "push", 2, timeout=1)
     assert fleet.wanted(redis_client, "wroker-1") is None
+
+
+class Monitor:
+    """Every command a Redis server runs (its MONITOR), with its time and connection."""
+
+    def __init__(self, url: str):
+        self.commands: list[dict[str, Any]] = []
+        self._monitor = redis.Redis.from_url(url).monitor()
+        self._monitor.__enter__()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            for command in self._monitor.listen():
+                self.commands.append(command)
+        except Exception:  # the monitor closed by stop()
+            pass
+
+    def stop(self) -> list[dict[str, Any]]:
+        self._monitor.__exit__(None, None, None)
+        return list(self.commands)
+
+
+def bursts(commands: list[dict[str, Any]], gap: float = 1.0) -> list[list[dict[str, Any]]]:
+    """Commands grouped by time: a pause longer than ``gap`` begins a new group."""
+    groups: list[list[dict[str, Any]]] = []
+    for command in commands:
+        if not groups or command["time"] - groups[-1][-1]["time"] > gap:
+            groups.append([])
+        groups[-1].append(command)
+    return groups
+
+
+def test_the_registry_costs_one_redis_call_a_refresh_and_none_on_the_message_path(
+        daemons, env, sqs, source, redis_servers):
+    # Given a post-sent daemon on a Redis of its own, whose every command is watched
+    server = redis_servers()
+    url = f"redis://127.0.0.1:{server.port}/0"
+    monitor = Monitor(url)
+    daemon = daemons("post-sent", "--concurrency", "10", environment={
+        **env, "REDIS_URL": url, "WORKERS_METRICS_PORT": "0", "WORKERS_WAIT_SECONDS": "1"})
+    # When it handles 200 events, and then three more refreshes pass
+    for start in range(0, 200, 10):
+        sqs.send_message_batch(QueueUrl=source, Entries=[{"Id": str(i), "MessageBody": json.dumps(
+            {"update_id": f"u{start + i}", "profile_id": "p", "url": f"https://site{i}.com"})}
+            for i in range(10)])
+    wait_until(lambda: queue_depth(sqs, source) == 0, timeout=60, interval=0.2)
+
+    def registry_calls() -> list[dict[str, Any]]:
+        return [c for c in monitor.commands if c["client_type"] != "lua"
+                and TAG in c["command"]]
+    wait_until(lambda: len(bursts(registry_calls())) >= 4, timeout=4 * REFRESH_SECONDS + 10,
+               interval=0.2)
+    commands = [c for c in monitor.stop() if c["client_type"] != "lua"]
+    daemon.terminate()
+    # Then the registry's calls come from one connection of their own, where nothing else goes
+    mine = [c for c in commands if TAG in c["command"]]
+    [registry] = {(c["client_address"], c["client_port"]) for c in mine}
+    on_its_connection = [c["command"] for c in commands
+                         if (c["client_address"], c["client_port"]) == registry]
+    first = next(i for i, c in enumerate(on_its_connection) if TAG in c)
+    connecting, calls = on_its_connection[:first], on_its_connection[first:]
+    assert {c.split()[0] for c in connecting} <= {"PING", "HELLO", "CLIENT"}, connecting
+    assert [c.split()[:2] for c in calls if TAG not in c] == [["SCRIPT", "LOAD"]], calls
+    # the message path (every other connection: 200 events counted, in batches) never touches
+    # the registry
+    others = [c for c in commands if (c["client_address"], c["client_port"]) != registry]
+    assert len(others) >= 20 and not [c for c in others if TAG in c["command"]]
+    # and past the first (which loads the script), each refresh is one call, an interval apart
+    groups = bursts(mine)
+    assert len(groups[0]) <= 3, groups[0]
+    for group in groups[1:]:
+        assert [c["command"].split()[0] for c in group] == ["EVALSHA"], group
+    starts = [g[0]["time"] for g in groups]
+    for earlier, later in zip(starts, starts[1:], strict=False):
+        assert REFRESH_SECONDS - 0.5 <= later - earlier <= REFRESH_SECONDS + 2.5, starts

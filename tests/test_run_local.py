@@ -21,6 +21,11 @@ from helpers import REPO, alive, wait_until
 from workers.core.events import DECLARED
 from workers.core.settings import Settings
 
+# A 1 s long poll: each idle daemon's warm stop waits out its poll (run-local's default 5 s,
+# one queue after another); what is asserted is that they all stop warmly, not how long a
+# poll lasts.
+QUICK_STOP = ("--wait-seconds", "1")
+
 
 def env_of(path: Path) -> dict[str, str]:
     env = {}
@@ -136,7 +141,7 @@ def test_a_stop_with_a_dead_stdout_still_stops_everything(how):
     # Given `make run | tee run.log`, the fleet up and logging through the pipe
     run_dir = Path(tempfile.mkdtemp(prefix="wrl"))
     proc = subprocess.Popen([sys.executable, str(REPO / "bin" / "run-local"), "--rate", "5",
-                             "--run-dir", str(run_dir), "--console-port", "0"],
+                             "--run-dir", str(run_dir), "--console-port", "0", *QUICK_STOP],
                             stdout=subprocess.PIPE,
                             stderr=open(run_dir / "stderr.log", "ab"), start_new_session=True)
     try:
@@ -202,7 +207,7 @@ def run_local(run_dir: Path, tag: str, *args: str) -> subprocess.Popen:
     """bin/run-local as a terminal's foreground job: a process group of its own."""
     name, _, value = tag.partition("=")
     return subprocess.Popen([sys.executable, str(REPO / "bin" / "run-local"), "--rate", "5",
-                             "--run-dir", str(run_dir), *args],
+                             "--run-dir", str(run_dir), *QUICK_STOP, *args],
                             env={**os.environ, name: value}, stdin=subprocess.DEVNULL,
                             stdout=open(run_dir / "out.log", "ab"), stderr=subprocess.STDOUT,
                             start_new_session=True)

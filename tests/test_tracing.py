@@ -11,22 +11,27 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
+import uuid
 from typing import Any, Iterator
 
 import boto3
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Sink
+from console_proc import OPERATOR, add_users, start_console
 from prometheus_client import REGISTRY
 
 from devstack import free_port
 from devstack.networks import Account, Networks
 from devstack.otlp import OTLPReceiver, Span, tree
 from fakes import FakePusher
-from helpers import log_events, wait_until, workers_cmd
+from helpers import log_events, queue_depth, wait_until, workers_cmd
 from workers.adapters import tracing
 from workers.adapters.aws import client
 from workers.adapters.producer import Producer
@@ -342,6 +347,83 @@ def test_a_dead_lettered_message_s_process_span_says_so_and_its_copy_stays_in_it
         f"00-{XRAY_TRACE}-{copy.span_id}-01"
 
 
+def replay_by_cli(env: dict[str, str], _tmp_path) -> str:
+    done = workers_cmd("dlq", "replay", "post-sent", env=env)
+    assert done.returncode == 0, done.stderr
+    return "workers-dlq"
+
+
+def replay_by_console(env: dict[str, str], tmp_path) -> str:
+    users = tmp_path / "users"
+    add_users(users)
+    console = start_console({**env, "WORKERS_CONSOLE_USERS": str(users)},
+                            tmp_path / "console.log")
+    try:
+        operator = console.session(OPERATOR)
+        started = operator.post(f"{console.url}/api/dlq/post-sent/replay", json={}, timeout=30)
+        assert started.status_code == 202, started.text
+        task = started.json()["task"]
+        wait_until(lambda: operator.get(f"{console.url}/api/tasks/{task}", timeout=10
+                                        ).json()["state"] == "completed", timeout=60)
+    finally:
+        stopped = console.stop()
+    assert stopped == 0  # a warm stop: its spans are exported at exit
+    return "workers-console"
+
+
+@pytest.mark.parametrize("replay", [replay_by_cli, replay_by_console], ids=["cli", "console"])
+def test_a_replayed_dead_letter_is_sent_and_processed_in_the_trace_it_carries(
+        replay, traced, env, settings, sqs, queues, prefix, redis_client, tmp_path):
+    # Given a dead letter whose only context is AWSTraceHeader (SQS's redrive of an X-Ray
+    # sender's message keeps it; no traceparent of ours)
+    sqs.send_message(QueueUrl=queues[prefix + "post-sent-dlq"], MessageBody=json.dumps(
+        {"update_id": "u1", "profile_id": "p1", "url": "https://buffer.com/replayed"}),
+        MessageSystemAttributes={"AWSTraceHeader": {"DataType": "String",
+                                                    "StringValue": XRAY_HEADER}})
+    # When an operator replays it (`workers dlq replay`, or the console's replay task: on
+    # moto, with no move task, both send it themselves), tracing on in that process
+    service = replay({**env, **otel_env(traced)}, tmp_path)
+    # and a consumer handles it
+    consumer = consumer_of("post-sent", settings, concurrency=1)
+    assert consumer.process_batch(wait_seconds=1).succeeded == 1
+    tracing.shutdown()
+    # Then the replay's send span goes on in the dead letter's trace, and the process span of
+    # the replayed message is its child
+    spans = wait_until(lambda: (found := traced.spans()) and
+                       {"send post-sent", "process post-sent"} <= {s.name for s in found}
+                       and found, timeout=10)
+    send = one(spans, name="send post-sent")
+    assert (send.kind, send.service) == ("PRODUCER", service)
+    assert (send.trace_id, send.parent_id) == (XRAY_TRACE, XRAY_PARENT)
+    process = one(spans, name="process post-sent")
+    assert (process.trace_id, process.parent_id) == (XRAY_TRACE, send.span_id)
+    assert process.attributes["messaging.message.id"] == send.attributes["messaging.message.id"]
+
+
+def test_a_push_s_sns_publish_is_a_span_of_botocore_s_beneath_its_process_span(
+        traced, settings, sqs, queues, prefix):
+    # Given a push message to a platform endpoint of moto's SNS
+    sns = boto3.client("sns", region_name=settings.region, endpoint_url=settings.endpoint_url)
+    app = sns.create_platform_application(
+        Name=f"{prefix}gcm", Platform="GCM",
+        Attributes={"PlatformCredential": "test-credential"})["PlatformApplicationArn"]
+    target = sns.create_platform_endpoint(PlatformApplicationArn=app,
+                                          Token=uuid.uuid4().hex)["EndpointArn"]
+    sqs.send_message(QueueUrl=queues[prefix + "push"], MessageBody=json.dumps(
+        {"user_id": "u1", "target_arn": target, "title": "Post sent", "body": "It went out"}))
+    # When a consumer pushes it
+    assert consumer_of("push", settings, concurrency=1).process_batch(wait_seconds=1).succeeded == 1
+    tracing.shutdown()
+    # Then SNS's Publish is a span of botocore's instrumentation, the child of the message's
+    # process span (a PRODUCER: botocore follows the messaging conventions for SNS's Publish)
+    spans = traced.spans()
+    process = one(spans, name="process push")
+    [publish] = [s for s in spans if s.attributes.get("rpc.service") == "SNS"]
+    assert (publish.attributes["rpc.method"], publish.kind) == ("Publish", "PRODUCER")
+    assert (publish.parent_id, publish.trace_id) == (process.span_id, process.trace_id)
+    assert publish.attributes["messaging.destination.name"] == target
+
+
 @pytest.mark.parametrize("backend", ["ses", "smtp"])
 def test_an_email_s_send_is_a_client_span_beneath_its_process_span(traced, settings, sqs,
                                                                    queues, prefix, backend):
@@ -371,3 +453,61 @@ def test_an_email_s_send_is_a_client_span_beneath_its_process_span(traced, setti
     call = one(spans, name=name)
     assert (call.kind, call.parent_id, call.trace_id) == ("CLIENT", process.span_id,
                                                           process.trace_id)
+
+
+# -- a forced stop ------------------------------------------------------------------------------
+
+def stopped_now(daemon) -> float:
+    """A warm stop (SIGTERM: it waits out its 20 s long poll), then a second SIGTERM, which
+    stops it at once; how long the daemon took to exit after the second."""
+    daemon.send_signal(signal.SIGTERM)
+    wait_until(lambda: any(e.get("event") == "shutdown.requested"
+                           for e in log_events(daemon.log_path)), timeout=30, interval=0.05)
+    daemon.send_signal(signal.SIGTERM)
+    asked = time.monotonic()
+    daemon.wait(timeout=30)
+    return time.monotonic() - asked
+
+
+def forced_stop_env(env: dict[str, str], endpoint: str) -> dict[str, str]:
+    """Tracing on, spans held in their batch for a minute: only an exit's flush exports them."""
+    return {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_BSP_SCHEDULE_DELAY": "60000",
+            "WORKERS_WAIT_SECONDS": "20", "WORKERS_METRICS_PORT": "0"}
+
+
+def test_a_daemon_stopped_at_once_by_a_second_signal_still_exports_its_spans(
+        daemons, env, receiver, sqs, source):
+    # Given a daemon, tracing on, that handled a message whose spans are still batched
+    daemon = daemons("post-sent", "--concurrency", "1",
+                     environment=forced_stop_env(env, receiver.url))
+    sent = sqs.send_message(QueueUrl=source, MessageBody=json.dumps(
+        {"update_id": "u1", "profile_id": "p1", "url": "https://buffer.com/forced"}))
+    wait_until(lambda: queue_depth(sqs, source) == 0, timeout=60, interval=0.1)
+    assert receiver.exports == 0
+    # When it is stopped at once (a second signal: os._exit, which skips the SDK's flush)
+    took = stopped_now(daemon)
+    # Then it exited at once, and the message's process span reached the collector first
+    assert daemon.returncode == 1 and took < 5, took
+    process = one(receiver.spans(), name="process post-sent")
+    assert process.attributes["messaging.message.id"] == sent["MessageId"]
+    assert process.attributes["workers.outcome"] == "succeeded"
+
+
+def test_a_forced_stop_waits_for_a_collector_that_never_answers_two_seconds_at_most(
+        daemons, env, sqs, source):
+    # Given a daemon whose collector accepts connections and never answers
+    silent = socket.create_server(("127.0.0.1", 0))
+    try:
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        daemon = daemons("post-sent", "--concurrency", "1",
+                         environment=forced_stop_env(env, endpoint))
+        sqs.send_message(QueueUrl=source, MessageBody=json.dumps(
+            {"update_id": "u1", "profile_id": "p1", "url": "https://buffer.com/silent"}))
+        wait_until(lambda: queue_depth(sqs, source) == 0, timeout=60, interval=0.1)
+        # When it is stopped at once
+        took = stopped_now(daemon)
+    finally:
+        silent.close()
+    # Then the flush gave up after its 2 s: a forced stop stays a prompt one
+    assert daemon.returncode == 1
+    assert tracing.FORCED_FLUSH_SECONDS <= took < tracing.FORCED_FLUSH_SECONDS + 2.5, took

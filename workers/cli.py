@@ -288,6 +288,8 @@ def console(ctx: click.Context) -> None:
     # Imported here, not at the top: `workers --help` and the other commands stay quick.
     from workers.console.serve import StartupError, serve
 
+    _trace("console")  # its replays' send spans
+
     try:
         serve(ctx.obj)
     except StartupError as exc:

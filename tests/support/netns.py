@@ -135,9 +135,10 @@ class Host:
         ip("netns", "del", self.ns, check=False)  # its end of the pair goes with it
         ip("link", "del", self.link, check=False)
 
-    def discard(self) -> None:
-        """Stopped, removed, and its run directory (logs, socket) gone."""
-        self.stop()
+    def discard(self, warm: bool = True) -> None:
+        """Stopped (warmly, or killed at once), removed, and its run directory (logs, socket)
+        gone."""
+        self.stop() if warm else self.die()
         if self.run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
@@ -163,6 +164,6 @@ class Hosts:
     def __getitem__(self, index: int) -> Host:
         return self.hosts[index]
 
-    def close(self) -> None:
+    def close(self, warm: bool = True) -> None:
         for host in self.hosts:
-            host.discard()
+            host.discard(warm)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import types
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
@@ -41,6 +42,8 @@ AWS_TRACE_HEADER = "AWSTraceHeader"
 MAX_ATTRIBUTES = 10
 SYSTEM = "aws_sqs"  # messaging.system, by the messaging semantic conventions
 OUTCOME = "workers.outcome"  # succeeded, retried, deferred, dead_lettered (a process span's)
+# A forced stop (a daemon's second SIGTERM) waits at most this long for its batched spans.
+FORCED_FLUSH_SECONDS = 2.0
 
 _W3C = TraceContextTextMapPropagator()
 _XRAY = AwsXRayPropagator()
@@ -85,6 +88,22 @@ def configure(program: str, environ: Mapping[str, str] = os.environ) -> bool:
     tracing_sdk.instrument(provider)
     _tracer = provider.get_tracer("workers")
     return True
+
+
+def flush(timeout: float = FORCED_FLUSH_SECONDS) -> None:
+    """Exports the spans still batched, waiting ``timeout`` at most; nothing with tracing off.
+    For a forced exit, maybe from a signal handler: the export runs on a thread of its own, so
+    a lock the interrupted thread holds (or an unreachable collector) costs the wait, never
+    the exit."""
+    if _tracer is None:
+        return
+    force = getattr(trace.get_tracer_provider(), "force_flush", None)
+    if force is None:
+        return
+    exporting = threading.Thread(target=force, args=(int(timeout * 1000),), daemon=True,
+                                 name="span-flush")
+    exporting.start()
+    exporting.join(timeout)
 
 
 def shutdown() -> None:

@@ -209,7 +209,8 @@ class Tasks:
 
 class Pacer:
     """At most ``rate`` messages a second (SQS's move task's MaxNumberOfMessagesPerSecond):
-    batches of at most ``rate`` messages, each waiting until the rate allows it."""
+    batches of at most ``rate`` messages; after each, a wait until the rate allows the next,
+    while the runner holds none hidden (a console killed then leaves none to wait out)."""
 
     def __init__(self, rate: float | None):
         self.rate = float(rate) if rate else None
@@ -218,10 +219,10 @@ class Pacer:
         self._sent = 0
 
     def __call__(self, n: int) -> None:
+        self._sent += n
         if self.rate:
             due = self._started + self._sent / self.rate
             time.sleep(max(0.0, due - time.monotonic()))
-        self._sent += n
 
 
 def _task(fields: dict) -> dict[str, Any]:

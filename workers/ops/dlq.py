@@ -200,7 +200,8 @@ class DeadLetters:
         most once more (a kill between the send and the mark). Others met on the way (dead
         letters not selected, among them a selected one that failed again and came back
         with a new id) are held hidden until the pass ends, then given back, so the pass
-        ends even while dead letters keep coming."""
+        ends even while dead letters keep coming. ``pace(n)`` runs after each batch of ``n``
+        selected messages is sent and deleted, and waits as long as the rate asks."""
         result, held = Pass(), []
         try:
             while not stop():
@@ -212,11 +213,11 @@ class DeadLetters:
                 todo = [m for m, s in zip(got, states, strict=True) if s == PENDING]
                 stale = [m for m, s in zip(got, states, strict=True) if s == MOVED]
                 held += [m for m, s in zip(got, states, strict=True) if s is None]
-                if todo:
-                    pace(len(todo))
                 sent = self._send_selected(todo, selection, result)
                 self.client.delete(sent + stale, url=self.dlq_url)
                 result.stale += len(stale)
+                if todo:  # waits for the rate holding none of them: a kill leaves none hidden
+                    pace(len(todo))
         finally:
             if held:
                 self.client.change_visibility([(m, 0) for m in held], url=self.dlq_url)
@@ -226,8 +227,10 @@ class DeadLetters:
                        result: Pass) -> list[Message]:
         if not todo:
             return []
+        # With tracing on, each goes on in the trace it carries, AWSTraceHeader's included.
         refused = self.client.send_failures([m.body for m in todo], url=self.url,
-                                            attributes=[original_attributes(m) for m in todo])
+                                            attributes=[original_attributes(m) for m in todo],
+                                            parents=tracing.carried(todo))
         for error in refused.values():
             if error not in result.errors:
                 result.errors.append(error)

@@ -23,6 +23,7 @@ from workers.runtime import health
 from workers.runtime.consumer import BatchResult, Consumer, Handled
 from workers.runtime.liveness import Lanes
 from workers.runtime.registry import Registration
+from workers.runtime.shutdown import forced_exit
 
 # While SQS or every handler's peer is away, wait between receives: 1 s, doubling, up to this.
 MAX_PAUSE_SECONDS = 30
@@ -132,7 +133,8 @@ class Daemon:
         self.consumer.heartbeat.stop()
         self.consumer.pool.shutdown(wait=False, cancel_futures=True)
         self._say("daemon.stopped", exit_status=EXIT_LANE_DIED, **vars(self.consumer.totals))
-        os._exit(EXIT_LANE_DIED)  # not sys.exit: it would wait for handler threads still running
+        # Not sys.exit: it would wait for handler threads still running.
+        forced_exit(EXIT_LANE_DIED)
 
     def _lane(self, index: int, size: int) -> None:
         """One lane; however it ends other than by a requested stop, the daemon exits."""

@@ -5,11 +5,24 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from typing import NoReturn
+
+from workers.adapters import tracing
 
 # How often the main thread looks for a signal's flag.
 WATCH_SECONDS = 0.2
 # How often a daemon looks whether its parent (supervisord) is still there.
 PARENT_CHECK_SECONDS = 1.0
+
+def forced_exit(status: int) -> NoReturn:
+    """Exits now (os._exit: never waiting for threads still running), after tracing's bounded
+    flush of the spans still batched (os._exit skips the SDK's own flush at exit; a no-op with
+    tracing off), which may not stop it."""
+    try:
+        tracing.flush()
+    except BaseException:  # the exit must happen whatever it does
+        pass
+    os._exit(status)
 
 
 class Shutdown:
@@ -63,12 +76,13 @@ class Shutdown:
 
     def install(self) -> None:
         """SIGTERM/SIGINT request a warm stop; a second one stops now (work not deleted comes
-        back from SQS after its visibility timeout, so nothing is lost)."""
+        back from SQS after its visibility timeout, so nothing is lost; the spans of what was
+        handled are flushed first, for at most ``tracing.FORCED_FLUSH_SECONDS``)."""
 
         def handle(signum: int, _frame: object) -> None:
             if self.signal_name is not None:
                 os.write(2, b"second signal: stopping now\n")
-                os._exit(1)
+                forced_exit(1)
             self.signal_name = signal.Signals(signum).name
 
         signal.signal(signal.SIGTERM, handle)
