@@ -30,7 +30,7 @@ REPO = HERE.parent
 # The last commit serving the read API with our own HTTP/1.1 protocol (issue 22 replaced it).
 BASELINE_COMMIT = "abb20ccdad9d2cdd5d00b47a97032916459f42cf"
 SERVERS = ("granian", "uvicorn", "handwritten")
-DESCRIPTION = {"granian": "granian (hyper), ASGI: ours",
+DESCRIPTION = {"granian": "granian (hyper), RSGI: ours",
                "uvicorn": "uvicorn, httptools + uvloop, ASGI",
                "handwritten": "hand-written httptools protocol (before)"}
 

@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import checkout_path  # noqa: F401  (first: devstack and tests/support on sys.path)
+
+# isort: split
 import consumers
 import peervenv
 import procstat

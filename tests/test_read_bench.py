@@ -45,6 +45,6 @@ def test_the_read_part_runs_in_quick_mode_and_reports_sane_figures(tmp_path):
     assert {g["met"] for g in read["goals"].values()} <= {True, False}
     assert "read API (one `links serve` process" in proc.stderr
     assert "redis-benchmark, the same HGET" in proc.stderr
-    assert "granian (hyper), ASGI: ours" in proc.stderr
+    assert "granian (hyper), RSGI: ours" in proc.stderr
     # redis-server, the process under load, and one fresh process for each hostile client
     assert result["still_running"] == [] and len(result["started_pids"]) == 5
