@@ -174,6 +174,7 @@ class Monitor:
 
     def __init__(self, url: str):
         self.commands: list[dict[str, Any]] = []
+        self.error: Exception | None = None  # why it stopped reading, before stop()
         self._monitor = redis.Redis.from_url(url).monitor()
         self._monitor.__enter__()
         threading.Thread(target=self._read, daemon=True).start()
@@ -182,8 +183,8 @@ class Monitor:
         try:
             for command in self._monitor.listen():
                 self.commands.append(command)
-        except Exception:  # the monitor closed by stop()
-            pass
+        except Exception as exc:  # the monitor closed by stop(), or a line it could not parse
+            self.error = exc
 
     def stop(self) -> list[dict[str, Any]]:
         self._monitor.__exit__(None, None, None)
@@ -218,8 +219,14 @@ def test_the_registry_costs_one_redis_call_a_refresh_and_none_on_the_message_pat
     def registry_calls() -> list[dict[str, Any]]:
         return [c for c in monitor.commands if c["client_type"] != "lua"
                 and TAG in c["command"]]
-    wait_until(lambda: len(bursts(registry_calls())) >= 4, timeout=4 * REFRESH_SECONDS + 10,
-               interval=0.2)
+    try:
+        wait_until(lambda: len(bursts(registry_calls())) >= 4, timeout=4 * REFRESH_SECONDS + 10,
+                   interval=0.2)
+    except AssertionError:  # say which of the two stopped: the daemon, or our watching
+        raise AssertionError(
+            f"{len(bursts(registry_calls()))} refreshes seen; daemon exit status "
+            f"{daemon.poll()}, monitor {monitor.error!r}; registry calls "
+            f"{[c['command'][:60] for c in registry_calls()]}") from None
     commands = [c for c in monitor.stop() if c["client_type"] != "lua"]
     daemon.terminate()
     # Then the registry's calls come from one connection of their own, where nothing else goes
