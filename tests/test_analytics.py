@@ -74,8 +74,8 @@ def api_env(fake: Networks) -> dict[str, str]:
 
 def apis(fake: Networks, **options) -> dict[str, social.SocialAPI]:
     return social.apis(Settings().model_copy(update={
-        "twitter_api_url": fake.url, "facebook_api_url": fake.url,
-        "linkedin_api_url": fake.url}), **options)
+        "network_options": {f"{name}_api_url": fake.url
+                            for name in ("twitter", "facebook", "linkedin")}}), **options)
 
 
 # -- the adapters ------------------------------------------------------------------------------
@@ -232,7 +232,8 @@ def stack(settings, fake_api, redis_client, sqs, queues, prefix):
     """A consumer of the analytics queue whose networks are the fake; tokens in Redis."""
     for service, token in TOKENS.items():
         redis_client.hset("creds:p1", service, token)
-    settings = settings.model_copy(update={**{f"{s}_api_url": fake_api.url for s in TOKENS}})
+    settings = settings.model_copy(
+        update={"network_options": {f"{s}_api_url": fake_api.url for s in TOKENS}})
     fetch = FetchEngagement(RedisCredentials(redis_client), apis(fake_api, timeout=0.5),
                             EngagementStore(redis_client), Notifier.from_settings(settings))
     consumer = Consumer("analytics", settings, handlers=Handlers(fetch.handle), concurrency=1)

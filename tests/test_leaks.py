@@ -101,7 +101,8 @@ class EchoingTwitter(Networks):
 def test_a_twitter_error_in_a_200_never_carries_the_token():
     fake = EchoingTwitter().start()
     try:
-        api = social.apis(Settings().model_copy(update={"twitter_api_url": fake.url}))["twitter"]
+        api = social.apis(Settings().model_copy(
+            update={"network_options": {"twitter_api_url": fake.url}}))["twitter"]
         with pytest.raises(PermanentError) as raised:
             api.engagement("1460323737035677698", "tw-token-SECRET-9z")
     finally:

@@ -31,20 +31,12 @@ def registries() -> Iterator[None]:
     NETWORKS.update(networks)
 
 
-class WithURL:
-    """Settings with one more attribute: the field a new network adds to Settings."""
-
-    def __init__(self, settings: Settings, **more: Any):
-        self._settings, self._more = settings, more
-
-    def __getattr__(self, name: str) -> Any:
-        return self._more[name] if name in self._more else getattr(self._settings, name)
-
-
 def test_a_registered_network_is_built_by_apis_and_named_by_events(registries):
-    # Given a network's module: its adapter, registered with where it posts and its settings
-    @network("mastodon", target=Target("the instance URL", prefix="https://"),
-             settings={"visibility": "mastodon_visibility"})
+    # Given a network's module: its adapter, registered with its API's URL, where it posts and
+    # its options (nothing else of the package is touched: no settings field, no schema)
+    @network("mastodon", url="https://mastodon.social",
+             target=Target("the instance URL", prefix="https://"),
+             options={"visibility": "public"})
     class Mastodon(Poster):
         def __init__(self, base_url: str, *args: Any, visibility: str = "", **kwargs: Any):
             super().__init__(base_url, *args, **kwargs)
@@ -56,11 +48,12 @@ def test_a_registered_network_is_built_by_apis_and_named_by_events(registries):
         def parse(self, body: dict[str, Any], post_id: str) -> dict[str, Any]:
             return {"likes": body.get("favourites_count"), "comments": body.get("replies_count")}
 
-    settings = WithURL(Settings(), mastodon_api_url="http://mastodon.test",
-                       mastodon_visibility="unlisted")
+    # and an environment pointing it at a stand-in, with one option of its own
+    settings = Settings.from_env({"WORKERS_MASTODON_API_URL": "http://mastodon.test",
+                                  "WORKERS_MASTODON_API_VISIBILITY": "unlisted"})
 
     # When the adapters are built, and events name it
-    built = social.apis(settings)  # type: ignore[arg-type]
+    built = social.apis(settings)
     analytics = validate("analytics", {**ANALYTICS, "service": "mastodon"})
 
     # Then it is among them, built from the settings it named, beside every other network
@@ -68,6 +61,9 @@ def test_a_registered_network_is_built_by_apis_and_named_by_events(registries):
     assert built["mastodon"].base_url == "http://mastodon.test"
     assert built["mastodon"].visibility == "unlisted"
     assert {"twitter", "facebook", "linkedin"} < set(built)
+    # ... and without those variables, what its module declares
+    default = social.apis(Settings.from_env({}))["mastodon"]
+    assert (default.base_url, default.visibility) == ("https://mastodon.social", "public")
     # ... an event may name it, and a publish event needs the target its registration says
     assert analytics.service == "mastodon"  # type: ignore[attr-defined]
     with pytest.raises(InvalidEvent, match=r"target \(the instance URL\) is required for "
@@ -87,12 +83,9 @@ def test_the_registered_networks_are_what_events_accept():
     assert set(events.SERVICES) == set(NETWORKS) == {"twitter", "facebook", "linkedin"}
 
 
-def test_every_network_has_its_setting_and_its_standin():
-    settings = Settings()
+def test_every_network_has_its_public_api_and_its_standin():
     for name, registered in NETWORKS.items():
-        assert isinstance(getattr(settings, registered.url_setting), str), name
-        for attribute in registered.settings.values():
-            assert hasattr(settings, attribute), (name, attribute)
+        assert registered.url.startswith("https://"), name
     assert set(standins.SERVICES) == set(NETWORKS)  # make run and the tests post to each
     assert set(standins.api_env("http://x")) == {f"WORKERS_{n.upper()}_API_URL" for n in NETWORKS}
     assert {a.service for a in standins.sample_accounts()} == set(NETWORKS)

@@ -67,7 +67,7 @@ class Stack:
             redis_client.hset("creds:p1", service, token)
         self.settings = settings.model_copy(update={
             "analytics_delay": 0, "publish_lease": 60,
-            **{f"{s}_api_url": networks.url for s in SERVICES}})
+            "network_options": {f"{s}_api_url": networks.url for s in SERVICES}})
         self.handler = PublishUpdate(
             Publications(redis_client, self.settings.publish_lease), RateLimits(redis_client),
             RedisCredentials(redis_client),

@@ -57,8 +57,9 @@ def networks():
 
 def poster(networks: Networks, service: str = "twitter") -> social.Poster:
     return social.apis(Settings().model_copy(update={
-        "twitter_api_url": networks.url, "facebook_api_url": networks.url,
-        "linkedin_api_url": networks.url}), timeout=2.0)[service]
+        "network_options": {f"{name}_api_url": networks.url
+                            for name in ("twitter", "facebook", "linkedin")}}),
+        timeout=2.0)[service]
 
 
 @pytest.mark.parametrize("token", SPOILED, ids=repr)
@@ -107,7 +108,8 @@ def test_a_publish_event_with_a_spoiled_token_is_dead_lettered_at_once_naming_th
     # Given a profile whose stored token ends in a newline, and a daemon's log on stdout
     redis_client.hset("creds:p1", "twitter", SECRET + "\n")
     json_logs()
-    settings = settings.model_copy(update={"twitter_api_url": networks.url})
+    settings = settings.model_copy(
+        update={"network_options": {"twitter_api_url": networks.url}})
     publish = PublishUpdate(
         Publications(redis_client, settings.publish_lease), RateLimits(redis_client),
         RedisCredentials(redis_client), social.apis(settings, timeout=2.0), Producer(settings),

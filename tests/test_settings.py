@@ -22,12 +22,13 @@ def test_the_configuration_page_holds_the_table_generated_from_the_settings():
 
 def test_the_table_lists_every_variable_once():
     first_column = re.findall(r"^``(\S+)``", rst_table(), re.MULTILINE)
-    assert sorted(first_column) == sorted([*VARIABLES, "WORKERS_<PROGRAM>_PROCS"])
+    assert sorted(first_column) == sorted(
+        [*VARIABLES, "WORKERS_<PROGRAM>_PROCS", "WORKERS_<NETWORK>_API_<OPTION>"])
 
 
-def test_every_setting_but_the_procs_family_has_its_variable():
+def test_every_setting_but_the_two_families_has_its_variable():
     fields = set(Settings.model_fields)
-    assert set(VARIABLES.values()) == fields - {"procs"}
+    assert set(VARIABLES.values()) == fields - {"procs", "network_options"}
     assert all(Settings.model_fields[f].description for f in fields)
 
 
@@ -81,3 +82,17 @@ def test_repr_masks_the_redis_password_and_hides_secrets():
                                     "WORKERS_SMTP_PASSWORD": "spass"}))
     assert "redis://:***@h:6379/0" in shown
     assert not any(s in shown for s in ("hunter2", "psecret", "spass"))
+
+
+def test_a_network_s_options_are_read_by_name_whatever_the_network():
+    settings = Settings.from_env({"WORKERS_TWITTER_API_URL": "http://x.test",
+                                  "WORKERS_MASTODON_API_VISIBILITY": "unlisted",
+                                  "WORKERS_FACEBOOK_API_VERSION": "",
+                                  "WORKERS_LINKS_API_PORT": "8081"})
+    assert settings.network_option("twitter", "url", "https://api.twitter.com") == "http://x.test"
+    assert settings.network_option("mastodon", "visibility", "public") == "unlisted"
+    # unset or empty: the network's own default; the read API's variables are not a network's
+    assert settings.network_option("facebook", "version", "v25.0") == "v25.0"
+    assert settings.network_options == {"twitter_api_url": "http://x.test",
+                                        "mastodon_api_visibility": "unlisted"}
+    assert settings.links_api_port == 8081

@@ -22,6 +22,7 @@ from typing import Any
 import boto3
 import requests
 
+from workers.adapters.networks import facebook, linkedin
 from workers.adapters.redisconn import connect
 from workers.core.settings import Settings
 
@@ -35,16 +36,19 @@ def post(session: requests.Session, settings: Settings, redis: Any, event: dict)
     service = event["service"]
     token = redis.hget(f"creds:{event['profile_id']}", service).decode()
     auth = {"Authorization": f"Bearer {token}"}
+    url = settings.network_option(service, "url", "")  # the bench's stand-in's, always set
     if service == "twitter":
-        answer = session.post(f"{settings.twitter_api_url}/2/tweets", headers=auth,
+        answer = session.post(f"{url}/2/tweets", headers=auth,
                               json={"text": event["text"]}, timeout=10)
     elif service == "facebook":
-        answer = session.post(f"{settings.facebook_api_url}/{settings.facebook_api_version}/"
+        version = settings.network_option(service, "version", facebook.API_VERSION)
+        answer = session.post(f"{url}/{version}/"
                               f"{event['target']}/feed", headers=auth,
                               data={"message": event["text"]}, timeout=10)
     else:
-        answer = session.post(f"{settings.linkedin_api_url}/rest/posts", timeout=10, headers={
-            **auth, "LinkedIn-Version": settings.linkedin_api_version,
+        version = settings.network_option(service, "version", linkedin.API_VERSION)
+        answer = session.post(f"{url}/rest/posts", timeout=10, headers={
+            **auth, "LinkedIn-Version": version,
             "X-Restli-Protocol-Version": "2.0.0"}, json={
             "author": event["target"], "commentary": event["text"], "visibility": "PUBLIC",
             "distribution": {"feedDistribution": "MAIN_FEED"},

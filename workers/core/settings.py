@@ -90,15 +90,6 @@ DEFAULT_PROCESS_RATE = 100.0
 # of a scheduler barely notice.
 DEFAULT_DRAIN_TARGET_SECONDS = 300
 
-# The social networks' public API hosts; overridable (WORKERS_*_API_URL) for a proxy or a fake.
-DEFAULT_TWITTER_API_URL = "https://api.twitter.com"
-DEFAULT_FACEBOOK_API_URL = "https://graph.facebook.com"
-DEFAULT_LINKEDIN_API_URL = "https://api.linkedin.com"
-# Both networks retire API versions (Graph after about two years, LinkedIn after one): bump these,
-# or set WORKERS_FACEBOOK_API_VERSION / WORKERS_LINKEDIN_API_VERSION, before they do.
-DEFAULT_FACEBOOK_API_VERSION = "v25.0"
-DEFAULT_LINKEDIN_API_VERSION = "202510"
-
 # /metrics and /health listen on loopback unless told otherwise: they need no password, so
 # exposing them (WORKERS_METRICS_HOST=0.0.0.0, for a Prometheus on another host) is a choice.
 DEFAULT_METRICS_HOST = "127.0.0.1"
@@ -291,21 +282,16 @@ class Settings(BaseSettings):
         description="``false``, ``no`` or ``0``: plain HTTP to ``PUSHER_HOST``")
 
     # -- the social networks ----------------------------------------------------------------
-    twitter_api_url: str = Field(
-        DEFAULT_TWITTER_API_URL, validation_alias="WORKERS_TWITTER_API_URL",
-        description="Twitter/X API v2 base URL")
-    facebook_api_url: str = Field(
-        DEFAULT_FACEBOOK_API_URL, validation_alias="WORKERS_FACEBOOK_API_URL",
-        description="Graph API base URL")
-    linkedin_api_url: str = Field(
-        DEFAULT_LINKEDIN_API_URL, validation_alias="WORKERS_LINKEDIN_API_URL",
-        description="LinkedIn REST API base URL")
-    facebook_api_version: str = Field(
-        DEFAULT_FACEBOOK_API_VERSION, validation_alias="WORKERS_FACEBOOK_API_VERSION",
-        description="the Graph API's version")
-    linkedin_api_version: str = Field(
-        DEFAULT_LINKEDIN_API_VERSION, validation_alias="WORKERS_LINKEDIN_API_VERSION",
-        description="the ``LinkedIn-Version`` header")
+    # Found by name in the environment (``from_env``), whatever the networks: each network's
+    # adapter module declares its options and their defaults (``@network``), so adding a
+    # network adds no field here. Keyed ``<network>_api_<option>``.
+    network_options: dict[str, str] = Field(
+        default_factory=dict, json_schema_extra={
+            "variable": "WORKERS_<NETWORK>_API_<OPTION>",
+            "shown": "the network's, in its adapter module (``@network``)"},
+        description="a social network's API base URL (``WORKERS_TWITTER_API_URL``, for a proxy "
+                    "or a stand-in) or another option its module declares "
+                    "(``WORKERS_FACEBOOK_API_VERSION``, ``WORKERS_LINKEDIN_API_VERSION``)")
 
     # -- email and push -------------------------------------------------------------------
     email_backend: EmailBackend = Field(
@@ -407,10 +393,12 @@ class Settings(BaseSettings):
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Every variable of the fields (an unset or empty one takes its default), and the
-        WORKERS_<PROGRAM>_PROCS found; os.environ unless ``env`` is given."""
+        WORKERS_<PROGRAM>_PROCS and WORKERS_<NETWORK>_API_<OPTION> found; os.environ unless
+        ``env`` is given."""
         env = os.environ if env is None else env
         try:
-            return cls(**{**_Environment(cls, env)(), "procs": _procs(env)})
+            return cls(**{**_Environment(cls, env)(), "procs": _procs(env),
+                          "network_options": _network_options(env)})
         except ValidationError as error:
             raise SettingsError(_explain(error.errors()[0])) from None
 
@@ -424,6 +412,11 @@ class Settings(BaseSettings):
         """How many processes ``program`` runs until `workers scale` says otherwise: its
         WORKERS_<PROGRAM>_PROCS, else ``default`` (its declaration's, which the caller knows)."""
         return self.procs.get(program, default)
+
+    def network_option(self, network: str, option: str, default: str) -> str:
+        """``network``'s ``option`` (``url``, ``version``...): its WORKERS_<NETWORK>_API_<OPTION>,
+        else ``default`` (what the network's module declares)."""
+        return self.network_options.get(f"{network}_api_{option}", default)
 
     def queue_name(self, queue: str) -> str:
         """The SQS name of a logical queue."""
@@ -465,6 +458,17 @@ def _procs(env: Mapping[str, str]) -> dict[str, str]:
         if match and not match[1].endswith("_MAX") and value != "":
             found[match[1].lower().replace("_", "-")] = value
     return found
+
+
+# WORKERS_TWITTER_API_URL, WORKERS_FACEBOOK_API_VERSION; not a declared variable of the same
+# shape (WORKERS_LINKS_API_HOST is the read API's).
+_NETWORK_VARIABLE = re.compile(r"WORKERS_([A-Z0-9]+)_API_([A-Z0-9_]+)")
+
+
+def _network_options(env: Mapping[str, str]) -> dict[str, str]:
+    """Every WORKERS_<NETWORK>_API_<OPTION> set, keyed ``<network>_api_<option>``."""
+    return {name[len("WORKERS_"):].lower(): value for name, value in env.items()
+            if _NETWORK_VARIABLE.fullmatch(name) and name not in VARIABLES and value != ""}
 
 
 def procs_variable(program: str) -> str:

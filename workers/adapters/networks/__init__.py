@@ -26,9 +26,10 @@ def apis(settings: Settings, session: requests.Session | None = None,
     session = session or httpclient.session()
     built: dict[str, Poster] = {}
     for name, net in NETWORKS.items():
-        given = {keyword: getattr(settings, attribute)
-                 for keyword, attribute in net.settings.items()}
-        adapter = net.adapter(getattr(settings, net.url_setting), session, **given, **options)
+        given: dict[str, Any] = {keyword: settings.network_option(name, keyword, default)
+                                 for keyword, default in net.options.items()}
+        adapter = net.adapter(settings.network_option(name, "url", net.url), session, **given,
+                              **options)
         if not isinstance(adapter, Poster):  # publish posts through every network
             raise TypeError(f"network {name}: {net.adapter.__name__} is not a Poster")
         built[name] = adapter

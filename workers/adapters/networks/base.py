@@ -127,13 +127,14 @@ class SocialAPI(ABC):
 
 @dataclass(frozen=True)
 class Network:
-    """A registered network: its adapter, and the Settings attributes it is built with."""
+    """A registered network: its adapter, its API's base URL and its other options (each
+    overridden by its WORKERS_<NAME>_API_<OPTION>), with their defaults."""
 
     name: str
     adapter: type[SocialAPI]
-    url_setting: str  # the base URL's attribute (WORKERS_<NAME>_API_URL)
-    # Constructor keyword -> Settings attribute, for what else it needs (an API version).
-    settings: Mapping[str, str] = field(default_factory=dict)
+    url: str  # the public API host (WORKERS_<NAME>_API_URL: a proxy's or a stand-in's)
+    # Constructor keyword -> its default, for what else it is built with (an API version).
+    options: Mapping[str, str] = field(default_factory=dict)
 
 
 # Every network, by name, as its module registered it.
@@ -141,17 +142,16 @@ NETWORKS: dict[str, Network] = {}
 API = TypeVar("API", bound="SocialAPI")
 
 
-def network(name: str, *, target: Target | None = None, url_setting: str = "",
-            settings: Mapping[str, str] | None = None) -> Callable[[type[API]], type[API]]:
-    """Registers the decorated adapter as network ``name``. ``target``: what a publish event
-    must say of where to post (None: the token's owner posts); ``url_setting``: the Settings
-    attribute of its base URL (default ``<name>_api_url``); ``settings``: constructor keyword
-    to Settings attribute, for anything else it is built with."""
+def network(name: str, *, url: str, target: Target | None = None,
+            options: Mapping[str, str] | None = None) -> Callable[[type[API]], type[API]]:
+    """Registers the decorated adapter as network ``name``. ``url``: its API's base URL;
+    ``target``: what a publish event must say of where to post (None: the token's owner
+    posts); ``options``: constructor keyword to default, for anything else it is built with.
+    Settings reads WORKERS_<NAME>_API_URL and WORKERS_<NAME>_API_<OPTION> over them."""
     def register(adapter: type[API]) -> type[API]:
         register_service(name, target)
         adapter.service = name
-        NETWORKS[name] = Network(name, adapter, url_setting or f"{name}_api_url",
-                                 dict(settings or {}))
+        NETWORKS[name] = Network(name, adapter, url, dict(options or {}))
         return adapter
     return register
 

@@ -12,8 +12,11 @@ from workers.adapters.networks.base import dig, network
 from workers.adapters.networks.posting import Draft, Duplicate, Poster, created_since, same_text
 from workers.core.errors import PermanentError
 from workers.core.events import Target
-from workers.core.settings import DEFAULT_FACEBOOK_API_VERSION
 
+API_URL = "https://graph.facebook.com"
+# The Graph API retires a version about two years after it: bump this (or set
+# WORKERS_FACEBOOK_API_VERSION) before it does.
+API_VERSION = "v25.0"
 # Totals only: ``limit(0)`` asks for no reaction or comment objects, just their summaries.
 FIELDS = "shares,reactions.limit(0).summary(total_count),comments.limit(0).summary(total_count)"
 # Graph error codes that mean "later" whatever the HTTP status (400 or 403, not 429):
@@ -27,10 +30,10 @@ DUPLICATE_CODE = 506
 RECENT_POSTS = 100
 
 
-@network("facebook", target=Target("the page id"),
-         settings={"version": "facebook_api_version"})
+@network("facebook", url=API_URL, target=Target("the page id"),
+         options={"version": API_VERSION})
 class Facebook(Poster):
-    def __init__(self, base_url: str, *args: Any, version: str = DEFAULT_FACEBOOK_API_VERSION,
+    def __init__(self, base_url: str, *args: Any, version: str = API_VERSION,
                  **kwargs: Any):
         super().__init__(base_url, *args, **kwargs)
         self.version = version

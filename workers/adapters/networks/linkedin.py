@@ -15,16 +15,19 @@ from workers.adapters.networks.base import dig, network
 from workers.adapters.networks.posting import Draft, Duplicate, Poster
 from workers.core.errors import PermanentError
 from workers.core.events import Target
-from workers.core.settings import DEFAULT_LINKEDIN_API_VERSION
 
+API_URL = "https://api.linkedin.com"
+# LinkedIn retires a version a year after it (the LinkedIn-Version header): bump this (or set
+# WORKERS_LINKEDIN_API_VERSION) before it does.
+API_VERSION = "202510"
 _URN = re.compile(r"urn:li:(?:share|ugcPost):[0-9]+")
 
 
-@network("linkedin", target=Target("the author URN, urn:li:person:... or "
-                                   "urn:li:organization:...", prefix="urn:li:"),
-         settings={"version": "linkedin_api_version"})
+@network("linkedin", url=API_URL, target=Target("the author URN, urn:li:person:... or "
+                                                "urn:li:organization:...", prefix="urn:li:"),
+         options={"version": API_VERSION})
 class LinkedIn(Poster):
-    def __init__(self, base_url: str, *args: Any, version: str = DEFAULT_LINKEDIN_API_VERSION,
+    def __init__(self, base_url: str, *args: Any, version: str = API_VERSION,
                  **kwargs: Any):
         super().__init__(base_url, *args, **kwargs)
         self.version = version

@@ -18,7 +18,7 @@ DUPLICATE_TEXT = "duplicate content"
 RECENT_TWEETS = 100
 
 
-@network("twitter")
+@network("twitter", url="https://api.twitter.com")
 class Twitter(Poster):
     def request(self, post_id: str) -> tuple[str, dict[str, str], dict[str, str]]:
         return f"/2/tweets/{quote(post_id, safe='')}", {"tweet.fields": "public_metrics"}, {}
